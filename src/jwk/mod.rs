@@ -1,0 +1,178 @@
+//! Pure JWK handling: parse one public JWK, validate it (RFC 7517/7518/8037), compute its
+//! RFC 7638 thumbprint, and parse a whole JWKS document for `REPLACE`. No Redis types here.
+
+mod b64;
+mod material;
+mod members;
+mod thumbprint;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result, Shown};
+
+pub use material::Kty;
+pub use thumbprint::thumbprint;
+
+/// Largest JWK accepted as one argument (an `x5c` chain fits comfortably).
+pub const MAX_JWK_BYTES: usize = 64 * 1024;
+/// Largest JWKS document accepted by `REPLACE`.
+pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
+/// Longest `kid` accepted.
+pub const MAX_KID_BYTES: usize = 256;
+/// Largest RSA modulus accepted: bigger ones are a denial-of-service risk for verifiers.
+pub const MAX_RSA_BITS: usize = 16384;
+
+/// What validation depends on besides the JWK itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub min_rsa_bits: usize,
+}
+
+/// A validated public JWK. `members` holds exactly what is published, `kid` included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jwk {
+    kid: String,
+    kty: Kty,
+    members: Map<String, Value>,
+}
+
+impl Jwk {
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn kty(&self) -> Kty {
+        self.kty
+    }
+
+    pub fn members(&self) -> &Map<String, Value> {
+        &self.members
+    }
+
+    pub fn member_str(&self, name: &str) -> Option<&str> {
+        self.members.get(name).and_then(Value::as_str)
+    }
+
+    /// Same key material, whatever the optional members say.
+    pub fn same_key(&self, other: &Jwk) -> bool {
+        self.kty == other.kty
+            && self
+                .kty
+                .material_members()
+                .iter()
+                .all(|m| self.members.get(*m) == other.members.get(*m))
+    }
+
+    /// Parses and validates one JWK given as JSON text.
+    pub fn parse(text: &str, policy: &Policy) -> Result<Jwk> {
+        if text.len() > MAX_JWK_BYTES {
+            return Err(Error::TooLarge {
+                what: "JWK",
+                len: text.len(),
+                max: MAX_JWK_BYTES,
+            });
+        }
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| Error::Jwk(format!("not JSON: {e}")))?;
+        Jwk::from_value(value, policy)
+    }
+
+    /// Validates one JWK already parsed from JSON.
+    pub fn from_value(value: Value, policy: &Policy) -> Result<Jwk> {
+        let Value::Object(mut members) = value else {
+            return Err(Error::Jwk("a JWK must be a JSON object".into()));
+        };
+        members::reject_private(&members)?;
+        let kty = match members.get("kty") {
+            Some(Value::String(s)) => Kty::from_name(s)?,
+            Some(_) => return Err(Error::Jwk("'kty' must be a string".into())),
+            None => return Err(Error::Jwk("missing 'kty'".into())),
+        };
+        let with_kid = |e: Error, members: &Map<String, Value>| match (e, members.get("kid")) {
+            (Error::Jwk(reason), Some(Value::String(kid))) => Error::JwkAt {
+                kid: Shown::new(kid),
+                reason,
+            },
+            (e, _) => e,
+        };
+        members::check_known(kty, &members).map_err(|e| with_kid(e, &members))?;
+        material::check(kty, &members, policy).map_err(|e| with_kid(e, &members))?;
+        members::check_optional(kty, &members).map_err(|e| with_kid(e, &members))?;
+        let kid = match members.get("kid") {
+            Some(Value::String(kid)) => kid.clone(),
+            Some(_) => return Err(Error::Jwk("'kid' must be a string".into())),
+            None => {
+                // RFC 7638 §1: the thumbprint is a natural kid for a key that has none.
+                let kid = thumbprint(kty, &members)?;
+                members.insert("kid".into(), Value::String(kid.clone()));
+                kid
+            }
+        };
+        check_kid(&kid)?;
+        Ok(Jwk { kid, kty, members })
+    }
+}
+
+fn check_kid(kid: &str) -> Result<()> {
+    if kid.is_empty() {
+        return Err(Error::Jwk("'kid' must not be empty".into()));
+    }
+    if kid.len() > MAX_KID_BYTES {
+        return Err(Error::Jwk(format!(
+            "'kid' is longer than {MAX_KID_BYTES} bytes"
+        )));
+    }
+    if kid.chars().any(char::is_control) {
+        return Err(Error::Jwk("'kid' contains control characters".into()));
+    }
+    Ok(())
+}
+
+/// Checks a kid given to PROMOTE/RETIRE the same way a JWK's kid is checked.
+pub fn parse_kid(raw: &[u8]) -> Result<String> {
+    let kid = std::str::from_utf8(raw).map_err(|_| Error::NotUtf8("kid"))?;
+    check_kid(kid).map_err(|_| Error::UnknownKid(Shown::new(kid)))?;
+    Ok(kid.to_owned())
+}
+
+/// Parses a JWKS document (`{"keys":[...]}`) as given to `REPLACE`.
+pub fn parse_document(text: &str, policy: &Policy) -> Result<Vec<Jwk>> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge {
+            what: "JWKS document",
+            len: text.len(),
+            max: MAX_DOCUMENT_BYTES,
+        });
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::Document(format!("not JSON: {e}")))?;
+    let Value::Object(mut doc) = value else {
+        return Err(Error::Document("must be a JSON object".into()));
+    };
+    let keys = match doc.remove("keys") {
+        Some(Value::Array(keys)) => keys,
+        Some(_) => return Err(Error::Document("'keys' must be an array".into())),
+        None => return Err(Error::Document("missing 'keys'".into())),
+    };
+    if let Some(extra) = doc.keys().next() {
+        return Err(Error::Document(format!(
+            "unknown member {}",
+            Shown::new(extra)
+        )));
+    }
+    let mut jwks: Vec<Jwk> = Vec::with_capacity(keys.len());
+    for key in keys {
+        let jwk = Jwk::from_value(key, policy)?;
+        if jwks.iter().any(|k| k.kid == jwk.kid) {
+            return Err(Error::DuplicateKid(Shown::new(&jwk.kid)));
+        }
+        jwks.push(jwk);
+    }
+    Ok(jwks)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests;

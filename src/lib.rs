@@ -1,0 +1,4 @@
+pub mod error;
+pub mod jwk;
+#[doc(hidden)]
+pub mod testkeys;
