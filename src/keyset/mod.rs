@@ -1,0 +1,227 @@
+//! The key-set state machine: which keys are published, which one signs, and how a rotation
+//! moves them. Pure: no Redis types; time comes in as a parameter.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result, Shown};
+use crate::jwk::Jwk;
+
+mod persist;
+#[cfg(test)]
+mod tests;
+
+/// Most keys one set may hold: verifiers fetch the whole document on every miss.
+pub const MAX_KEYS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Published before it signs, so verifiers learn it first.
+    Next,
+    /// The signing key; at most one.
+    Current,
+    /// No longer signs; published until outstanding tokens expire.
+    Previous,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Next => "next",
+            State::Current => "current",
+            State::Previous => "previous",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub jwk: Jwk,
+    pub state: State,
+    pub added_ms: i64,
+    pub promoted_ms: Option<i64>,
+    pub demoted_ms: Option<i64>,
+}
+
+/// One rotation operation, already validated on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Add(Jwk),
+    Promote(String),
+    Retire(String),
+    Replace(Vec<Jwk>),
+}
+
+/// What a rotation did, one item per real change, in order: the audit trail's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added { kid: String },
+    Promoted { kid: String, demoted: Option<String> },
+    Retired { kid: String, was: State },
+    /// Same key material under the same kid, other optional members (REPLACE only).
+    Updated { kid: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeySet {
+    generation: u64,
+    /// Insertion order; the published order is derived from it.
+    entries: Vec<Entry>,
+}
+
+impl KeySet {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn current_kid(&self) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| e.state == State::Current)
+            .map(|e| e.jwk.kid())
+    }
+
+    fn position(&self, kid: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.jwk.kid() == kid)
+    }
+
+    /// Published order: current first (the key most tokens name), then next, then previous,
+    /// each in the order keys were added. Stable, so equal sets render byte-identical.
+    pub fn published(&self) -> impl Iterator<Item = &Entry> {
+        [State::Current, State::Next, State::Previous]
+            .into_iter()
+            .flat_map(move |s| self.entries.iter().filter(move |e| e.state == s))
+    }
+
+    pub fn published_kids(&self) -> Vec<&str> {
+        self.published().map(|e| e.jwk.kid()).collect()
+    }
+
+    /// The JWKS document (RFC 7517 §5): public members only, since only those are stored.
+    pub fn render(&self) -> String {
+        let keys: Vec<&Map<String, Value>> = self.published().map(|e| e.jwk.members()).collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    /// Applies `ops` in order to a copy. All or nothing: the first error leaves `self` as is.
+    /// Returns the new set (generation bumped if anything changed) and the changes made.
+    pub fn apply(&self, ops: &[Op], now_ms: i64) -> Result<(KeySet, Vec<Change>)> {
+        let mut next = self.clone();
+        let mut changes = Vec::new();
+        for op in ops {
+            match op {
+                Op::Add(jwk) => next.add(jwk.clone(), now_ms, &mut changes)?,
+                Op::Promote(kid) => next.promote(kid, now_ms, &mut changes)?,
+                Op::Retire(kid) => next.retire(kid, &mut changes)?,
+                Op::Replace(jwks) => next.replace(jwks, now_ms, &mut changes)?,
+            }
+        }
+        if let Some(old) = self.current_kid() {
+            if next.current_kid().is_none() {
+                return Err(Error::RetireCurrent(Shown::new(old)));
+            }
+        }
+        if next.entries.len() > MAX_KEYS {
+            return Err(Error::TooManyKeys(MAX_KEYS));
+        }
+        if !changes.is_empty() {
+            next.generation = self.generation.saturating_add(1);
+        }
+        Ok((next, changes))
+    }
+
+    fn add(&mut self, jwk: Jwk, now_ms: i64, changes: &mut Vec<Change>) -> Result<()> {
+        if self.position(jwk.kid()).is_some() {
+            return Err(Error::DuplicateKid(Shown::new(jwk.kid())));
+        }
+        changes.push(Change::Added {
+            kid: jwk.kid().to_owned(),
+        });
+        self.entries.push(Entry {
+            jwk,
+            state: State::Next,
+            added_ms: now_ms,
+            promoted_ms: None,
+            demoted_ms: None,
+        });
+        Ok(())
+    }
+
+    fn promote(&mut self, kid: &str, now_ms: i64, changes: &mut Vec<Change>) -> Result<()> {
+        let at = self
+            .position(kid)
+            .ok_or_else(|| Error::UnknownKid(Shown::new(kid)))?;
+        if self.entries[at].state == State::Current {
+            return Err(Error::AlreadyCurrent(Shown::new(kid)));
+        }
+        let mut demoted = None;
+        for e in self.entries.iter_mut().filter(|e| e.state == State::Current) {
+            e.state = State::Previous;
+            e.demoted_ms = Some(now_ms);
+            demoted = Some(e.jwk.kid().to_owned());
+        }
+        let e = &mut self.entries[at];
+        e.state = State::Current;
+        e.promoted_ms = Some(now_ms);
+        e.demoted_ms = None;
+        changes.push(Change::Promoted {
+            kid: kid.to_owned(),
+            demoted,
+        });
+        Ok(())
+    }
+
+    fn retire(&mut self, kid: &str, changes: &mut Vec<Change>) -> Result<()> {
+        let at = self
+            .position(kid)
+            .ok_or_else(|| Error::UnknownKid(Shown::new(kid)))?;
+        let removed = self.entries.remove(at);
+        changes.push(Change::Retired {
+            kid: kid.to_owned(),
+            was: removed.state,
+        });
+        Ok(())
+    }
+
+    /// Makes the published set exactly `jwks`: present keys keep their state, new ones
+    /// become `next`, missing ones are retired.
+    fn replace(&mut self, jwks: &[Jwk], now_ms: i64, changes: &mut Vec<Change>) -> Result<()> {
+        for jwk in jwks {
+            if let Some(at) = self.position(jwk.kid()) {
+                // A reused kid with other key material would silently swap what verifiers
+                // trust under that kid.
+                if !self.entries[at].jwk.same_key(jwk) {
+                    return Err(Error::KidConflict(Shown::new(jwk.kid())));
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| e.jwk.kid().to_owned())
+            .filter(|kid| !jwks.iter().any(|j| j.kid() == kid))
+            .collect();
+        for kid in gone {
+            self.retire(&kid, changes)?;
+        }
+        for jwk in jwks {
+            match self.position(jwk.kid()) {
+                // Optional members (use, alg, x5c...) may be updated in place.
+                Some(at) if self.entries[at].jwk != *jwk => {
+                    self.entries[at].jwk = jwk.clone();
+                    changes.push(Change::Updated {
+                        kid: jwk.kid().to_owned(),
+                    });
+                }
+                Some(_) => {}
+                None => self.add(jwk.clone(), now_ms, changes)?,
+            }
+        }
+        Ok(())
+    }
+}

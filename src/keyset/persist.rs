@@ -1,0 +1,88 @@
+//! The one serialized form of a key set: used by RDB, AOF rewrite, replication and DUMP.
+//! JSON keeps it readable in `redis-check-rdb` output and forward-compatible via `v`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Entry, KeySet, State, MAX_KEYS};
+use crate::error::{Error, Result, Shown};
+use crate::jwk::{Jwk, Policy};
+
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredSet {
+    v: u32,
+    generation: u64,
+    keys: Vec<StoredEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredEntry {
+    state: State,
+    added_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    promoted_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    demoted_ms: Option<i64>,
+    jwk: Value,
+}
+
+impl KeySet {
+    pub fn to_stored(&self) -> String {
+        let stored = StoredSet {
+            v: FORMAT_VERSION,
+            generation: self.generation,
+            keys: self
+                .entries
+                .iter()
+                .map(|e| StoredEntry {
+                    state: e.state,
+                    added_ms: e.added_ms,
+                    promoted_ms: e.promoted_ms,
+                    demoted_ms: e.demoted_ms,
+                    jwk: Value::Object(e.jwk.members().clone()),
+                })
+                .collect(),
+        };
+        // Serializing plain structs of strings and numbers cannot fail.
+        serde_json::to_string(&stored).unwrap_or_default()
+    }
+
+    /// Parses and re-validates a stored key set. The RSA size floor is not applied: a
+    /// replica or a restarted server must load what the primary accepted under its config.
+    pub fn from_stored(text: &str) -> Result<KeySet> {
+        let stored: StoredSet =
+            serde_json::from_str(text).map_err(|e| Error::State(e.to_string()))?;
+        if stored.v != FORMAT_VERSION {
+            return Err(Error::State(format!("unknown format version {}", stored.v)));
+        }
+        if stored.keys.len() > MAX_KEYS {
+            return Err(Error::State(format!("more than {MAX_KEYS} keys")));
+        }
+        let policy = Policy { min_rsa_bits: 0 };
+        let mut set = KeySet {
+            generation: stored.generation,
+            entries: Vec::with_capacity(stored.keys.len()),
+        };
+        for key in stored.keys {
+            let jwk = Jwk::from_value(key.jwk, &policy)?;
+            if set.position(jwk.kid()).is_some() {
+                return Err(Error::State(format!("duplicate kid {}", Shown::new(jwk.kid()))));
+            }
+            set.entries.push(Entry {
+                jwk,
+                state: key.state,
+                added_ms: key.added_ms,
+                promoted_ms: key.promoted_ms,
+                demoted_ms: key.demoted_ms,
+            });
+        }
+        if set.entries.iter().filter(|e| e.state == State::Current).count() > 1 {
+            return Err(Error::State("more than one current key".into()));
+        }
+        Ok(set)
+    }
+}
