@@ -29,52 +29,60 @@ impl fmt::Display for Shown {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    #[error("ERR wrong number of arguments for '{0}' command")]
     Arity(&'static str),
-    #[error("ERR syntax error: {0}")]
     Syntax(String),
-    #[error("ERR {0} is not valid UTF-8")]
     NotUtf8(&'static str),
-    #[error("ERR {what} is too large: {len} bytes, at most {max}")]
     TooLarge {
         what: &'static str,
         len: usize,
         max: usize,
     },
-    #[error("ERR invalid key set name {0}: {1}")]
     KeyName(Shown, &'static str),
-    #[error("ERR invalid JWK: {0}")]
     Jwk(String),
-    #[error("ERR invalid JWK {kid}: {reason}")]
     JwkAt { kid: Shown, reason: String },
-    #[error("ERR JWK contains private member '{0}': private key material must never be stored or published")]
     PrivateMember(&'static str),
-    #[error("ERR invalid JWKS document: {0}")]
     Document(String),
-    #[error("ERR duplicate kid {0}")]
     DuplicateKid(Shown),
-    #[error("ERR unknown kid {0}")]
     UnknownKid(Shown),
-    #[error("ERR kid {0} is already current")]
     AlreadyCurrent(Shown),
-    #[error("ERR kid {0} is in the key set with different key material")]
     KidConflict(Shown),
-    #[error("ERR cannot retire the current key {0} unless the same command promotes another key")]
     RetireCurrent(Shown),
-    #[error("ERR key set is full: at most {0} keys")]
     TooManyKeys(usize),
-    #[error("ERR generation mismatch: IFGEN {expected} but the key set is at generation {actual}")]
     GenerationMismatch { expected: u64, actual: u64 },
-    #[error("ERR invalid reason: {0}")]
     Reason(&'static str),
-    #[error("WRONGTYPE key {0} holds the wrong kind of value: {1}")]
     WrongType(Shown, &'static str),
-    #[error("ERR corrupt key set state: {0}")]
     State(String),
-    #[error("ERR {0}")]
     Internal(String),
+}
+
+/// The exact Redis error text (the first word is the error code).
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Arity(a0) => write!(f, "ERR wrong number of arguments for '{a0}' command"),
+            Error::Syntax(a0) => write!(f, "ERR syntax error: {a0}"),
+            Error::NotUtf8(a0) => write!(f, "ERR {a0} is not valid UTF-8"),
+            Error::TooLarge { what, len, max } => write!(f, "ERR {what} is too large: {len} bytes, at most {max}"),
+            Error::KeyName(a0, a1) => write!(f, "ERR invalid key set name {a0}: {a1}"),
+            Error::Jwk(a0) => write!(f, "ERR invalid JWK: {a0}"),
+            Error::JwkAt { kid, reason } => write!(f, "ERR invalid JWK {kid}: {reason}"),
+            Error::PrivateMember(a0) => write!(f, "ERR JWK contains private member '{a0}': private key material must never be stored or published"),
+            Error::Document(a0) => write!(f, "ERR invalid JWKS document: {a0}"),
+            Error::DuplicateKid(a0) => write!(f, "ERR duplicate kid {a0}"),
+            Error::UnknownKid(a0) => write!(f, "ERR unknown kid {a0}"),
+            Error::AlreadyCurrent(a0) => write!(f, "ERR kid {a0} is already current"),
+            Error::KidConflict(a0) => write!(f, "ERR kid {a0} is in the key set with different key material"),
+            Error::RetireCurrent(a0) => write!(f, "ERR cannot retire the current key {a0} unless the same command promotes another key"),
+            Error::TooManyKeys(a0) => write!(f, "ERR key set is full: at most {a0} keys"),
+            Error::GenerationMismatch { expected, actual } => write!(f, "ERR generation mismatch: IFGEN {expected} but the key set is at generation {actual}"),
+            Error::Reason(a0) => write!(f, "ERR invalid reason: {a0}"),
+            Error::WrongType(a0, a1) => write!(f, "WRONGTYPE key {a0} holds the wrong kind of value: {a1}"),
+            Error::State(a0) => write!(f, "ERR corrupt key set state: {a0}"),
+            Error::Internal(a0) => write!(f, "ERR {a0}"),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

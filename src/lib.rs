@@ -1,3 +1,8 @@
+//! redis-jwks: JWT signing-key rotation and JWKS caching inside Redis.
+//!
+//! Pure core: `jwk`, `keyset`, `args`, `keys`. Redis glue: `commands`, `datatype`,
+//! `calls`, `config`. Observability: `observe`. This file only registers.
+
 pub mod args;
 pub mod error;
 pub mod jwk;
@@ -5,3 +10,73 @@ pub mod keys;
 pub mod keyset;
 #[doc(hidden)]
 pub mod testkeys;
+
+#[cfg(feature = "module")]
+mod calls;
+#[cfg(feature = "module")]
+mod commands;
+#[cfg(feature = "module")]
+mod config;
+#[cfg(feature = "module")]
+mod datatype;
+#[cfg(feature = "module")]
+mod observe;
+
+#[cfg(all(feature = "module", not(test)))]
+mod registration {
+    use redis_module::{configuration::ConfigurationFlags, redis_module, Context, RedisResult, RedisString};
+
+    use crate::commands::{self, guarded};
+    use crate::config;
+    use crate::datatype::KEYSET_TYPE;
+
+    fn rotate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        guarded(ctx, args, commands::rotate::run)
+    }
+    fn invalidate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        guarded(ctx, args, commands::invalidate::run)
+    }
+    fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        guarded(ctx, args, commands::get::run)
+    }
+    fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        guarded(ctx, args, commands::info::run)
+    }
+    fn setstate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        guarded(ctx, args, commands::setstate::run)
+    }
+    fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        guarded(ctx, args, commands::debug::run)
+    }
+
+    // Key positions (first, last, step) = (1, 1, 1): cluster routing and ACL key checks see
+    // the key set; its derived keys share its hash tag. INVALIDATE is not deny-oom on
+    // purpose: dropping a stale JWKS must work even when memory is full.
+    redis_module! {
+        name: "jwks",
+        version: 1,
+        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        data_types: [KEYSET_TYPE],
+        commands: [
+            ["jwks.rotate", rotate, "write deny-oom", 1, 1, 1, ""],
+            ["jwks.invalidate", invalidate, "write", 1, 1, 1, ""],
+            ["jwks.get", get, "write", 1, 1, 1, ""],
+            ["jwks.info", info, "readonly", 1, 1, 1, ""],
+            ["jwks.setstate", setstate, "write", 1, 1, 1, ""],
+            ["jwks.debug", debug, "admin", 0, 0, 0, ""],
+        ],
+        configurations: [
+            i64: [
+                ["cache-ttl", &config::CACHE_TTL, config::DEFAULT_CACHE_TTL_S, 1, 31_536_000, ConfigurationFlags::DEFAULT, None],
+                ["audit-maxlen", &config::AUDIT_MAXLEN, config::DEFAULT_AUDIT_MAXLEN, 1, 100_000_000, ConfigurationFlags::DEFAULT, None],
+                ["min-rsa-bits", &config::MIN_RSA_BITS, config::DEFAULT_MIN_RSA_BITS, 1024, 16384, ConfigurationFlags::DEFAULT, None],
+            ],
+            string: [],
+            bool: [
+                ["fault-injection", &config::FAULT_INJECTION, false, ConfigurationFlags::IMMUTABLE, None],
+            ],
+            enum: [],
+            module_args_as_configuration: true,
+        ]
+    }
+}

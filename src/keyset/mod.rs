@@ -225,3 +225,24 @@ impl KeySet {
         Ok(())
     }
 }
+
+impl KeySet {
+    /// For `MEMORY USAGE`: struct sizes plus the published members, with map overhead.
+    pub fn approximate_bytes(&self) -> usize {
+        const MAP_ENTRY_OVERHEAD: usize = 48;
+        std::mem::size_of::<KeySet>()
+            + self
+                .entries
+                .iter()
+                .map(|e| {
+                    std::mem::size_of::<Entry>()
+                        + e.jwk.kid().len()
+                        + e.jwk
+                            .members()
+                            .iter()
+                            .map(|(k, v)| k.len() + v.to_string().len() + MAP_ENTRY_OVERHEAD)
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+}

@@ -1,0 +1,46 @@
+//! `JWKS.DEBUG FAIL-INVALIDATIONS n`: makes the next n invalidations fail, so tests and
+//! operators can drive the failure path for real. Refused unless the module was loaded
+//! with `jwks.fault-injection yes` (immutable, off by default).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+
+use crate::config;
+use crate::error::{Error, Shown};
+
+static FAIL_NEXT: AtomicU64 = AtomicU64::new(0);
+
+pub const INJECTED_FAULT: &str = "injected fault (jwks.fault-injection)";
+
+/// Consumes one pending injected failure, if any.
+pub fn take_injected_failure() -> Option<String> {
+    FAIL_NEXT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .ok()
+        .map(|_| INJECTED_FAULT.to_owned())
+}
+
+pub fn run(_ctx: &Context, args: &[RedisString]) -> RedisResult {
+    if !config::fault_injection_enabled() {
+        return Err(RedisError::Str(
+            "ERR JWKS.DEBUG is disabled; load the module with 'jwks.fault-injection yes' to enable it",
+        ));
+    }
+    let [_, sub, n] = args else {
+        return Err(RedisError::WrongArity);
+    };
+    if !sub.as_slice().eq_ignore_ascii_case(b"FAIL-INVALIDATIONS") {
+        return Err(Error::Syntax(format!(
+            "unknown JWKS.DEBUG subcommand {} (FAIL-INVALIDATIONS)",
+            Shown::bytes(sub.as_slice())
+        ))
+        .into());
+    }
+    let count: u64 = std::str::from_utf8(n.as_slice())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Syntax("FAIL-INVALIDATIONS needs a non-negative integer".into()))?;
+    FAIL_NEXT.store(count, Ordering::Relaxed);
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
