@@ -1,0 +1,275 @@
+//! The one integration-test harness: a real `redis-server` (or `valkey-server`, via
+//! `JWKS_SERVER_BIN`) with the built module, on a free loopback port, stopped on drop.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::{Connection, Value};
+
+#[path = "../../src/testkeys.rs"]
+pub mod testkeys;
+
+pub fn server_bin() -> String {
+    std::env::var("JWKS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// The module the tests load: `JWKS_MODULE`, else the cdylib cargo built next to the tests.
+pub fn module_path() -> PathBuf {
+    if let Ok(p) = std::env::var("JWKS_MODULE") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let path = profile_dir.join("libredis_jwks.so");
+    assert!(path.exists(), "module not built at {}", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::with_args(&[])
+    }
+
+    /// Extra `redis-server` arguments, e.g. `["--appendonly", "yes"]`. Module load-time
+    /// arguments go through `--loadmodule` via [`Server::with_module_args`].
+    pub fn with_args(args: &[&str]) -> Server {
+        Server::with_module_args(&[], args)
+    }
+
+    pub fn with_module_args(module_args: &[&str], args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut all: Vec<String> = vec![
+            "--port".into(),
+            free_port().to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--logfile".into(),
+            "server.log".into(),
+            "--save".into(),
+            "".into(),
+            "--enable-debug-command".into(),
+            "yes".into(),
+            "--loadmodule".into(),
+            module_path().display().to_string(),
+        ];
+        all.extend(module_args.iter().map(|s| s.to_string()));
+        all.extend(args.iter().map(|s| s.to_string()));
+        let port = all[1].parse().expect("port");
+        let mut server = Server {
+            port,
+            dir,
+            child: None,
+            args: all,
+            _tmp: tmp,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(server_bin())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = self.try_conn() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("server exited ({status}); log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server not ready; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<Connection> {
+        let client = redis::Client::open(self.url())?;
+        client.get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn conn(&self) -> Connection {
+        self.try_conn().expect("connect")
+    }
+
+    pub fn conn_resp3(&self) -> Connection {
+        redis::Client::open(format!("{}?protocol=resp3", self.url()))
+            .and_then(|c| c.get_connection())
+            .expect("connect with RESP3")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the process the hard way (no save on exit), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Clean shutdown (saving per config), then start again on the same port and dir.
+    pub fn restart(&mut self) {
+        let _ = redis::cmd("SHUTDOWN").query::<Value>(&mut self.conn());
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    /// Start again after [`Server::kill`].
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `redis::cmd(name).arg(a)...` for a list of string-ish args.
+pub fn cmd<A: redis::ToRedisArgs>(name: &str, args: &[A]) -> redis::Cmd {
+    let mut c = redis::cmd(name);
+    for a in args {
+        c.arg(a);
+    }
+    c
+}
+
+pub fn rotate(con: &mut Connection, key: &str, args: &[&str]) -> redis::RedisResult<Value> {
+    let mut c = redis::cmd("JWKS.ROTATE");
+    c.arg(key);
+    for a in args {
+        c.arg(*a);
+    }
+    c.query(con)
+}
+
+/// A flat RESP2 array of pairs (or a RESP3 map) as (name, value) pairs.
+pub fn pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(m) => m
+            .iter()
+            .map(|(k, v)| (as_string(k), v.clone()))
+            .collect(),
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|c| (as_string(&c[0]), c[1].clone()))
+            .collect(),
+        other => panic!("not a map: {other:?}"),
+    }
+}
+
+pub fn field(v: &Value, name: &str) -> Value {
+    pairs(v)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no field {name} in {v:?}"))
+}
+
+pub fn as_string(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::VerbatimString { text, .. } => text.clone(),
+        Value::Int(n) => n.to_string(),
+        Value::Nil => "(nil)".into(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+pub fn as_int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => as_string(other).parse().expect("integer"),
+    }
+}
+
+pub fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().map(as_string).collect(),
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+pub fn digest(con: &mut Connection) -> String {
+    redis::cmd("DEBUG").arg("DIGEST").query(con).expect("DEBUG DIGEST")
+}
+
+/// Audit entries as maps of field -> value, oldest first.
+pub fn audit(con: &mut Connection, key: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}
+
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn ec(kid: &str, k: u64) -> String {
+    testkeys::ec(kid, k).to_string()
+}
+
+pub fn rsa(kid: &str, seed: u64) -> String {
+    testkeys::rsa(kid, seed, 2048).to_string()
+}
