@@ -104,7 +104,8 @@ pub fn parse_rotate(args: &[&[u8]], policy: &Policy) -> Result<RotateRequest> {
                 .push(Op::Retire(jwk::parse_kid(value(&mut rest, "RETIRE")?)?)),
             "REPLACE" => {
                 let text = utf8("JWKS document", value(&mut rest, "REPLACE")?)?;
-                req.ops.push(Op::Replace(jwk::parse_document(text, policy)?));
+                req.ops
+                    .push(Op::Replace(jwk::parse_document(text, policy)?));
             }
             _ => {
                 return Err(Error::Syntax(format!(
@@ -135,7 +136,9 @@ pub fn parse_invalidate(args: &[&[u8]]) -> Result<String> {
             "unknown option {} (REASON)",
             Shown::bytes(kw)
         ))),
-        _ => Err(Error::Syntax("JWKS.INVALIDATE takes at most one REASON".into())),
+        _ => Err(Error::Syntax(
+            "JWKS.INVALIDATE takes at most one REASON".into(),
+        )),
     }
 }
 
@@ -156,7 +159,17 @@ mod tests {
     #[test]
     fn options_and_ops() {
         let jwk = testkeys::ec("k1", 1).to_string();
-        let req = parse(&["ifgen", "7", "REASON", "scheduled", "add", &jwk, "PROMOTE", "k1"]).unwrap();
+        let req = parse(&[
+            "ifgen",
+            "7",
+            "REASON",
+            "scheduled",
+            "add",
+            &jwk,
+            "PROMOTE",
+            "k1",
+        ])
+        .unwrap();
         assert_eq!(req.if_gen, Some(7));
         assert_eq!(req.reason, "scheduled");
         assert_eq!(req.ops.len(), 2);
@@ -171,11 +184,17 @@ mod tests {
             (&["IFGEN"], "IFGEN needs a value"),
             (&["IFGEN", "-1", "RETIRE", "a"], "non-negative"),
             (&["IFGEN", "1", "IFGEN", "2", "RETIRE", "a"], "twice"),
-            (&["IFGEN", "99999999999999999999", "RETIRE", "a"], "non-negative"),
+            (
+                &["IFGEN", "99999999999999999999", "RETIRE", "a"],
+                "non-negative",
+            ),
             (&["REASON", "", "RETIRE", "a"], "empty"),
             (&["REASON", "a\nb", "RETIRE", "a"], "control"),
             (&["REASON", "a", "REASON", "b", "RETIRE", "a"], "twice"),
-            (&["RETIRE", "a", "REASON", "b"], "before the first operation"),
+            (
+                &["RETIRE", "a", "REASON", "b"],
+                "before the first operation",
+            ),
             (&["RETIRE"], "RETIRE needs a value"),
             (&["RETIRE", ""], "unknown kid"),
             (&["FROB", "a"], "unknown option or operation 'FROB'"),

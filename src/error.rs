@@ -41,7 +41,10 @@ pub enum Error {
     },
     KeyName(Shown, &'static str),
     Jwk(String),
-    JwkAt { kid: Shown, reason: String },
+    JwkAt {
+        kid: Shown,
+        reason: String,
+    },
     PrivateMember(&'static str),
     Document(String),
     DuplicateKid(Shown),
@@ -50,7 +53,10 @@ pub enum Error {
     KidConflict(Shown),
     RetireCurrent(Shown),
     TooManyKeys(usize),
-    GenerationMismatch { expected: u64, actual: u64 },
+    GenerationMismatch {
+        expected: u64,
+        actual: u64,
+    },
     Reason(&'static str),
     WrongType(Shown, &'static str),
     State(String),

@@ -12,19 +12,26 @@ pub mod keyset;
 pub mod testkeys;
 
 #[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod calls;
 #[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod commands;
 #[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod config;
 #[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod datatype;
 #[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod observe;
 
 #[cfg(all(feature = "module", not(test)))]
 mod registration {
-    use redis_module::{configuration::ConfigurationFlags, redis_module, Context, RedisResult, RedisString};
+    use redis_module::{
+        configuration::ConfigurationFlags, redis_module, Context, RedisResult, RedisString,
+    };
 
     use crate::commands::{self, guarded};
     use crate::config;

@@ -79,7 +79,11 @@ fn aof_replay_and_rewrite_without_and_with_rdb_preamble() {
         server.kill();
         server.start_again();
         let mut con = server.conn();
-        assert_eq!(digest(&mut con), after_rewrite, "AOF rewrite, preamble {preamble}");
+        assert_eq!(
+            digest(&mut con),
+            after_rewrite,
+            "AOF rewrite, preamble {preamble}"
+        );
     }
 }
 
@@ -95,8 +99,14 @@ fn dump_restore_and_copy() {
         .arg(&dump)
         .query(&mut con)
         .unwrap();
-    let a: String = cmd("DEBUG", &["DIGEST-VALUE", "plain"]).query(&mut con).map(|v: Vec<String>| v[0].clone()).unwrap();
-    let b: String = cmd("DEBUG", &["DIGEST-VALUE", "restored"]).query(&mut con).map(|v: Vec<String>| v[0].clone()).unwrap();
+    let a: String = cmd("DEBUG", &["DIGEST-VALUE", "plain"])
+        .query(&mut con)
+        .map(|v: Vec<String>| v[0].clone())
+        .unwrap();
+    let b: String = cmd("DEBUG", &["DIGEST-VALUE", "restored"])
+        .query(&mut con)
+        .map(|v: Vec<String>| v[0].clone())
+        .unwrap();
     assert_eq!(a, b);
     let copied: i64 = cmd("COPY", &["plain", "copied"]).query(&mut con).unwrap();
     assert_eq!(copied, 1);
@@ -109,7 +119,11 @@ fn dump_restore_and_copy() {
     let mut bad = dump.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0xff;
-    let err: redis::RedisResult<()> = redis::cmd("RESTORE").arg("bad").arg(0).arg(&bad).query(&mut con);
+    let err: redis::RedisResult<()> = redis::cmd("RESTORE")
+        .arg("bad")
+        .arg(0)
+        .arg(&bad)
+        .query(&mut con);
     assert!(err.is_err());
     let usage: i64 = cmd("MEMORY", &["USAGE", "plain"]).query(&mut con).unwrap();
     assert!(usage > 100, "{usage}");

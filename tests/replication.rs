@@ -13,7 +13,9 @@ fn replica_matches_primary_and_takes_over() {
     let mut r = replica.conn();
     // Some state before the replica attaches (full sync via RDB), some after (the stream).
     rotate(&mut p, "jwks:{a}", &["ADD", &rsa("r1", 1), "PROMOTE", "r1"]).unwrap();
-    let _: () = cmd("REPLICAOF", &["127.0.0.1", &primary.port.to_string()]).query(&mut r).unwrap();
+    let _: () = cmd("REPLICAOF", &["127.0.0.1", &primary.port.to_string()])
+        .query(&mut r)
+        .unwrap();
     wait_for("initial sync", || {
         let info: String = cmd("INFO", &["replication"]).query(&mut r).unwrap();
         info.contains("master_link_status:up")
@@ -29,12 +31,16 @@ fn replica_matches_primary_and_takes_over() {
     // Readers on the replica use GET on the cache key; JWKS.GET is a write.
     let cached: String = cmd("GET", &["jwks:{a}:cache"]).query(&mut r).unwrap();
     assert!(cached.contains("\"e2\"") && !cached.contains("\"r1\""));
-    assert!(cmd("JWKS.GET", &["jwks:{a}"]).query::<String>(&mut r).is_err());
+    assert!(cmd("JWKS.GET", &["jwks:{a}"])
+        .query::<String>(&mut r)
+        .is_err());
     let info: redis::Value = cmd("JWKS.INFO", &["jwks:{a}"]).query(&mut r).unwrap();
     assert_eq!(as_string(&field(&info, "current")), "e2");
 
     // Clients cannot inject state through the replication command.
-    assert!(cmd("JWKS.SETSTATE", &["x", "{}"]).query::<String>(&mut p).is_err());
+    assert!(cmd("JWKS.SETSTATE", &["x", "{}"])
+        .query::<String>(&mut p)
+        .is_err());
 
     // The replica promoted to primary serves and rotates.
     let _: () = cmd("REPLICAOF", &["NO", "ONE"]).query(&mut r).unwrap();

@@ -34,15 +34,24 @@ fn full_rotation_cycle_invalidates_the_cache_each_time() {
     assert_eq!(as_int(&field(&r, "invalidated")), 1);
 
     assert_eq!(doc_kids(&get(&mut con, k).unwrap()), vec!["k1"]);
-    let cached: String = redis::cmd("GET").arg("jwks:{auth}:cache").query(&mut con).unwrap();
+    let cached: String = redis::cmd("GET")
+        .arg("jwks:{auth}:cache")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(doc_kids(&cached), vec!["k1"]);
-    let ttl: i64 = redis::cmd("TTL").arg("jwks:{auth}:cache").query(&mut con).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("jwks:{auth}:cache")
+        .query(&mut con)
+        .unwrap();
     assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
 
     // Add the next key: published at once, cache dropped in the same command.
     let r = rotate(&mut con, k, &["ADD", &ec("k2", 2)]).unwrap();
     assert_eq!(as_int(&field(&r, "cache_deleted")), 1);
-    let exists: i64 = redis::cmd("EXISTS").arg("jwks:{auth}:cache").query(&mut con).unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("jwks:{auth}:cache")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(exists, 0);
     assert_eq!(doc_kids(&get(&mut con, k).unwrap()), vec!["k1", "k2"]);
 
@@ -73,22 +82,32 @@ fn full_rotation_cycle_invalidates_the_cache_each_time() {
         ]
     );
     for e in &trail {
-        assert!(e["timestamp"].ends_with('Z') && e["timestamp"].len() == 20, "{e:?}");
+        assert!(
+            e["timestamp"].ends_with('Z') && e["timestamp"].len() == 20,
+            "{e:?}"
+        );
         assert_eq!(e["user"], "default");
     }
     assert_eq!(trail[5]["reason"], "scheduled");
     assert_eq!(trail[5]["demoted"], "k1");
     assert_eq!(trail[7]["was"], "previous");
 
-    let counters: std::collections::HashMap<String, i64> =
-        redis::cmd("HGETALL").arg("jwks:{auth}:metrics").query(&mut con).unwrap();
+    let counters: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg("jwks:{auth}:metrics")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(counters["jwt_jwks_cache_invalidations_total"], 4);
     assert_eq!(counters["jwt_jwks_rotations_total"], 4);
     assert_eq!(counters["jwt_jwks_cache_fills_total"], 4);
     assert!(!counters.contains_key("jwt_jwks_cache_invalidation_errors_total"));
 
     let log = server.log();
-    assert_eq!(log.matches("JWKS_CACHE_INVALIDATED key='jwks:{auth}'").count(), 4, "{log}");
+    assert_eq!(
+        log.matches("JWKS_CACHE_INVALIDATED key='jwks:{auth}'")
+            .count(),
+        4,
+        "{log}"
+    );
 }
 
 #[test]
@@ -126,14 +145,22 @@ fn invalidate_deletes_the_cache_and_reports_it() {
     let mut con = server.conn();
     rotate(&mut con, "ks", &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
     get(&mut con, "ks").unwrap();
-    let n: i64 = cmd("JWKS.INVALIDATE", &["ks", "REASON", "deploy"]).query(&mut con).unwrap();
+    let n: i64 = cmd("JWKS.INVALIDATE", &["ks", "REASON", "deploy"])
+        .query(&mut con)
+        .unwrap();
     assert_eq!(n, 1);
     let n: i64 = cmd("JWKS.INVALIDATE", &["ks"]).query(&mut con).unwrap();
     assert_eq!(n, 0);
     let trail = audit(&mut con, "{ks}:audit");
     let last_two: Vec<(&str, &str, &str)> = trail[trail.len() - 2..]
         .iter()
-        .map(|e| (e["action"].as_str(), e["reason"].as_str(), e["deleted"].as_str()))
+        .map(|e| {
+            (
+                e["action"].as_str(),
+                e["reason"].as_str(),
+                e["deleted"].as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         last_two,
@@ -148,20 +175,40 @@ fn invalidate_deletes_the_cache_and_reports_it() {
 fn ifgen_makes_a_retried_rotation_apply_once() {
     let server = Server::start();
     let mut con = server.conn();
-    rotate(&mut con, "ks", &["IFGEN", "0", "ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
+    rotate(
+        &mut con,
+        "ks",
+        &["IFGEN", "0", "ADD", &ec("a", 1), "PROMOTE", "a"],
+    )
+    .unwrap();
     let add_b = ["IFGEN", "1", "ADD", &ec("b", 2)];
     rotate(&mut con, "ks", &add_b).unwrap();
     let err = rotate(&mut con, "ks", &add_b).unwrap_err();
-    assert!(err.to_string().contains("generation mismatch: IFGEN 1 but the key set is at generation 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("generation mismatch: IFGEN 1 but the key set is at generation 2"),
+        "{err}"
+    );
     let trail = audit(&mut con, "{ks}:audit");
-    assert_eq!(trail.iter().filter(|e| e["action"] == "JWKS_KEY_ADDED").count(), 2);
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|e| e["action"] == "JWKS_KEY_ADDED")
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn replace_syncs_the_published_set() {
     let server = Server::start();
     let mut con = server.conn();
-    rotate(&mut con, "ks", &["ADD", &ec("a", 1), "ADD", &ec("b", 2), "PROMOTE", "a"]).unwrap();
+    rotate(
+        &mut con,
+        "ks",
+        &["ADD", &ec("a", 1), "ADD", &ec("b", 2), "PROMOTE", "a"],
+    )
+    .unwrap();
     let doc = format!(r#"{{"keys":[{},{}]}}"#, ec("a", 1), ec("c", 3));
     let r = rotate(&mut con, "ks", &["REPLACE", &doc]).unwrap();
     assert_eq!(strings(&field(&r, "published")), vec!["a", "c"]);
@@ -169,7 +216,10 @@ fn replace_syncs_the_published_set() {
     // Same document again: nothing changes, nothing is written, generation stays.
     let again = rotate(&mut con, "ks", &["REPLACE", &doc]).unwrap();
     assert_eq!(as_int(&field(&again, "changed")), 0);
-    assert_eq!(as_int(&field(&again, "generation")), as_int(&field(&r, "generation")));
+    assert_eq!(
+        as_int(&field(&again, "generation")),
+        as_int(&field(&r, "generation"))
+    );
 }
 
 #[test]
@@ -190,7 +240,12 @@ fn replies_are_maps_on_resp3_and_flat_arrays_on_resp2() {
 fn info_describes_keys_cache_counters_and_derived_names() {
     let server = Server::start();
     let mut con = server.conn();
-    rotate(&mut con, "jwks", &["ADD", &ec("a", 1), "PROMOTE", "a", "ADD", &rsa("b", 2)]).unwrap();
+    rotate(
+        &mut con,
+        "jwks",
+        &["ADD", &ec("a", 1), "PROMOTE", "a", "ADD", &rsa("b", 2)],
+    )
+    .unwrap();
     let info: Value = cmd("JWKS.INFO", &["jwks"]).query(&mut con).unwrap();
     assert_eq!(as_int(&field(&info, "generation")), 1);
     assert_eq!(as_int(&field(&info, "cache_ttl_ms")), -2);
@@ -202,7 +257,10 @@ fn info_describes_keys_cache_counters_and_derived_names() {
         .iter()
         .map(|k| (as_string(&field(k, "kid")), as_string(&field(k, "state"))))
         .collect();
-    assert_eq!(states, vec![("a".into(), "current".into()), ("b".into(), "next".into())]);
+    assert_eq!(
+        states,
+        vec![("a".into(), "current".into()), ("b".into(), "next".into())]
+    );
     assert!(as_int(&field(&keys[0], "promoted_ms")) > 0);
     let names = field(&info, "derived_keys");
     assert_eq!(as_string(&field(&names, "cache")), "{jwks}:cache");
@@ -218,13 +276,17 @@ fn info_describes_keys_cache_counters_and_derived_names() {
 fn configs_apply_at_load_time_and_with_config_set() {
     let server = Server::with_module_args(&["cache-ttl", "60", "audit-maxlen", "5"], &[]);
     let mut con = server.conn();
-    let ttl: Vec<String> = cmd("CONFIG", &["GET", "jwks.cache-ttl"]).query(&mut con).unwrap();
+    let ttl: Vec<String> = cmd("CONFIG", &["GET", "jwks.cache-ttl"])
+        .query(&mut con)
+        .unwrap();
     assert_eq!(ttl[1], "60");
     rotate(&mut con, "ks", &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
     get(&mut con, "ks").unwrap();
     let pttl: i64 = cmd("PTTL", &["{ks}:cache"]).query(&mut con).unwrap();
     assert!(pttl > 50_000 && pttl <= 60_000, "{pttl}");
-    let _: () = cmd("CONFIG", &["SET", "jwks.cache-ttl", "7"]).query(&mut con).unwrap();
+    let _: () = cmd("CONFIG", &["SET", "jwks.cache-ttl", "7"])
+        .query(&mut con)
+        .unwrap();
     let _: i64 = cmd("JWKS.INVALIDATE", &["ks"]).query(&mut con).unwrap();
     get(&mut con, "ks").unwrap();
     let pttl: i64 = cmd("PTTL", &["{ks}:cache"]).query(&mut con).unwrap();
@@ -236,9 +298,22 @@ fn configs_apply_at_load_time_and_with_config_set() {
     let len: i64 = cmd("XLEN", &["{ks}:audit"]).query(&mut con).unwrap();
     assert!(len < 200, "audit stream not trimmed: {len}");
     // The RSA floor is a config too.
-    assert!(rotate(&mut con, "ks", &["ADD", &testkeys::rsa("small", 1, 1024).to_string()]).is_err());
-    let _: () = cmd("CONFIG", &["SET", "jwks.min-rsa-bits", "1024"]).query(&mut con).unwrap();
-    rotate(&mut con, "ks", &["ADD", &testkeys::rsa("small", 1, 1024).to_string()]).unwrap();
-    let bad: redis::RedisResult<()> = cmd("CONFIG", &["SET", "jwks.min-rsa-bits", "512"]).query(&mut con);
+    assert!(rotate(
+        &mut con,
+        "ks",
+        &["ADD", &testkeys::rsa("small", 1, 1024).to_string()]
+    )
+    .is_err());
+    let _: () = cmd("CONFIG", &["SET", "jwks.min-rsa-bits", "1024"])
+        .query(&mut con)
+        .unwrap();
+    rotate(
+        &mut con,
+        "ks",
+        &["ADD", &testkeys::rsa("small", 1, 1024).to_string()],
+    )
+    .unwrap();
+    let bad: redis::RedisResult<()> =
+        cmd("CONFIG", &["SET", "jwks.min-rsa-bits", "512"]).query(&mut con);
     assert!(bad.is_err());
 }

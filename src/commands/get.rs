@@ -27,11 +27,20 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
                 }
             }
             KeyType::Empty => {}
-            _ => return Err(wrong_type(&keys.cache, "expected a string (the cached JWKS)")),
+            _ => {
+                return Err(wrong_type(
+                    &keys.cache,
+                    "expected a string (the cached JWKS)",
+                ))
+            }
         }
         let doc = set.render();
         let ttl = config::cache_ttl_ms().to_string();
-        match calls::write(ctx, "SET", &[&keys.cache, doc.as_bytes(), b"PX", ttl.as_bytes()]) {
+        match calls::write(
+            ctx,
+            "SET",
+            &[&keys.cache, doc.as_bytes(), b"PX", ttl.as_bytes()],
+        ) {
             Ok(_) => {
                 record::count(ctx, &keys.metrics, metrics::CACHE_FILLS);
             }

@@ -59,7 +59,11 @@ fn entry(e: &Entry) -> RedisValue {
 
 fn describe(ctx: &Context, set: &KeySet, keys: &DerivedKeys) -> RedisValue {
     let mut m = Map::new();
-    put(&mut m, "generation", RedisValue::Integer(gen_i64(set.generation())));
+    put(
+        &mut m,
+        "generation",
+        RedisValue::Integer(gen_i64(set.generation())),
+    );
     put(
         &mut m,
         "current",

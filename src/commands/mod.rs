@@ -39,7 +39,9 @@ pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> Redis
         Ok(result) => result,
         Err(_) => {
             ctx.log_warning("redis-jwks: internal error (panic caught at the command boundary)");
-            Err(RedisError::Str("ERR redis-jwks internal error; nothing was changed"))
+            Err(RedisError::Str(
+                "ERR redis-jwks internal error; nothing was changed",
+            ))
         }
     }
 }
@@ -85,9 +87,21 @@ pub fn wrong_type(key: &[u8], what: &'static str) -> RedisError {
 /// result from a write failing midway.
 pub fn check_derived_types(ctx: &Context, keys: &DerivedKeys) -> Result<(), RedisError> {
     let expect = [
-        (&keys.cache, KeyType::String, "expected a string (the cached JWKS)"),
-        (&keys.audit, KeyType::Stream, "expected a stream (the audit trail)"),
-        (&keys.metrics, KeyType::Hash, "expected a hash (the counters)"),
+        (
+            &keys.cache,
+            KeyType::String,
+            "expected a string (the cached JWKS)",
+        ),
+        (
+            &keys.audit,
+            KeyType::Stream,
+            "expected a stream (the audit trail)",
+        ),
+        (
+            &keys.metrics,
+            KeyType::Hash,
+            "expected a hash (the counters)",
+        ),
     ];
     for (name, wanted, what) in expect {
         let found = ctx.open_key(&ctx.create_string(name.as_slice())).key_type();

@@ -64,7 +64,13 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         record::append(ctx, &keys.audit, &audit::key_change(change, &actx));
     }
     record::count(ctx, &keys.metrics, metrics::ROTATIONS);
-    log::rotated(ctx, key.as_slice(), &actx.reason, actx.generation, changes.len());
+    log::rotated(
+        ctx,
+        key.as_slice(),
+        &actx.reason,
+        actx.generation,
+        changes.len(),
+    );
     let mut kids: Vec<&str> = Vec::with_capacity(changes.len());
     for kid in changes.iter().map(audit::kid_of) {
         if !kids.contains(&kid) {

@@ -23,10 +23,7 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         .map_err(|_| RedisError::Str("ERR corrupt key set state: not UTF-8"))?;
     let set = KeySet::from_stored(text)?;
     let handle = ctx.open_key_writable(key);
-    if handle
-        .get_value::<KeySet>(&KEYSET_TYPE)
-        .is_err()
-    {
+    if handle.get_value::<KeySet>(&KEYSET_TYPE).is_err() {
         return Err(wrong_type(key.as_slice(), "not a JWKS key set"));
     }
     handle.set_value(&KEYSET_TYPE, set)?;

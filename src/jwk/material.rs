@@ -88,7 +88,9 @@ fn check_rsa(members: &Map<String, Value>, policy: &Policy) -> Result<()> {
         return Err(Error::Jwk("RSA modulus is even".into()));
     }
     if e.first() == Some(&0) || e.is_empty() || e.len() > 8 {
-        return Err(Error::Jwk("'e' must be 1 to 8 octets without a leading zero".into()));
+        return Err(Error::Jwk(
+            "'e' must be 1 to 8 octets without a leading zero".into(),
+        ));
     }
     let exponent = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     if exponent < 3 || exponent % 2 == 0 {
@@ -142,10 +144,9 @@ fn check_okp(members: &Map<String, Value>) -> Result<()> {
     let x = b64::decode_url("x", str_member(members, "x")?)?;
     match crv {
         "Ed25519" => {
-            let bytes: [u8; 32] = x
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Jwk(format!("Ed25519 'x' must be 32 octets, not {}", x.len())))?;
+            let bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| {
+                Error::Jwk(format!("Ed25519 'x' must be 32 octets, not {}", x.len()))
+            })?;
             if curve25519_dalek::edwards::CompressedEdwardsY(bytes)
                 .decompress()
                 .is_none()

@@ -2,15 +2,17 @@
 
 use serde_json::{Map, Value};
 
-use super::material::{alg_use, str_member, Kty};
 use super::b64;
+use super::material::{alg_use, str_member, Kty};
 use crate::error::{Error, Result, Shown};
 
 /// RFC 7518 §6.3.2 / §6.2.2 / RFC 8037 private members, and `oct`'s secret `k`.
 const PRIVATE: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// Members every kty may carry (RFC 7517 §4).
-const COMMON: &[&str] = &["kty", "kid", "use", "alg", "key_ops", "x5c", "x5t", "x5t#S256"];
+const COMMON: &[&str] = &[
+    "kty", "kid", "use", "alg", "key_ops", "x5c", "x5t", "x5t#S256",
+];
 
 const MAX_X5C_CERTS: usize = 10;
 
@@ -43,7 +45,10 @@ fn key_op_use(op: &str) -> Result<&'static str> {
             "key_ops {} is a private-key operation",
             Shown::new(op)
         ))),
-        other => Err(Error::Jwk(format!("unknown key_ops value {}", Shown::new(other)))),
+        other => Err(Error::Jwk(format!(
+            "unknown key_ops value {}",
+            Shown::new(other)
+        ))),
     }
 }
 
@@ -61,7 +66,9 @@ pub fn check_optional(kty: Kty, members: &Map<String, Value>) -> Result<()> {
     };
     let crv = members.get("crv").and_then(Value::as_str);
     if kty == Kty::Okp && declared_use == Some("enc") {
-        return Err(Error::Jwk("Ed25519/Ed448 keys can only sign: 'use' must be 'sig'".into()));
+        return Err(Error::Jwk(
+            "Ed25519/Ed448 keys can only sign: 'use' must be 'sig'".into(),
+        ));
     }
     let mut effective_use = declared_use;
     if members.contains_key("alg") {

@@ -118,7 +118,12 @@ fn alg_and_use_must_fit() {
     assert!(err(with(rfc7517_rsa(), "alg", json!("HS256"))).contains("unknown alg"));
     assert!(err(with(rfc7517_rsa(), "use", json!("enc"))).contains("'use' is 'enc'"));
     assert!(err(with(rfc7517_rsa(), "use", json!("both"))).contains("'sig' or 'enc'"));
-    parse(with(with(rfc7517_rsa(), "alg", json!("RSA-OAEP")), "use", json!("enc"))).unwrap();
+    parse(with(
+        with(rfc7517_rsa(), "alg", json!("RSA-OAEP")),
+        "use",
+        json!("enc"),
+    ))
+    .unwrap();
     parse(with(rfc7517_ec(), "alg", json!("ECDH-ES"))).unwrap();
     parse(with(rfc8037_ed25519(), "alg", json!("EdDSA"))).unwrap();
 }
@@ -141,7 +146,10 @@ fn key_ops_x5c_x5t() {
 #[test]
 fn unknown_members_and_bad_kids() {
     let e = err(with(rfc7517_rsa(), "crv", json!("P-256")));
-    assert!(e.contains("unknown member 'crv'") && e.contains("'2011-04-29'"), "{e}");
+    assert!(
+        e.contains("unknown member 'crv'") && e.contains("'2011-04-29'"),
+        "{e}"
+    );
     assert!(err(with(rfc7517_rsa(), "x5u", json!("https://x"))).contains("unknown member"));
     assert!(err(with(rfc7517_rsa(), "kid", json!(""))).contains("empty"));
     assert!(err(with(rfc7517_rsa(), "kid", json!(7))).contains("'kid' must be a string"));
@@ -154,8 +162,14 @@ fn text_parsing_limits() {
     assert!(matches!(Jwk::parse("{", &POLICY), Err(Error::Jwk(_))));
     let deep = "[".repeat(10_000);
     assert!(Jwk::parse(&deep, &POLICY).is_err());
-    let huge = format!("{{\"kty\":\"RSA\",\"n\":\"{}\"}}", "A".repeat(MAX_JWK_BYTES));
-    assert!(matches!(Jwk::parse(&huge, &POLICY), Err(Error::TooLarge { .. })));
+    let huge = format!(
+        "{{\"kty\":\"RSA\",\"n\":\"{}\"}}",
+        "A".repeat(MAX_JWK_BYTES)
+    );
+    assert!(matches!(
+        Jwk::parse(&huge, &POLICY),
+        Err(Error::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -163,7 +177,10 @@ fn documents() {
     let doc = json!({"keys": [rfc7517_rsa(), rfc7517_ec()]}).to_string();
     assert_eq!(parse_document(&doc, &POLICY).unwrap().len(), 2);
     let dup = json!({"keys": [rfc7517_rsa(), rfc7517_rsa()]}).to_string();
-    assert!(matches!(parse_document(&dup, &POLICY), Err(Error::DuplicateKid(_))));
+    assert!(matches!(
+        parse_document(&dup, &POLICY),
+        Err(Error::DuplicateKid(_))
+    ));
     assert!(parse_document("[]", &POLICY).is_err());
     assert!(parse_document("{\"keys\":{}}", &POLICY).is_err());
     assert!(parse_document("{\"keys\":[],\"x\":1}", &POLICY).is_err());

@@ -56,11 +56,21 @@ pub enum Op {
 /// What a rotation did, one item per real change, in order: the audit trail's entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Added { kid: String },
-    Promoted { kid: String, demoted: Option<String> },
-    Retired { kid: String, was: State },
+    Added {
+        kid: String,
+    },
+    Promoted {
+        kid: String,
+        demoted: Option<String>,
+    },
+    Retired {
+        kid: String,
+        was: State,
+    },
     /// Same key material under the same kid, other optional members (REPLACE only).
-    Updated { kid: String },
+    Updated {
+        kid: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -160,7 +170,11 @@ impl KeySet {
             return Err(Error::AlreadyCurrent(Shown::new(kid)));
         }
         let mut demoted = None;
-        for e in self.entries.iter_mut().filter(|e| e.state == State::Current) {
+        for e in self
+            .entries
+            .iter_mut()
+            .filter(|e| e.state == State::Current)
+        {
             e.state = State::Previous;
             e.demoted_ms = Some(now_ms);
             demoted = Some(e.jwk.kid().to_owned());

@@ -70,7 +70,10 @@ impl KeySet {
         for key in stored.keys {
             let jwk = Jwk::from_value(key.jwk, &policy)?;
             if set.position(jwk.kid()).is_some() {
-                return Err(Error::State(format!("duplicate kid {}", Shown::new(jwk.kid()))));
+                return Err(Error::State(format!(
+                    "duplicate kid {}",
+                    Shown::new(jwk.kid())
+                )));
             }
             set.entries.push(Entry {
                 jwk,
@@ -80,7 +83,13 @@ impl KeySet {
                 demoted_ms: key.demoted_ms,
             });
         }
-        if set.entries.iter().filter(|e| e.state == State::Current).count() > 1 {
+        if set
+            .entries
+            .iter()
+            .filter(|e| e.state == State::Current)
+            .count()
+            > 1
+        {
             return Err(Error::State("more than one current key".into()));
         }
         Ok(set)

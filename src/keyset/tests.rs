@@ -42,7 +42,10 @@ fn add_promote_retire_cycle() {
     assert_eq!(set.current_kid(), Some("a"));
     let (set, changes) = set.apply(&[add("b", 2)], 20).unwrap();
     assert_eq!(changes, vec![Change::Added { kid: "b".into() }]);
-    assert_eq!(states(&set), vec![("a".into(), "current"), ("b".into(), "next")]);
+    assert_eq!(
+        states(&set),
+        vec![("a".into(), "current"), ("b".into(), "next")]
+    );
     let (set, changes) = set.apply(&[promote("b")], 30).unwrap();
     assert_eq!(
         changes,
@@ -51,9 +54,15 @@ fn add_promote_retire_cycle() {
             demoted: Some("a".into())
         }]
     );
-    assert_eq!(states(&set), vec![("b".into(), "current"), ("a".into(), "previous")]);
+    assert_eq!(
+        states(&set),
+        vec![("b".into(), "current"), ("a".into(), "previous")]
+    );
     let a = &set.entries()[0];
-    assert_eq!((a.added_ms, a.promoted_ms, a.demoted_ms), (10, Some(10), Some(30)));
+    assert_eq!(
+        (a.added_ms, a.promoted_ms, a.demoted_ms),
+        (10, Some(10), Some(30))
+    );
     let (set, _) = set.apply(&[retire("a")], 40).unwrap();
     assert_eq!(set.published_kids(), vec!["b"]);
     assert_eq!(set.generation(), 4);
@@ -63,11 +72,26 @@ fn add_promote_retire_cycle() {
 fn errors_leave_the_set_untouched() {
     let set = started();
     let before = set.clone();
-    assert!(matches!(set.apply(&[add("a", 3)], 1), Err(Error::DuplicateKid(_))));
-    assert!(matches!(set.apply(&[promote("zz")], 1), Err(Error::UnknownKid(_))));
-    assert!(matches!(set.apply(&[retire("zz")], 1), Err(Error::UnknownKid(_))));
-    assert!(matches!(set.apply(&[promote("a")], 1), Err(Error::AlreadyCurrent(_))));
-    assert!(matches!(set.apply(&[retire("a")], 1), Err(Error::RetireCurrent(_))));
+    assert!(matches!(
+        set.apply(&[add("a", 3)], 1),
+        Err(Error::DuplicateKid(_))
+    ));
+    assert!(matches!(
+        set.apply(&[promote("zz")], 1),
+        Err(Error::UnknownKid(_))
+    ));
+    assert!(matches!(
+        set.apply(&[retire("zz")], 1),
+        Err(Error::UnknownKid(_))
+    ));
+    assert!(matches!(
+        set.apply(&[promote("a")], 1),
+        Err(Error::AlreadyCurrent(_))
+    ));
+    assert!(matches!(
+        set.apply(&[retire("a")], 1),
+        Err(Error::RetireCurrent(_))
+    ));
     // The valid first op must not survive a failing second one.
     assert!(set.apply(&[add("b", 2), promote("zz")], 1).is_err());
     assert_eq!(set, before);
@@ -87,7 +111,10 @@ fn retire_current_with_promote_in_the_same_command() {
 fn promote_previous_rolls_back() {
     let (set, _) = started().apply(&[add("b", 2), promote("b")], 2).unwrap();
     let (set, _) = set.apply(&[promote("a")], 3).unwrap();
-    assert_eq!(states(&set), vec![("a".into(), "current"), ("b".into(), "previous")]);
+    assert_eq!(
+        states(&set),
+        vec![("a".into(), "current"), ("b".into(), "previous")]
+    );
 }
 
 #[test]
@@ -106,7 +133,10 @@ fn replace_keeps_states_adds_next_retires_missing() {
             Change::Added { kid: "c".into() }
         ]
     );
-    assert_eq!(states(&set), vec![("a".into(), "current"), ("c".into(), "next")]);
+    assert_eq!(
+        states(&set),
+        vec![("a".into(), "current"), ("c".into(), "next")]
+    );
     // The same document again changes nothing and keeps the generation.
     let (again, changes) = set
         .apply(&[Op::Replace(vec![key("a", 1), key("c", 3)])], 4)
@@ -115,12 +145,21 @@ fn replace_keeps_states_adds_next_retires_missing() {
     assert_eq!(again.generation(), set.generation());
     // Dropping the current key needs a promote in the same command.
     let drop_current = [Op::Replace(vec![key("c", 3)])];
-    assert!(matches!(set.apply(&drop_current, 5), Err(Error::RetireCurrent(_))));
+    assert!(matches!(
+        set.apply(&drop_current, 5),
+        Err(Error::RetireCurrent(_))
+    ));
     let with_promote = [Op::Replace(vec![key("c", 3)]), promote("c")];
-    assert_eq!(set.apply(&with_promote, 5).unwrap().0.current_kid(), Some("c"));
+    assert_eq!(
+        set.apply(&with_promote, 5).unwrap().0.current_kid(),
+        Some("c")
+    );
     // Same kid, other material: refused.
     let conflict = [Op::Replace(vec![key("a", 9)])];
-    assert!(matches!(set.apply(&conflict, 5), Err(Error::KidConflict(_))));
+    assert!(matches!(
+        set.apply(&conflict, 5),
+        Err(Error::KidConflict(_))
+    ));
 }
 
 #[test]
@@ -141,7 +180,10 @@ fn key_count_is_bounded() {
     let ops: Vec<Op> = (1..=MAX_KEYS as u64 + 1)
         .map(|k| add(&format!("k{k}"), k))
         .collect();
-    assert!(matches!(KeySet::default().apply(&ops, 1), Err(Error::TooManyKeys(_))));
+    assert!(matches!(
+        KeySet::default().apply(&ops, 1),
+        Err(Error::TooManyKeys(_))
+    ));
     assert!(KeySet::default().apply(&ops[..MAX_KEYS], 1).is_ok());
 }
 
@@ -168,7 +210,10 @@ fn stored_form_round_trips_and_is_checked() {
     assert!(KeySet::from_stored("{}").is_err());
     assert!(KeySet::from_stored(&text.replace("\"v\":1", "\"v\":9")).is_err());
     let two_current = text.replace("\"previous\"", "\"current\"");
-    assert!(matches!(KeySet::from_stored(&two_current), Err(Error::State(_))));
+    assert!(matches!(
+        KeySet::from_stored(&two_current),
+        Err(Error::State(_))
+    ));
     let private = text.replacen("\"kty\"", "\"d\":\"AQAB\",\"kty\"", 1);
     assert!(KeySet::from_stored(&private).is_err());
 }

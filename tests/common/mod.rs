@@ -112,7 +112,11 @@ impl Server {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("server exited ({status}); log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "server not ready; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -195,10 +199,7 @@ pub fn rotate(con: &mut Connection, key: &str, args: &[&str]) -> redis::RedisRes
 /// A flat RESP2 array of pairs (or a RESP3 map) as (name, value) pairs.
 pub fn pairs(v: &Value) -> Vec<(String, Value)> {
     match v {
-        Value::Map(m) => m
-            .iter()
-            .map(|(k, v)| (as_string(k), v.clone()))
-            .collect(),
+        Value::Map(m) => m.iter().map(|(k, v)| (as_string(k), v.clone())).collect(),
         Value::Array(items) => items
             .chunks(2)
             .map(|c| (as_string(&c[0]), c[1].clone()))
@@ -241,7 +242,10 @@ pub fn strings(v: &Value) -> Vec<String> {
 }
 
 pub fn digest(con: &mut Connection) -> String {
-    redis::cmd("DEBUG").arg("DIGEST").query(con).expect("DEBUG DIGEST")
+    redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(con)
+        .expect("DEBUG DIGEST")
 }
 
 /// Audit entries as maps of field -> value, oldest first.

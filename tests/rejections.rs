@@ -1,0 +1,301 @@
+//! Every bad input gets a clear error naming the problem and changes nothing: the
+//! server's DEBUG DIGEST is identical before and after each rejected command.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn setup(con: &mut redis::Connection) {
+    rotate(
+        con,
+        "ks",
+        &["ADD", &ec("a", 1), "PROMOTE", "a", "ADD", &ec("b", 2)],
+    )
+    .unwrap();
+    let _: String = cmd("JWKS.GET", &["ks"]).query(con).unwrap();
+    let _: () = cmd("SET", &["str", "x"]).query(con).unwrap();
+    // A key set whose derived keys hold the wrong types.
+    rotate(con, "w1", &["ADD", &ec("a", 1)]).unwrap();
+    let _: () = cmd("DEL", &["{w1}:audit"]).query(con).unwrap();
+    let _: () = cmd("SET", &["{w1}:audit", "oops"]).query(con).unwrap();
+    let _: () = cmd("LPUSH", &["{w2}:cache", "oops"]).query(con).unwrap();
+    let _: () = cmd("SET", &["{w3}:metrics", "oops"]).query(con).unwrap();
+}
+
+fn with_member(base: serde_json::Value, k: &str, v: serde_json::Value) -> String {
+    let mut base = base;
+    base[k] = v;
+    base.to_string()
+}
+
+#[test]
+fn rejected_commands_change_nothing() {
+    let server = Server::start();
+    let mut con = server.conn();
+    setup(&mut con);
+    let ec_c = testkeys::ec("c", 3);
+    let rsa_c = testkeys::rsa("c", 3, 2048);
+    let huge = format!("{{\"kty\":\"RSA\",\"x\":\"{}\"}}", "A".repeat(1 << 20));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
+        (vec![b"JWKS.ROTATE".to_vec()], "wrong number of arguments"),
+        (
+            vec![b"JWKS.ROTATE".to_vec(), b"ks".to_vec()],
+            "wrong number of arguments",
+        ),
+        (vec![b"JWKS.GET".to_vec()], "wrong number of arguments"),
+        (
+            vec![b"JWKS.GET".to_vec(), b"ks".to_vec(), b"x".to_vec()],
+            "wrong number of arguments",
+        ),
+        (vec![b"JWKS.INFO".to_vec()], "wrong number of arguments"),
+        (
+            vec![b"JWKS.INVALIDATE".to_vec()],
+            "wrong number of arguments",
+        ),
+        (
+            vec![
+                b"JWKS.INVALIDATE".to_vec(),
+                b"ks".to_vec(),
+                b"FOO".to_vec(),
+                b"x".to_vec(),
+            ],
+            "unknown option 'FOO'",
+        ),
+        (
+            vec![
+                b"JWKS.INVALIDATE".to_vec(),
+                b"ks".to_vec(),
+                b"REASON".to_vec(),
+            ],
+            "REASON needs a value",
+        ),
+        (
+            vec![
+                b"JWKS.INVALIDATE".to_vec(),
+                b"ks".to_vec(),
+                b"REASON".to_vec(),
+                b"".to_vec(),
+            ],
+            "must not be empty",
+        ),
+        (
+            vec![b"JWKS.INVALIDATE".to_vec(), b"str".to_vec()],
+            "WRONGTYPE",
+        ),
+        (
+            vec![b"JWKS.INVALIDATE".to_vec(), b"w2".to_vec()],
+            "WRONGTYPE key '{w2}:cache'",
+        ),
+        (
+            vec![
+                b"JWKS.DEBUG".to_vec(),
+                b"FAIL-INVALIDATIONS".to_vec(),
+                b"1".to_vec(),
+            ],
+            "disabled",
+        ),
+        (
+            vec![b"JWKS.SETSTATE".to_vec(), b"ks".to_vec(), b"{}".to_vec()],
+            "internal",
+        ),
+    ];
+    let rot = |args: &[&str]| -> Vec<Vec<u8>> {
+        let mut v = vec![b"JWKS.ROTATE".to_vec(), b"ks".to_vec()];
+        v.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+        v
+    };
+    let rot_cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
+        (rot(&["FROB", "x"]), "unknown option or operation 'FROB'"),
+        (rot(&["IFGEN", "1"]), "at least one operation"),
+        (rot(&["IFGEN", "x", "RETIRE", "b"]), "non-negative integer"),
+        (rot(&["IFGEN", "-1", "RETIRE", "b"]), "non-negative integer"),
+        (
+            rot(&["IFGEN", "0", "IFGEN", "0", "RETIRE", "b"]),
+            "IFGEN given twice",
+        ),
+        (rot(&["IFGEN", "7", "RETIRE", "b"]), "generation mismatch"),
+        (
+            rot(&["REASON", "a", "REASON", "b", "RETIRE", "b"]),
+            "REASON given twice",
+        ),
+        (rot(&["REASON", "", "RETIRE", "b"]), "invalid reason"),
+        (
+            rot(&["REASON", &"r".repeat(200), "RETIRE", "b"]),
+            "longer than 128",
+        ),
+        (
+            rot(&["RETIRE", "b", "REASON", "x"]),
+            "before the first operation",
+        ),
+        (rot(&["RETIRE"]), "RETIRE needs a value"),
+        (rot(&["ADD"]), "ADD needs a value"),
+        (rot(&["ADD", ""]), "not JSON"),
+        (rot(&["ADD", "[1,2]"]), "must be a JSON object"),
+        (rot(&["ADD", "\"str\""]), "must be a JSON object"),
+        (rot(&["ADD", &huge]), "too large"),
+        (rot(&["ADD", &deep]), "not JSON"),
+        (
+            rot(&["ADD", &with_member(ec_c.clone(), "d", json!("AAAA"))]),
+            "private member 'd'",
+        ),
+        (
+            rot(&["ADD", &with_member(rsa_c.clone(), "p", json!("AAAA"))]),
+            "private member 'p'",
+        ),
+        (
+            rot(&["ADD", r#"{"kty":"oct","k":"c2VjcmV0"}"#]),
+            "private member 'k'",
+        ),
+        (rot(&["ADD", r#"{"kty":"oct"}"#]), "'oct' keys"),
+        (
+            rot(&[
+                "ADD",
+                &with_member(ec_c.clone(), "y", json!(testkeys::RFC7517_EC_X)),
+            ]),
+            "not on P-256",
+        ),
+        (
+            rot(&["ADD", &with_member(ec_c.clone(), "x", json!("AAAA"))]),
+            "32 octets",
+        ),
+        (
+            rot(&["ADD", &testkeys::rsa("s", 1, 1024).to_string()]),
+            "at least 2048",
+        ),
+        (
+            rot(&["ADD", &with_member(rsa_c.clone(), "e", json!("AQAB=="))]),
+            "unpadded base64url",
+        ),
+        (
+            rot(&["ADD", &with_member(rsa_c.clone(), "alg", json!("ES256"))]),
+            "does not fit",
+        ),
+        (
+            rot(&["ADD", &with_member(rsa_c.clone(), "foo", json!(1))]),
+            "unknown member 'foo'",
+        ),
+        (
+            rot(&["ADD", &with_member(rsa_c.clone(), "kid", json!(""))]),
+            "'kid' must not be empty",
+        ),
+        (rot(&["ADD", &ec("a", 5)]), "duplicate kid 'a'"),
+        (
+            rot(&["ADD", &ec("c", 3), "ADD", &ec("c", 4)]),
+            "duplicate kid 'c'",
+        ),
+        (rot(&["PROMOTE", "nope"]), "unknown kid 'nope'"),
+        (rot(&["RETIRE", "nope"]), "unknown kid 'nope'"),
+        (rot(&["PROMOTE", "a"]), "already current"),
+        (rot(&["RETIRE", "a"]), "cannot retire the current key 'a'"),
+        (rot(&["ADD", &ec("c", 3), "RETIRE", "nope"]), "unknown kid"),
+        (rot(&["REPLACE", "{}"]), "missing 'keys'"),
+        (
+            rot(&["REPLACE", r#"{"keys":[]}"#]),
+            "cannot retire the current key",
+        ),
+        (
+            rot(&["REPLACE", &format!(r#"{{"keys":[{}]}}"#, ec("a", 9))]),
+            "different key material",
+        ),
+        (
+            rot(&["REPLACE", &format!(r#"{{"keys":[{0},{0}]}}"#, ec("a", 1))]),
+            "duplicate kid",
+        ),
+    ];
+    let mut all = cases;
+    all.extend(rot_cases);
+    // Non-UTF-8 bytes and a key set key holding another type.
+    all.push((
+        vec![
+            b"JWKS.ROTATE".to_vec(),
+            b"ks".to_vec(),
+            b"ADD".to_vec(),
+            vec![0xff, 0xfe, b'{'],
+        ],
+        "not valid UTF-8",
+    ));
+    all.push((
+        vec![
+            b"JWKS.ROTATE".to_vec(),
+            b"ks".to_vec(),
+            b"PROMOTE".to_vec(),
+            vec![0xc3, 0x28],
+        ],
+        "not valid UTF-8",
+    ));
+    all.push((
+        vec![
+            b"JWKS.ROTATE".to_vec(),
+            b"str".to_vec(),
+            b"ADD".to_vec(),
+            ec("z", 7).into_bytes(),
+        ],
+        "WRONGTYPE",
+    ));
+    all.push((vec![b"JWKS.GET".to_vec(), b"str".to_vec()], "WRONGTYPE"));
+    all.push((vec![b"JWKS.INFO".to_vec(), b"str".to_vec()], "WRONGTYPE"));
+    all.push((
+        vec![
+            b"JWKS.ROTATE".to_vec(),
+            b"w1".to_vec(),
+            b"PROMOTE".to_vec(),
+            b"a".to_vec(),
+        ],
+        "WRONGTYPE key '{w1}:audit'",
+    ));
+    all.push((
+        vec![
+            b"JWKS.ROTATE".to_vec(),
+            b"w3".to_vec(),
+            b"ADD".to_vec(),
+            ec("z", 7).into_bytes(),
+        ],
+        "WRONGTYPE key '{w3}:metrics'",
+    ));
+    all.push((
+        vec![
+            b"JWKS.ROTATE".to_vec(),
+            b"a}b".to_vec(),
+            b"ADD".to_vec(),
+            ec("z", 7).into_bytes(),
+        ],
+        "invalid key set name",
+    ));
+    all.push((
+        vec![
+            b"JWKS.ROTATE".to_vec(),
+            b"".to_vec(),
+            b"ADD".to_vec(),
+            ec("z", 7).into_bytes(),
+        ],
+        "invalid key set name",
+    ));
+
+    for (args, needle) in &all {
+        let before = digest(&mut con);
+        let mut c = redis::cmd(std::str::from_utf8(&args[0]).unwrap());
+        for a in &args[1..] {
+            c.arg(a.as_slice());
+        }
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).chars().take(60).collect())
+            .collect();
+        match c.query::<redis::Value>(&mut con) {
+            Ok(v) => panic!("{shown:?} accepted: {v:?}"),
+            Err(e) => {
+                let text = format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""));
+                assert!(
+                    text.contains(needle),
+                    "{shown:?}: expected {needle:?} in {text:?}"
+                );
+            }
+        }
+        assert_eq!(digest(&mut con), before, "{shown:?} changed the dataset");
+    }
+    assert!(all.len() >= 60, "{} cases", all.len());
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
