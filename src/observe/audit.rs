@@ -61,7 +61,9 @@ pub fn key_change(change: &Change, ctx: &Context) -> Fields {
         Change::Promoted { kid, demoted } => {
             let mut f = base(Action::KeyPromoted, ctx);
             f.push(("kid", kid.clone()));
-            f.push(("demoted", demoted.clone().unwrap_or_default()));
+            if let Some(old) = demoted {
+                f.push(("demoted", old.clone()));
+            }
             f
         }
         Change::Retired { kid, was } => {
