@@ -8,18 +8,36 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shown(pub String);
 
+const MAX_SHOWN_CHARS: usize = 64;
+
+/// Appends `s` to `out` quoted, control characters escaped and cut to a readable length:
+/// the form client text takes in error replies and log lines.
+pub fn push_shown(out: &mut String, s: &str) {
+    out.push('\'');
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_SHOWN_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
 impl Shown {
     pub fn bytes(b: &[u8]) -> Self {
         Self::new(&String::from_utf8_lossy(b))
     }
 
     pub fn new(s: &str) -> Self {
-        const MAX_CHARS: usize = 64;
-        let mut cut: String = s.chars().take(MAX_CHARS).collect();
-        if s.chars().count() > MAX_CHARS {
-            cut.push('…');
-        }
-        Shown(format!("{cut:?}").replace('"', "'"))
+        let mut out = String::with_capacity(s.len().min(MAX_SHOWN_CHARS) + 2);
+        push_shown(&mut out, s);
+        Shown(out)
     }
 }
 
@@ -100,7 +118,8 @@ mod tests {
     #[test]
     fn shown_escapes_and_cuts() {
         assert_eq!(Shown::new("a\r\nb").to_string(), "'a\\r\\nb'");
-        assert_eq!(Shown::new("x\0").to_string(), "'x\\0'");
+        assert_eq!(Shown::new("x\0").to_string(), "'x\\u{0}'");
+        assert_eq!(Shown::new("it's").to_string(), "'it\\'s'");
         let long = "k".repeat(100);
         assert!(Shown::new(&long).to_string().len() < 80);
     }

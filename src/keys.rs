@@ -19,32 +19,39 @@ pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
     (close > 0).then(|| &after[..close])
 }
 
+pub const CACHE: &[u8] = b":cache";
+pub const AUDIT: &[u8] = b":audit";
+pub const METRICS: &[u8] = b":metrics";
+
+/// `K<suffix>` if K has a hash tag, else `{K}<suffix>`. A K without a tag but with a `}`
+/// cannot be wrapped, since the tag of `{K}` would then not be K: refused.
+pub fn derived_name(key: &[u8], suffix: &[u8]) -> Result<Vec<u8>> {
+    if key.is_empty() {
+        return Err(Error::KeyName(Shown::new(""), "must not be empty"));
+    }
+    let mut name = Vec::with_capacity(key.len() + 2 + suffix.len());
+    if hash_tag(key).is_some() {
+        name.extend_from_slice(key);
+    } else if key.contains(&b'}') {
+        return Err(Error::KeyName(
+            Shown::bytes(key),
+            "contains '}' without a valid {hash tag}; derived keys would land in another slot",
+        ));
+    } else {
+        name.push(b'{');
+        name.extend_from_slice(key);
+        name.push(b'}');
+    }
+    name.extend_from_slice(suffix);
+    Ok(name)
+}
+
 impl DerivedKeys {
-    /// `K:cache` if K has a hash tag, else `{K}:cache` (and so on). A K without a tag but
-    /// with a `}` cannot be wrapped, since the tag of `{K}` would then not be K: refused.
     pub fn for_key(key: &[u8]) -> Result<DerivedKeys> {
-        if key.is_empty() {
-            return Err(Error::KeyName(Shown::new(""), "must not be empty"));
-        }
-        let base = if hash_tag(key).is_some() {
-            key.to_vec()
-        } else if key.contains(&b'}') {
-            return Err(Error::KeyName(
-                Shown::bytes(key),
-                "contains '}' without a valid {hash tag}; derived keys would land in another slot",
-            ));
-        } else {
-            let mut wrapped = Vec::with_capacity(key.len() + 2);
-            wrapped.push(b'{');
-            wrapped.extend_from_slice(key);
-            wrapped.push(b'}');
-            wrapped
-        };
-        let with = |suffix: &[u8]| [base.as_slice(), suffix].concat();
         Ok(DerivedKeys {
-            cache: with(b":cache"),
-            audit: with(b":audit"),
-            metrics: with(b":metrics"),
+            cache: derived_name(key, CACHE)?,
+            audit: derived_name(key, AUDIT)?,
+            metrics: derived_name(key, METRICS)?,
         })
     }
 }

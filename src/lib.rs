@@ -13,9 +13,6 @@ pub mod testkeys;
 
 #[cfg(feature = "module")]
 #[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
-mod calls;
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod commands;
 #[cfg(feature = "module")]
 #[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
@@ -23,6 +20,9 @@ mod config;
 #[cfg(feature = "module")]
 #[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod datatype;
+#[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
+mod effects;
 #[cfg(feature = "module")]
 #[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod observe;
@@ -36,6 +36,12 @@ mod registration {
     use crate::commands::{self, guarded};
     use crate::config;
     use crate::datatype::KEYSET_TYPE;
+    use crate::observe;
+
+    fn init(_ctx: &Context, _args: &[RedisString]) -> redis_module::Status {
+        observe::log::start();
+        redis_module::Status::Ok
+    }
 
     fn rotate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         guarded(ctx, args, commands::rotate::run)
@@ -64,6 +70,7 @@ mod registration {
         version: 1,
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [KEYSET_TYPE],
+        init: init,
         commands: [
             ["jwks.rotate", rotate, "write deny-oom", 1, 1, 1, ""],
             ["jwks.invalidate", invalidate, "write", 1, 1, 1, ""],

@@ -45,7 +45,7 @@ fn failed_invalidation_commits_rotation_and_is_logged_counted_audited() {
     assert_eq!(failed["generation"], "2");
     assert!(failed["error"].contains("injected fault"));
     assert!(failed["timestamp"].ends_with('Z'));
-    let log = server.log();
+    let log = server.wait_log("JWKS_CACHE_INVALIDATION_FAILED", 1);
     let warning = log
         .lines()
         .find(|l| l.contains("JWKS_CACHE_INVALIDATION_FAILED"))

@@ -1,51 +1,57 @@
 //! `JWKS.GET K`: the JWKS document. A cache hit is one key lookup and a reply; a miss
 //! renders from the key set and caches it with the TTL (so this is a write command).
 
-use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::{with_keyset, wrong_type};
-use crate::calls;
+use super::{now_ms, with_keyset, wrong_type};
 use crate::config;
-use crate::keys::DerivedKeys;
+use crate::effects::Key;
+use crate::keys::{derived_name, DerivedKeys, CACHE};
 use crate::observe::{log, metrics, record};
 
 pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     let [_, key] = args else {
         return Err(RedisError::WrongArity);
     };
-    let keys = DerivedKeys::for_key(key.as_slice())?;
+    let cache_name = derived_name(key.as_slice(), CACHE)?;
     with_keyset(ctx, key, |set| {
         // No key set, no document, whatever a stray cache key may hold.
         let Some(set) = set else {
             return Ok(RedisValue::Null);
         };
-        let cache = ctx.open_key(&ctx.create_string(keys.cache.as_slice()));
+        // The hit path: two lookups and a reply straight from the stored string, no copy.
+        let cache = ctx.open_key(&ctx.create_string(cache_name.as_slice()));
         match cache.key_type() {
             KeyType::String => {
                 if let Ok(Some(doc)) = cache.read() {
-                    return Ok(RedisValue::StringBuffer(doc.to_vec()));
+                    raw::reply_with_string_buffer(ctx.ctx, doc.as_ptr().cast(), doc.len());
+                    return Ok(RedisValue::NoReply);
                 }
             }
             KeyType::Empty => {}
             _ => {
                 return Err(wrong_type(
-                    &keys.cache,
+                    &cache_name,
                     "expected a string (the cached JWKS)",
                 ))
             }
         }
+        let keys = DerivedKeys::for_key(key.as_slice())?;
         let doc = set.render();
-        let ttl = config::cache_ttl_ms().to_string();
-        match calls::write(
-            ctx,
-            "SET",
-            &[&keys.cache, doc.as_bytes(), b"PX", ttl.as_bytes()],
-        ) {
-            Ok(_) => {
-                record::count(ctx, &keys.metrics, metrics::CACHE_FILLS);
+        let filled = Key::open(ctx, &keys.cache)
+            .map_err(str::to_owned)
+            .and_then(|c| c.set_with_ttl(doc.as_bytes(), config::cache_ttl_ms(), now_ms()));
+        match filled {
+            Ok(()) => {
+                // A metrics key of another type is left alone: the fill itself succeeded.
+                if let Ok(m) = Key::open(ctx, &keys.metrics) {
+                    if matches!(m.kind(), KeyType::Hash | KeyType::Empty) {
+                        record::count(&m, metrics::CACHE_FILLS);
+                    }
+                }
             }
             // Serving the rendered document is still right; the next read retries the fill.
-            Err(e) => log::audit_write_failed(ctx, &keys.cache, &e),
+            Err(e) => log::write_failed(&keys.cache, &e),
         }
         Ok(RedisValue::BulkString(doc))
     })

@@ -2,9 +2,8 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::{check_derived_types, current_user, debug, now_ms, slices, with_keyset};
+use super::{current_user, debug, now_ms, open_derived, slices, with_keyset, Derived};
 use crate::args;
-use crate::calls;
 use crate::keys::DerivedKeys;
 use crate::observe::{audit, log, metrics, record};
 
@@ -16,35 +15,25 @@ pub struct Outcome {
 /// Deletes the cached JWKS, then audits, counts and logs the attempt. A failure is
 /// reported in the outcome, never raised: the caller's rotation has already committed and
 /// the cache TTL bounds the staleness.
-pub fn invalidate(
-    ctx: &Context,
-    key: &[u8],
-    keys: &DerivedKeys,
-    actx: &audit::Context,
-    kids: &[&str],
-) -> Outcome {
+pub fn invalidate(key: &[u8], derived: &Derived, actx: &audit::Context, kids: &[&str]) -> Outcome {
     let result = match debug::take_injected_failure() {
         Some(fault) => Err(fault),
-        None => calls::write(ctx, "DEL", &[&keys.cache]).map(|n| n == Some(1)),
+        None => Ok(derived.cache.delete()),
     };
     match result {
         Ok(deleted) => {
-            record::append(ctx, &keys.audit, &audit::invalidated(actx, kids, deleted));
-            record::count(ctx, &keys.metrics, metrics::INVALIDATIONS);
-            log::invalidated(ctx, key, &actx.reason, actx.generation, deleted);
+            record::append(&derived.audit, &audit::invalidated(actx, kids, deleted));
+            record::count(&derived.metrics, metrics::INVALIDATIONS);
+            log::invalidated(key, &actx.reason, actx.generation, deleted);
             Outcome {
                 deleted,
                 error: None,
             }
         }
         Err(error) => {
-            record::append(
-                ctx,
-                &keys.audit,
-                &audit::invalidation_failed(actx, kids, &error),
-            );
-            record::count(ctx, &keys.metrics, metrics::INVALIDATION_ERRORS);
-            log::invalidation_failed(ctx, key, &actx.reason, actx.generation, &error);
+            record::append(&derived.audit, &audit::invalidation_failed(actx, kids, &error));
+            record::count(&derived.metrics, metrics::INVALIDATION_ERRORS);
+            log::invalidation_failed(key, &actx.reason, actx.generation, &error);
             Outcome {
                 deleted: false,
                 error: Some(error),
@@ -60,14 +49,14 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     let keys = DerivedKeys::for_key(key.as_slice())?;
     let reason = args::parse_invalidate(&slices(rest))?;
     let generation = with_keyset(ctx, key, |set| Ok(set.map_or(0, |s| s.generation())))?;
-    check_derived_types(ctx, &keys)?;
+    let derived = open_derived(ctx, &keys)?;
     let actx = audit::Context {
         timestamp: audit::timestamp(now_ms()),
         reason,
         generation,
         user: current_user(ctx),
     };
-    let outcome = invalidate(ctx, key.as_slice(), &keys, &actx, &[]);
+    let outcome = invalidate(key.as_slice(), &derived, &actx, &[]);
     match outcome.error {
         Some(e) => Err(RedisError::String(format!(
             "ERR cache invalidation failed: {e} (audited; the cached JWKS expires within jwks.cache-ttl)"

@@ -14,9 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString};
 
 use crate::datatype::KEYSET_TYPE;
+use crate::effects::Key;
 use crate::error::{Error, Shown};
 use crate::keys::DerivedKeys;
 use crate::keyset::KeySet;
+use crate::observe::log;
 
 impl From<Error> for RedisError {
     fn from(e: Error) -> Self {
@@ -38,9 +40,10 @@ pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> Redis
     match catch_unwind(AssertUnwindSafe(|| handler(ctx, &args))) {
         Ok(result) => result,
         Err(_) => {
-            ctx.log_warning("redis-jwks: internal error (panic caught at the command boundary)");
+            let name = args.first().map_or(&b""[..], RedisString::as_slice);
+            log::internal_error(&String::from_utf8_lossy(name));
             Err(RedisError::Str(
-                "ERR redis-jwks internal error; nothing was changed",
+                "ERR redis-jwks internal error; the command was aborted",
             ))
         }
     }
@@ -83,33 +86,29 @@ pub fn wrong_type(key: &[u8], what: &'static str) -> RedisError {
     Error::WrongType(Shown::bytes(key), what).into()
 }
 
-/// Refuses up front if a derived key holds the wrong type, so no half-applied command can
-/// result from a write failing midway.
-pub fn check_derived_types(ctx: &Context, keys: &DerivedKeys) -> Result<(), RedisError> {
-    let expect = [
-        (
-            &keys.cache,
-            KeyType::String,
-            "expected a string (the cached JWKS)",
-        ),
-        (
-            &keys.audit,
-            KeyType::Stream,
-            "expected a stream (the audit trail)",
-        ),
-        (
-            &keys.metrics,
-            KeyType::Hash,
-            "expected a hash (the counters)",
-        ),
-    ];
-    for (name, wanted, what) in expect {
-        let found = ctx.open_key(&ctx.create_string(name.as_slice())).key_type();
-        if found != KeyType::Empty && found != wanted {
-            return Err(wrong_type(name, what));
+/// The derived keys, opened once for a command that writes them.
+pub struct Derived {
+    pub cache: Key,
+    pub audit: Key,
+    pub metrics: Key,
+}
+
+/// Opens the derived keys and refuses up front if one holds the wrong type, so no write
+/// can fail midway and leave a command half-applied.
+pub fn open_derived(ctx: &Context, keys: &DerivedKeys) -> Result<Derived, RedisError> {
+    let open = |name: &[u8], wanted: KeyType, what: &'static str| {
+        let key = Key::open(ctx, name).map_err(RedisError::Str)?;
+        match key.kind() {
+            KeyType::Empty => Ok(key),
+            kind if kind == wanted => Ok(key),
+            _ => Err(wrong_type(name, what)),
         }
-    }
-    Ok(())
+    };
+    Ok(Derived {
+        cache: open(&keys.cache, KeyType::String, "expected a string (the cached JWKS)")?,
+        audit: open(&keys.audit, KeyType::Stream, "expected a stream (the audit trail)")?,
+        metrics: open(&keys.metrics, KeyType::Hash, "expected a hash (the counters)")?,
+    })
 }
 
 pub fn slices(args: &[RedisString]) -> Vec<&[u8]> {

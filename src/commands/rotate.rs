@@ -7,7 +7,7 @@ use redis_module::{
     redisvalue::RedisValueKey, Context, RedisError, RedisResult, RedisString, RedisValue,
 };
 
-use super::{check_derived_types, current_user, invalidate, now_ms, slices, wrong_type};
+use super::{current_user, invalidate, now_ms, open_derived, slices, wrong_type};
 use crate::args;
 use crate::config;
 use crate::datatype::{KEYSET_TYPE, SETSTATE_COMMAND};
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     }
     let keys = DerivedKeys::for_key(key.as_slice())?;
     let req = args::parse_rotate(&slices(rest), &config::policy())?;
-    check_derived_types(ctx, &keys)?;
+    let derived = open_derived(ctx, &keys)?;
 
     let handle = ctx.open_key_writable(key);
     let stored = handle
@@ -45,27 +45,28 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     let now = now_ms();
     let (next, changes) = set.apply(&req.ops, now)?;
     if changes.is_empty() {
-        return Ok(reply(&next, 0, None));
+        return Ok(reply(ReplySet::of(&next), 0, None));
     }
 
     // Commit: from here on nothing can fail back to the client.
     let state = next.to_stored();
-    handle.set_value(&KEYSET_TYPE, next.clone())?;
+    let response_set = ReplySet::of(&next);
+    let generation = next.generation();
+    handle.set_value(&KEYSET_TYPE, next)?;
     drop(handle);
     ctx.replicate(SETSTATE_COMMAND, &[key.as_slice(), state.as_bytes()]);
 
     let actx = audit::Context {
         timestamp: audit::timestamp(now),
         reason: req.reason,
-        generation: next.generation(),
+        generation,
         user: current_user(ctx),
     };
     for change in &changes {
-        record::append(ctx, &keys.audit, &audit::key_change(change, &actx));
+        record::append(&derived.audit, &audit::key_change(change, &actx));
     }
-    record::count(ctx, &keys.metrics, metrics::ROTATIONS);
+    record::count(&derived.metrics, metrics::ROTATIONS);
     log::rotated(
-        ctx,
         key.as_slice(),
         &actx.reason,
         actx.generation,
@@ -77,29 +78,40 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
             kids.push(kid);
         }
     }
-    let outcome = invalidate::invalidate(ctx, key.as_slice(), &keys, &actx, &kids);
-    Ok(reply(&next, changes.len(), Some(outcome)))
+    let outcome = invalidate::invalidate(key.as_slice(), &derived, &actx, &kids);
+    Ok(reply(response_set, changes.len(), Some(outcome)))
 }
 
-fn reply(set: &KeySet, changed: usize, outcome: Option<invalidate::Outcome>) -> RedisValue {
+/// What the reply reports of the new set, taken before the set moves into Redis.
+struct ReplySet {
+    generation: u64,
+    current: Option<String>,
+    published: Vec<String>,
+}
+
+impl ReplySet {
+    fn of(set: &KeySet) -> ReplySet {
+        ReplySet {
+            generation: set.generation(),
+            current: set.current_kid().map(str::to_owned),
+            published: set.published_kids().into_iter().map(str::to_owned).collect(),
+        }
+    }
+}
+
+fn reply(set: ReplySet, changed: usize, outcome: Option<invalidate::Outcome>) -> RedisValue {
     let mut map = BTreeMap::new();
     let mut put = |k: &str, v: RedisValue| {
         map.insert(RedisValueKey::String(k.to_owned()), v);
     };
-    put("generation", RedisValue::Integer(gen_i64(set.generation())));
+    put("generation", RedisValue::Integer(gen_i64(set.generation)));
     put(
         "current",
-        set.current_kid()
-            .map_or(RedisValue::Null, |k| RedisValue::BulkString(k.to_owned())),
+        set.current.map_or(RedisValue::Null, RedisValue::BulkString),
     );
     put(
         "published",
-        RedisValue::Array(
-            set.published_kids()
-                .into_iter()
-                .map(|k| RedisValue::BulkString(k.to_owned()))
-                .collect(),
-        ),
+        RedisValue::Array(set.published.into_iter().map(RedisValue::BulkString).collect()),
     );
     put("changed", RedisValue::Integer(changed as i64));
     let (invalidated, deleted, error) = match &outcome {

@@ -1,6 +1,10 @@
 //! Audit trail entries (one Redis stream entry each). The field names and actions are the
 //! documented interface that operators `XRANGE`, so they live here and nowhere else.
 
+use std::borrow::Cow;
+
+use parking_lot::Mutex;
+
 use crate::keyset::Change;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,43 +42,45 @@ pub struct Context {
     pub user: String,
 }
 
-pub type Fields = Vec<(&'static str, String)>;
+/// Field name and value pairs, borrowing from the command's context where they can: the
+/// audit append is on the hot path of every invalidation.
+pub type Fields<'a> = Vec<(&'static str, Cow<'a, str>)>;
 
-fn base(action: Action, ctx: &Context) -> Fields {
+fn base(action: Action, ctx: &Context) -> Fields<'_> {
     vec![
-        ("timestamp", ctx.timestamp.clone()),
-        ("action", action.name().to_owned()),
-        ("reason", ctx.reason.clone()),
-        ("generation", ctx.generation.to_string()),
-        ("user", ctx.user.clone()),
+        ("timestamp", Cow::Borrowed(ctx.timestamp.as_str())),
+        ("action", Cow::Borrowed(action.name())),
+        ("reason", Cow::Borrowed(ctx.reason.as_str())),
+        ("generation", Cow::Owned(ctx.generation.to_string())),
+        ("user", Cow::Borrowed(ctx.user.as_str())),
     ]
 }
 
-pub fn key_change(change: &Change, ctx: &Context) -> Fields {
+pub fn key_change<'a>(change: &'a Change, ctx: &'a Context) -> Fields<'a> {
     match change {
         Change::Added { kid } => {
             let mut f = base(Action::KeyAdded, ctx);
-            f.push(("kid", kid.clone()));
-            f.push(("state", "next".into()));
+            f.push(("kid", Cow::Borrowed(kid)));
+            f.push(("state", Cow::Borrowed("next")));
             f
         }
         Change::Promoted { kid, demoted } => {
             let mut f = base(Action::KeyPromoted, ctx);
-            f.push(("kid", kid.clone()));
+            f.push(("kid", Cow::Borrowed(kid)));
             if let Some(old) = demoted {
-                f.push(("demoted", old.clone()));
+                f.push(("demoted", Cow::Borrowed(old)));
             }
             f
         }
         Change::Retired { kid, was } => {
             let mut f = base(Action::KeyRetired, ctx);
-            f.push(("kid", kid.clone()));
-            f.push(("was", was.name().to_owned()));
+            f.push(("kid", Cow::Borrowed(kid)));
+            f.push(("was", Cow::Borrowed(was.name())));
             f
         }
         Change::Updated { kid } => {
             let mut f = base(Action::KeyUpdated, ctx);
-            f.push(("kid", kid.clone()));
+            f.push(("kid", Cow::Borrowed(kid)));
             f
         }
     }
@@ -90,23 +96,34 @@ pub fn kid_of(change: &Change) -> &str {
     }
 }
 
-pub fn invalidated(ctx: &Context, kids: &[&str], deleted: bool) -> Fields {
+pub fn invalidated<'a>(ctx: &'a Context, kids: &[&str], deleted: bool) -> Fields<'a> {
     let mut f = base(Action::CacheInvalidated, ctx);
-    f.push(("kids", kids.join(",")));
-    f.push(("deleted", u8::from(deleted).to_string()));
+    f.push(("kids", Cow::Owned(kids.join(","))));
+    f.push(("deleted", Cow::Borrowed(if deleted { "1" } else { "0" })));
     f
 }
 
-pub fn invalidation_failed(ctx: &Context, kids: &[&str], error: &str) -> Fields {
+pub fn invalidation_failed<'a>(ctx: &'a Context, kids: &[&str], error: &'a str) -> Fields<'a> {
     let mut f = base(Action::CacheInvalidationFailed, ctx);
-    f.push(("kids", kids.join(",")));
-    f.push(("error", error.to_owned()));
+    f.push(("kids", Cow::Owned(kids.join(","))));
+    f.push(("error", Cow::Borrowed(error)));
     f
 }
 
-/// RFC 3339 UTC timestamp for a Unix time in milliseconds.
+/// RFC 3339 UTC timestamp for a Unix time in milliseconds. The last one is remembered:
+/// bursts of commands share a second.
 pub fn timestamp(unix_ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix_ms.div_euclid(1000))
+    static LAST: Mutex<(i64, String)> = Mutex::new((i64::MIN, String::new()));
+    let second = unix_ms.div_euclid(1000);
+    let mut last = LAST.lock();
+    if last.0 != second {
+        *last = (second, format_second(second));
+    }
+    last.1.clone()
+}
+
+fn format_second(second: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(second)
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
@@ -134,19 +151,17 @@ mod tests {
             user: "default".into(),
         };
         let f = invalidation_failed(&ctx, &["a", "b"], "boom");
-        let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_ref());
         assert_eq!(get("action"), Some("JWKS_CACHE_INVALIDATION_FAILED"));
         assert_eq!(get("kids"), Some("a,b"));
         assert_eq!(get("error"), Some("boom"));
         assert_eq!(get("generation"), Some("3"));
-        let p = key_change(
-            &Change::Promoted {
-                kid: "b".into(),
-                demoted: Some("a".into()),
-            },
-            &ctx,
-        );
-        assert!(p.contains(&("action", "JWKS_KEY_PROMOTED".into())));
-        assert!(p.contains(&("demoted", "a".into())));
+        let change = Change::Promoted {
+            kid: "b".into(),
+            demoted: Some("a".into()),
+        };
+        let p = key_change(&change, &ctx);
+        assert!(p.contains(&("action", Cow::Borrowed("JWKS_KEY_PROMOTED"))));
+        assert!(p.contains(&("demoted", Cow::Borrowed("a"))));
     }
 }

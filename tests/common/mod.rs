@@ -144,6 +144,17 @@ impl Server {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// The log once it holds at least `count` lines containing `needle` (the module logs
+    /// from a background thread, so lines land a moment after the reply).
+    pub fn wait_log(&self, needle: &str, count: usize) -> String {
+        let mut log = String::new();
+        wait_for(&format!("{count} log lines with {needle:?}"), || {
+            log = self.log();
+            log.matches(needle).count() >= count
+        });
+        log
+    }
+
     /// Stops the process the hard way (no save on exit), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,217 @@
+//! Writes to the derived keys through Redis's low-level key API, each propagated to
+//! replicas and the AOF as the exact effect (XADD with its real ID and resulting length,
+//! SET with an absolute expiry), so a replica never re-decides anything. Going through the
+//! key API instead of `RM_Call` keeps JWKS.INVALIDATE cheaper than the Lua a user would write.
+
+use std::ffi::{c_void, CStr};
+use std::os::raw::c_int;
+use std::ptr::{self, NonNull};
+
+use redis_module::raw::{self, KeyType, RedisModuleKey, RedisModuleString};
+use redis_module::{Context, RedisString};
+
+use crate::observe::audit::Fields;
+
+/// A key opened for reading and writing; closed on drop.
+pub struct Key {
+    ctx: *mut raw::RedisModuleCtx,
+    ptr: *mut RedisModuleKey,
+    name: RedisString,
+}
+
+macro_rules! api {
+    ($name:ident) => {
+        unsafe { raw::$name }.ok_or(concat!(stringify!($name), " is not available"))
+    };
+}
+
+impl Key {
+    pub fn open(ctx: &Context, name: &[u8]) -> Result<Key, &'static str> {
+        let open = api!(RedisModule_OpenKey)?;
+        let name = ctx.create_string(name);
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
+        let ptr = unsafe { open(ctx.ctx, name.inner, mode) };
+        if ptr.is_null() {
+            return Err("cannot open key");
+        }
+        Ok(Key {
+            ctx: ctx.ctx,
+            ptr,
+            name,
+        })
+    }
+
+    pub fn kind(&self) -> KeyType {
+        match api!(RedisModule_KeyType) {
+            Ok(f) => KeyType::from(unsafe { f(self.ptr) }),
+            Err(_) => KeyType::Empty,
+        }
+    }
+
+    pub fn name(&self) -> &[u8] {
+        self.name.as_slice()
+    }
+
+    fn string(&self, bytes: &[u8]) -> RedisString {
+        RedisString::create_from_slice(self.ctx, bytes)
+    }
+
+    fn notify(&self, class: i32, event: &CStr) {
+        if let Ok(f) = api!(RedisModule_NotifyKeyspaceEvent) {
+            unsafe { f(self.ctx, class, event.as_ptr(), self.name.inner) };
+        }
+    }
+
+    /// Propagates `cmd` with this key as its first argument, then `args`.
+    fn replicate(&self, cmd: &CStr, args: &[&RedisString]) {
+        let Ok(f) = api!(RedisModule_Replicate) else {
+            return;
+        };
+        let mut argv: Vec<*mut RedisModuleString> = Vec::with_capacity(1 + args.len());
+        argv.push(self.name.inner);
+        argv.extend(args.iter().map(|s| s.inner));
+        unsafe {
+            f(
+                self.ctx,
+                cmd.as_ptr(),
+                c"v".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
+            )
+        };
+    }
+
+    /// Deletes the key. Returns whether it existed (only then is a DEL propagated, as
+    /// Redis itself does).
+    pub fn delete(&self) -> bool {
+        if self.kind() == KeyType::Empty {
+            return false;
+        }
+        if let Ok(f) = api!(RedisModule_DeleteKey) {
+            unsafe { f(self.ptr) };
+        }
+        self.replicate(c"DEL", &[]);
+        self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del");
+        true
+    }
+
+    /// HINCRBY field 1 on a hash (or a missing key).
+    pub fn hincr(&self, field: &str) -> Result<i64, String> {
+        let get = api!(RedisModule_HashGet)?;
+        let set = api!(RedisModule_HashSet)?;
+        let cfield = std::ffi::CString::new(field).map_err(|_| "bad field name".to_owned())?;
+        let flags = raw::REDISMODULE_HASH_CFIELDS as c_int;
+        let mut current: *mut RedisModuleString = ptr::null_mut();
+        if self.kind() == KeyType::Hash {
+            unsafe {
+                get(
+                    self.ptr,
+                    flags,
+                    cfield.as_ptr(),
+                    &mut current as *mut *mut RedisModuleString,
+                    ptr::null_mut::<c_void>(),
+                )
+            };
+        }
+        let before = match NonNull::new(current) {
+            None => 0,
+            Some(p) => {
+                let s = RedisString::new(NonNull::new(self.ctx), p.as_ptr());
+                std::str::from_utf8(s.as_slice())
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .ok_or_else(|| format!("counter {field} is not an integer"))?
+            }
+        };
+        let after = before.saturating_add(1);
+        let value = self.string(after.to_string().as_bytes());
+        unsafe {
+            set(
+                self.ptr,
+                flags,
+                cfield.as_ptr(),
+                value.inner,
+                ptr::null_mut::<c_void>(),
+            )
+        };
+        self.replicate(c"HINCRBY", &[&self.string(field.as_bytes()), &self.string(b"1")]);
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby");
+        Ok(after)
+    }
+
+    /// XADD with an automatic ID, trimmed to about `maxlen` entries. Propagated as
+    /// `XADD key MAXLEN = <resulting length> <id> ...`, exactly as Redis propagates an
+    /// approximate trim, so replicas keep the very same entries.
+    pub fn xadd(&self, fields: &Fields, maxlen: i64) -> Result<(), String> {
+        let add = api!(RedisModule_StreamAdd)?;
+        let trim = api!(RedisModule_StreamTrimByLength)?;
+        let len = api!(RedisModule_ValueLength)?;
+        let strings: Vec<RedisString> = fields
+            .iter()
+            .flat_map(|(k, v)| [self.string(k.as_bytes()), self.string(v.as_bytes())])
+            .collect();
+        let mut argv: Vec<*mut RedisModuleString> = strings.iter().map(|s| s.inner).collect();
+        let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
+        let status = unsafe {
+            add(
+                self.ptr,
+                raw::REDISMODULE_STREAM_ADD_AUTOID as c_int,
+                &mut id,
+                argv.as_mut_ptr(),
+                fields.len() as i64,
+            )
+        };
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err("XADD failed (stream ID space exhausted?)".into());
+        }
+        unsafe { trim(self.ptr, raw::REDISMODULE_STREAM_TRIM_APPROX as c_int, maxlen) };
+        let length = unsafe { len(self.ptr) };
+        let mut args: Vec<&RedisString> = Vec::with_capacity(4 + strings.len());
+        let (maxlen_kw, eq, length, id) = (
+            self.string(b"MAXLEN"),
+            self.string(b"="),
+            self.string(length.to_string().as_bytes()),
+            self.string(format!("{}-{}", id.ms, id.seq).as_bytes()),
+        );
+        args.extend([&maxlen_kw, &eq, &length, &id]);
+        args.extend(strings.iter());
+        self.replicate(c"XADD", &args);
+        self.notify(raw::REDISMODULE_NOTIFY_STREAM, c"xadd");
+        Ok(())
+    }
+
+    /// SET value with a TTL, propagated as `SET key value PXAT <absolute ms>`.
+    pub fn set_with_ttl(&self, value: &[u8], ttl_ms: i64, now_ms: i64) -> Result<(), String> {
+        let set = api!(RedisModule_StringSet)?;
+        let value = self.string(value);
+        if unsafe { set(self.ptr, value.inner) } != raw::REDISMODULE_OK as c_int {
+            return Err("SET failed".into());
+        }
+        let at = now_ms.saturating_add(ttl_ms);
+        let ok = match (
+            unsafe { raw::RedisModule_SetAbsExpire },
+            unsafe { raw::RedisModule_SetExpire },
+        ) {
+            (Some(abs), _) => unsafe { abs(self.ptr, at) },
+            (None, Some(rel)) => unsafe { rel(self.ptr, ttl_ms) },
+            (None, None) => raw::REDISMODULE_ERR as c_int,
+        };
+        if ok != raw::REDISMODULE_OK as c_int {
+            return Err("setting the cache TTL failed".into());
+        }
+        let (pxat, at) = (self.string(b"PXAT"), self.string(at.to_string().as_bytes()));
+        self.replicate(c"SET", &[&value, &pxat, &at]);
+        self.notify(raw::REDISMODULE_NOTIFY_STRING, c"set");
+        self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"expire");
+        Ok(())
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if let Ok(close) = api!(RedisModule_CloseKey) {
+            unsafe { close(self.ptr) };
+        }
+    }
+}
+
