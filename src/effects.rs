@@ -134,7 +134,10 @@ impl Key {
                 ptr::null_mut::<c_void>(),
             )
         };
-        self.replicate(c"HINCRBY", &[&self.string(field.as_bytes()), &self.string(b"1")]);
+        self.replicate(
+            c"HINCRBY",
+            &[&self.string(field.as_bytes()), &self.string(b"1")],
+        );
         self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby");
         Ok(after)
     }
@@ -164,7 +167,13 @@ impl Key {
         if status != raw::REDISMODULE_OK as c_int {
             return Err("XADD failed (stream ID space exhausted?)".into());
         }
-        unsafe { trim(self.ptr, raw::REDISMODULE_STREAM_TRIM_APPROX as c_int, maxlen) };
+        unsafe {
+            trim(
+                self.ptr,
+                raw::REDISMODULE_STREAM_TRIM_APPROX as c_int,
+                maxlen,
+            )
+        };
         let length = unsafe { len(self.ptr) };
         let mut args: Vec<&RedisString> = Vec::with_capacity(4 + strings.len());
         let (maxlen_kw, eq, length, id) = (
@@ -188,10 +197,9 @@ impl Key {
             return Err("SET failed".into());
         }
         let at = now_ms.saturating_add(ttl_ms);
-        let ok = match (
-            unsafe { raw::RedisModule_SetAbsExpire },
-            unsafe { raw::RedisModule_SetExpire },
-        ) {
+        let ok = match (unsafe { raw::RedisModule_SetAbsExpire }, unsafe {
+            raw::RedisModule_SetExpire
+        }) {
             (Some(abs), _) => unsafe { abs(self.ptr, at) },
             (None, Some(rel)) => unsafe { rel(self.ptr, ttl_ms) },
             (None, None) => raw::REDISMODULE_ERR as c_int,
@@ -214,4 +222,3 @@ impl Drop for Key {
         }
     }
 }
-

@@ -26,6 +26,9 @@ mod effects;
 #[cfg(feature = "module")]
 #[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
 mod observe;
+#[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
+mod registry;
 
 #[cfg(all(feature = "module", not(test)))]
 mod registration {
@@ -61,6 +64,19 @@ mod registration {
     fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         guarded(ctx, args, commands::debug::run)
     }
+    fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        guarded(ctx, args, commands::stats::run)
+    }
+
+    // The keyspace was replaced wholesale: JWKS.STATS must scan again.
+    #[redis_module_macros::loading_event_handler]
+    fn on_loading(_ctx: &Context, _event: redis_module::server_events::LoadingSubevent) {
+        crate::registry::reset();
+    }
+    #[redis_module_macros::flush_event_handler]
+    fn on_flush(_ctx: &Context, _event: redis_module::server_events::FlushSubevent) {
+        crate::registry::reset();
+    }
 
     // Key positions (first, last, step) = (1, 1, 1): cluster routing and ACL key checks see
     // the key set; its derived keys share its hash tag. INVALIDATE is not deny-oom on
@@ -78,6 +94,7 @@ mod registration {
             ["jwks.info", info, "readonly", 1, 1, 1, ""],
             ["jwks.setstate", setstate, "write", 1, 1, 1, ""],
             ["jwks.debug", debug, "admin", 0, 0, 0, ""],
+            ["jwks.stats", stats, "readonly", 0, 0, 0, ""],
         ],
         configurations: [
             i64: [

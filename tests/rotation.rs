@@ -101,7 +101,7 @@ fn full_rotation_cycle_invalidates_the_cache_each_time() {
     assert_eq!(counters["jwt_jwks_cache_fills_total"], 4);
     assert!(!counters.contains_key("jwt_jwks_cache_invalidation_errors_total"));
 
-    let log = server.log();
+    let log = server.wait_log("JWKS_CACHE_INVALIDATED key='jwks:{auth}'", 4);
     assert_eq!(
         log.matches("JWKS_CACHE_INVALIDATED key='jwks:{auth}'")
             .count(),
@@ -316,4 +316,36 @@ fn configs_apply_at_load_time_and_with_config_set() {
     let bad: redis::RedisResult<()> =
         cmd("CONFIG", &["SET", "jwks.min-rsa-bits", "512"]).query(&mut con);
     assert!(bad.is_err());
+}
+
+#[test]
+fn stats_sum_every_key_set_across_reload_and_flush() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let stats = |con: &mut redis::Connection| -> std::collections::HashMap<String, i64> {
+        let flat: Vec<String> = cmd::<&str>("JWKS.STATS", &[]).query(con).unwrap();
+        flat.chunks(2)
+            .map(|p| (p[0].clone(), p[1].parse().unwrap()))
+            .collect()
+    };
+    for (i, k) in ["a", "b:{t}", "c"].iter().enumerate() {
+        rotate(
+            &mut con,
+            k,
+            &["ADD", &ec("k", i as u64 + 1), "PROMOTE", "k"],
+        )
+        .unwrap();
+    }
+    let _: i64 = cmd("JWKS.INVALIDATE", &["a"]).query(&mut con).unwrap();
+    let s = stats(&mut con);
+    assert_eq!(s["jwt_jwks_cache_invalidations_total"], 4);
+    assert_eq!(s["jwt_jwks_rotations_total"], 3);
+    assert_eq!(s["jwt_jwks_key_sets"], 3);
+    // After a reload the registry is rebuilt by one scan.
+    let _: () = cmd::<&str>("DEBUG", &["RELOAD"]).query(&mut con).unwrap();
+    assert_eq!(stats(&mut con)["jwt_jwks_cache_invalidations_total"], 4);
+    rotate(&mut con, "d", &["ADD", &ec("k", 9)]).unwrap();
+    assert_eq!(stats(&mut con)["jwt_jwks_key_sets"], 4);
+    let _: () = cmd::<&str>("FLUSHALL", &[]).query(&mut con).unwrap();
+    assert_eq!(stats(&mut con)["jwt_jwks_key_sets"], 0);
 }

@@ -46,6 +46,7 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
                 // A metrics key of another type is left alone: the fill itself succeeded.
                 if let Ok(m) = Key::open(ctx, &keys.metrics) {
                     if matches!(m.kind(), KeyType::Hash | KeyType::Empty) {
+                        crate::registry::note(&keys.metrics);
                         record::count(&m, metrics::CACHE_FILLS);
                     }
                 }

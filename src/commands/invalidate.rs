@@ -31,7 +31,10 @@ pub fn invalidate(key: &[u8], derived: &Derived, actx: &audit::Context, kids: &[
             }
         }
         Err(error) => {
-            record::append(&derived.audit, &audit::invalidation_failed(actx, kids, &error));
+            record::append(
+                &derived.audit,
+                &audit::invalidation_failed(actx, kids, &error),
+            );
             record::count(&derived.metrics, metrics::INVALIDATION_ERRORS);
             log::invalidation_failed(key, &actx.reason, actx.generation, &error);
             Outcome {

@@ -7,6 +7,7 @@ pub mod info;
 pub mod invalidate;
 pub mod rotate;
 pub mod setstate;
+pub mod stats;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -104,10 +105,23 @@ pub fn open_derived(ctx: &Context, keys: &DerivedKeys) -> Result<Derived, RedisE
             _ => Err(wrong_type(name, what)),
         }
     };
+    crate::registry::note(&keys.metrics);
     Ok(Derived {
-        cache: open(&keys.cache, KeyType::String, "expected a string (the cached JWKS)")?,
-        audit: open(&keys.audit, KeyType::Stream, "expected a stream (the audit trail)")?,
-        metrics: open(&keys.metrics, KeyType::Hash, "expected a hash (the counters)")?,
+        cache: open(
+            &keys.cache,
+            KeyType::String,
+            "expected a string (the cached JWKS)",
+        )?,
+        audit: open(
+            &keys.audit,
+            KeyType::Stream,
+            "expected a stream (the audit trail)",
+        )?,
+        metrics: open(
+            &keys.metrics,
+            KeyType::Hash,
+            "expected a hash (the counters)",
+        )?,
     })
 }
 

@@ -66,12 +66,7 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         record::append(&derived.audit, &audit::key_change(change, &actx));
     }
     record::count(&derived.metrics, metrics::ROTATIONS);
-    log::rotated(
-        key.as_slice(),
-        &actx.reason,
-        actx.generation,
-        changes.len(),
-    );
+    log::rotated(key.as_slice(), &actx.reason, actx.generation, changes.len());
     let mut kids: Vec<&str> = Vec::with_capacity(changes.len());
     for kid in changes.iter().map(audit::kid_of) {
         if !kids.contains(&kid) {
@@ -94,7 +89,11 @@ impl ReplySet {
         ReplySet {
             generation: set.generation(),
             current: set.current_kid().map(str::to_owned),
-            published: set.published_kids().into_iter().map(str::to_owned).collect(),
+            published: set
+                .published_kids()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -111,7 +110,12 @@ fn reply(set: ReplySet, changed: usize, outcome: Option<invalidate::Outcome>) ->
     );
     put(
         "published",
-        RedisValue::Array(set.published.into_iter().map(RedisValue::BulkString).collect()),
+        RedisValue::Array(
+            set.published
+                .into_iter()
+                .map(RedisValue::BulkString)
+                .collect(),
+        ),
     );
     put("changed", RedisValue::Integer(changed as i64));
     let (invalidated, deleted, error) = match &outcome {

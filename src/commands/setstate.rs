@@ -27,5 +27,8 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         return Err(wrong_type(key.as_slice(), "not a JWKS key set"));
     }
     handle.set_value(&KEYSET_TYPE, set)?;
+    if let Ok(metrics) = crate::keys::derived_name(key.as_slice(), crate::keys::METRICS) {
+        crate::registry::note(&metrics);
+    }
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

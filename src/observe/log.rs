@@ -88,7 +88,13 @@ pub fn invalidation_failed(key: &[u8], reason: &str, generation: u64, error: &st
     rest.push_str(" (the cached JWKS expires within jwks.cache-ttl)");
     emit(
         RedisLogLevel::Warning,
-        line("JWKS_CACHE_INVALIDATION_FAILED", key, reason, generation, &rest),
+        line(
+            "JWKS_CACHE_INVALIDATION_FAILED",
+            key,
+            reason,
+            generation,
+            &rest,
+        ),
     );
 }
 

@@ -8,3 +8,6 @@ pub const CACHE_FILLS: &str = "jwt_jwks_cache_fills_total";
 
 /// Every counter, in the order `JWKS.INFO` and the exporter list them.
 pub const ALL: [&str; 4] = [INVALIDATIONS, INVALIDATION_ERRORS, ROTATIONS, CACHE_FILLS];
+
+/// JWKS.STATS only: how many metrics hashes (key sets) the totals cover.
+pub const KEY_SETS: &str = "jwt_jwks_key_sets";

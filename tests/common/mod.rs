@@ -31,7 +31,7 @@ pub fn module_path() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -55,6 +55,20 @@ impl Server {
     /// arguments go through `--loadmodule` via [`Server::with_module_args`].
     pub fn with_args(args: &[&str]) -> Server {
         Server::with_module_args(&[], args)
+    }
+
+    /// A server without the module, for what must also work where it is missing.
+    pub fn plain() -> Server {
+        let mut server = Server::with_module_args(&[], &[]);
+        server.kill();
+        let at = server
+            .args
+            .iter()
+            .position(|a| a == "--loadmodule")
+            .expect("loadmodule");
+        server.args.drain(at..at + 2);
+        server.spawn();
+        server
     }
 
     pub fn with_module_args(module_args: &[&str], args: &[&str]) -> Server {
@@ -287,4 +301,49 @@ pub fn ec(kid: &str, k: u64) -> String {
 
 pub fn rsa(kid: &str, seed: u64) -> String {
     testkeys::rsa(kid, seed, 2048).to_string()
+}
+
+/// Another program a test runs (an exporter, Prometheus...), killed when dropped, so every
+/// process a test starts stops also when the test fails.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(program: &str, args: &[String], log: &Path) -> Proc {
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        Proc {
+            name: program.to_owned(),
+            child,
+        }
+    }
+
+    pub fn assert_running(&mut self, log: &Path) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited ({status}):\n{}",
+                self.name,
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
