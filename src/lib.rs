@@ -32,7 +32,7 @@ mod registry;
 
 #[cfg(all(feature = "module", not(test)))]
 mod registration {
-    use redis_module::{
+    use redis_module::{AclCategory, 
         configuration::ConfigurationFlags, redis_module, Context, RedisResult, RedisString,
     };
 
@@ -86,15 +86,18 @@ mod registration {
         version: 1,
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [KEYSET_TYPE],
+        // Module ACL categories (`+@jwks`) where the server supports them (Redis 7.4+,
+        // Valkey); on older servers the commands load without categories.
+        acl_categories: ["jwks",],
         init: init,
         commands: [
-            ["jwks.rotate", rotate, "write deny-oom", 1, 1, 1, ""],
-            ["jwks.invalidate", invalidate, "write", 1, 1, 1, ""],
-            ["jwks.get", get, "write", 1, 1, 1, ""],
-            ["jwks.info", info, "readonly", 1, 1, 1, ""],
-            ["jwks.setstate", setstate, "write", 1, 1, 1, ""],
-            ["jwks.debug", debug, "admin", 0, 0, 0, ""],
-            ["jwks.stats", stats, "readonly", 0, 0, 0, ""],
+            ["jwks.rotate", rotate, "write deny-oom", 1, 1, 1, "", "write slow jwks"],
+            ["jwks.invalidate", invalidate, "write", 1, 1, 1, "", "write fast jwks"],
+            ["jwks.get", get, "write", 1, 1, 1, "", "write fast jwks"],
+            ["jwks.info", info, "readonly", 1, 1, 1, "", "read slow jwks"],
+            ["jwks.setstate", setstate, "write", 1, 1, 1, "", "write slow dangerous jwks"],
+            ["jwks.debug", debug, "admin", 0, 0, 0, "", "admin dangerous jwks"],
+            ["jwks.stats", stats, "readonly", 0, 0, 0, "", "read slow jwks"],
         ],
         configurations: [
             i64: [
