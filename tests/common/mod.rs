@@ -198,7 +198,22 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// A clean SHUTDOWN first (so a server under valgrind reports its leaks), then a kill.
     fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Ok(mut c) = self.try_conn() {
+                let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<Value>(&mut c);
+            }
+        }
+        if let Some(child) = self.child.as_mut() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.kill();
     }
 }
@@ -295,12 +310,27 @@ pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Key generation runs unoptimized in test builds (the EC arithmetic is generic, so it is
+/// compiled into the test crate): remember what was made.
+fn memo(tag: &str, kid: &str, n: u64, make: impl FnOnce() -> String) -> String {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = format!("{tag}/{kid}/{n}");
+    if let Some(v) = cache.lock().unwrap().get(&key) {
+        return v.clone();
+    }
+    let v = make();
+    cache.lock().unwrap().insert(key, v.clone());
+    v
+}
+
 pub fn ec(kid: &str, k: u64) -> String {
-    testkeys::ec(kid, k).to_string()
+    memo("ec", kid, k, || testkeys::ec(kid, k).to_string())
 }
 
 pub fn rsa(kid: &str, seed: u64) -> String {
-    testkeys::rsa(kid, seed, 2048).to_string()
+    memo("rsa", kid, seed, || testkeys::rsa(kid, seed, 2048).to_string())
 }
 
 /// Another program a test runs (an exporter, Prometheus...), killed when dropped, so every
