@@ -32,8 +32,9 @@ mod registry;
 
 #[cfg(all(feature = "module", not(test)))]
 mod registration {
-    use redis_module::{AclCategory, 
-        configuration::ConfigurationFlags, redis_module, Context, RedisResult, RedisString,
+    use redis_module::{
+        configuration::ConfigurationFlags, redis_module, AclCategory, Context, RedisResult,
+        RedisString,
     };
 
     use crate::commands::{self, guarded};

@@ -105,7 +105,9 @@ fn info_states(con: &mut Connection, key: &str) -> Vec<(String, String)> {
 }
 
 fn counters(con: &mut Connection, key: &str) -> HashMap<String, i64> {
-    cmd("HGETALL", &[&format!("{{{key}}}:metrics")]).query(con).unwrap()
+    cmd("HGETALL", &[&format!("{{{key}}}:metrics")])
+        .query(con)
+        .unwrap()
 }
 
 #[test]
@@ -128,7 +130,11 @@ fn random_command_sequences_keep_the_invariants() {
                 let mut args: Vec<String> = Vec::new();
                 if rng.below(4) == 0 {
                     let info: Value = cmd("JWKS.INFO", &[key]).query(&mut con).unwrap();
-                    let generation = if info == Value::Nil { 0 } else { as_int(&field(&info, "generation")) };
+                    let generation = if info == Value::Nil {
+                        0
+                    } else {
+                        as_int(&field(&info, "generation"))
+                    };
                     // Right generation, or a stale one.
                     let g = generation - (rng.below(2) as i64);
                     args.push("IFGEN".into());
@@ -144,7 +150,11 @@ fn random_command_sequences_keep_the_invariants() {
             Err(e) => {
                 // A rejected command changes nothing.
                 assert_eq!(e.code(), Some("ERR"), "{e}");
-                assert_eq!(digest(&mut con), before, "step {step}: rejected command changed data");
+                assert_eq!(
+                    digest(&mut con),
+                    before,
+                    "step {step}: rejected command changed data"
+                );
             }
         }
 
@@ -153,7 +163,10 @@ fn random_command_sequences_keep_the_invariants() {
         assert_eq!(pong, "PONG");
         // At most one current key.
         let states = info_states(&mut con, key);
-        assert!(states.iter().filter(|(_, s)| s == "current").count() <= 1, "step {step}: {states:?}");
+        assert!(
+            states.iter().filter(|(_, s)| s == "current").count() <= 1,
+            "step {step}: {states:?}"
+        );
         // The published JWKS parses, has only public members, and equals a fresh render.
         let served: Option<String> = cmd("JWKS.GET", &[key]).query(&mut con).unwrap();
         if let Some(doc) = served {
@@ -164,7 +177,10 @@ fn random_command_sequences_keep_the_invariants() {
                 .iter()
                 .map(|k| {
                     for member in k.as_object().unwrap().keys() {
-                        assert!(PUBLIC_MEMBERS.contains(&member.as_str()), "step {step}: member {member}");
+                        assert!(
+                            PUBLIC_MEMBERS.contains(&member.as_str()),
+                            "step {step}: member {member}"
+                        );
                     }
                     k["kid"].as_str().unwrap().to_owned()
                 })
@@ -175,17 +191,26 @@ fn random_command_sequences_keep_the_invariants() {
             assert_eq!(unique.len(), kids.len());
             let _: i64 = cmd("JWKS.INVALIDATE", &[key]).query(&mut con).unwrap();
             let fresh: String = cmd("JWKS.GET", &[key]).query(&mut con).unwrap();
-            assert_eq!(fresh, doc, "step {step}: cached JWKS differs from the key set");
+            assert_eq!(
+                fresh, doc,
+                "step {step}: cached JWKS differs from the key set"
+            );
         }
         // Counters only grow.
         let now = counters(&mut con, key);
         if let Some(prev) = last_counters.get(key) {
             for (name, value) in prev {
-                assert!(now.get(name).copied().unwrap_or(0) >= *value, "step {step}: {name} shrank");
+                assert!(
+                    now.get(name).copied().unwrap_or(0) >= *value,
+                    "step {step}: {name} shrank"
+                );
             }
         }
         last_counters.insert(key, now);
     }
     // The sequence exercised both paths.
-    assert!(accepted > steps / 5 && accepted < steps, "accepted {accepted} of {steps}");
+    assert!(
+        accepted > steps / 5 && accepted < steps,
+        "accepted {accepted} of {steps}"
+    );
 }

@@ -330,7 +330,9 @@ pub fn ec(kid: &str, k: u64) -> String {
 }
 
 pub fn rsa(kid: &str, seed: u64) -> String {
-    memo("rsa", kid, seed, || testkeys::rsa(kid, seed, 2048).to_string())
+    memo("rsa", kid, seed, || {
+        testkeys::rsa(kid, seed, 2048).to_string()
+    })
 }
 
 /// Another program a test runs (an exporter, Prometheus...), killed when dropped, so every
