@@ -24,3 +24,6 @@ cargo build --release
 python3 bench/bench.py --rounds 1 --reads 2000 --writes 2000 --rotations 200 --pairs 500 \
   --audit-invalidations 2000 --json "$(mktemp -d)/bench.json" >/dev/null
 echo "bench smoke run: ok"
+
+echo "== valgrind (Valkey with libc malloc): leaks and memory errors from the module"
+scripts/valgrind.sh --test rotation --test rejections --test failure_path --test replication --test acl

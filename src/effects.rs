@@ -116,7 +116,8 @@ impl Key {
         let before = match NonNull::new(current) {
             None => 0,
             Some(p) => {
-                let s = RedisString::new(NonNull::new(self.ctx), p.as_ptr());
+                // HashGet hands over a new string: take ownership (no extra retain), free on drop.
+                let s = RedisString::from_redis_module_string(self.ctx, p.as_ptr());
                 std::str::from_utf8(s.as_slice())
                     .ok()
                     .and_then(|t| t.parse::<i64>().ok())

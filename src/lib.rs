@@ -42,9 +42,26 @@ mod registration {
     use crate::datatype::KEYSET_TYPE;
     use crate::observe;
 
-    fn init(_ctx: &Context, _args: &[RedisString]) -> redis_module::Status {
+    fn init(ctx: &Context, _args: &[RedisString]) -> redis_module::Status {
         observe::log::start();
+        // Flush and stop the logging thread when the server shuts down cleanly.
+        if let Some(subscribe) = unsafe { redis_module::raw::RedisModule_SubscribeToServerEvent } {
+            let event = redis_module::raw::RedisModuleEvent {
+                id: redis_module::raw::REDISMODULE_EVENT_SHUTDOWN,
+                dataver: 1,
+            };
+            unsafe { subscribe(ctx.ctx, event, Some(on_shutdown)) };
+        }
         redis_module::Status::Ok
+    }
+
+    unsafe extern "C" fn on_shutdown(
+        _ctx: *mut redis_module::raw::RedisModuleCtx,
+        _event: redis_module::raw::RedisModuleEvent,
+        _subevent: u64,
+        _data: *mut std::ffi::c_void,
+    ) {
+        observe::log::stop();
     }
 
     fn rotate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeSet;
 
+use std::ffi::c_void;
+
 use parking_lot::Mutex;
-use redis_module::key::RedisKey;
-use redis_module::raw::KeyType;
-use redis_module::{Context, KeysCursor, RedisString};
+use redis_module::raw::{self, KeyType};
+use redis_module::{Context, RedisString};
 
 use crate::datatype::KEYSET_TYPE;
 use crate::keys::{derived_name, METRICS};
@@ -36,15 +37,28 @@ pub fn forget(metrics_key: &[u8]) {
     }
 }
 
+/// One pass of RM_Scan over the keyspace. (The crate's KeysCursor retains every key name
+/// it hands out and never releases it: a leak valgrind found, hence the raw API here.)
 fn scan(ctx: &Context) -> BTreeSet<Vec<u8>> {
-    let found = std::cell::RefCell::new(BTreeSet::new());
-    let cursor = KeysCursor::new();
-    let callback = |_: &Context, name: &RedisString, key: Option<&RedisKey>| {
-        let Some(key) = key else { return };
-        let name = name.as_slice();
-        let metrics = match key.key_type() {
+    unsafe extern "C" fn visit(
+        _ctx: *mut raw::RedisModuleCtx,
+        name: *mut raw::RedisModuleString,
+        key: *mut raw::RedisModuleKey,
+        found: *mut c_void,
+    ) {
+        if key.is_null() || name.is_null() {
+            return;
+        }
+        let found = &mut *found.cast::<BTreeSet<Vec<u8>>>();
+        let name = RedisString::string_as_slice(name);
+        let (Some(key_type), Some(module_type)) =
+            (raw::RedisModule_KeyType, raw::RedisModule_ModuleTypeGetType)
+        else {
+            return;
+        };
+        let metrics = match KeyType::from(key_type(key)) {
             // A key set: its metrics hash, wherever it is.
-            KeyType::Module if key.get_value::<crate::keyset::KeySet>(&KEYSET_TYPE).is_ok() => {
+            KeyType::Module if module_type(key) == *KEYSET_TYPE.raw_type.borrow() => {
                 derived_name(name, METRICS).ok()
             }
             // A metrics hash written by JWKS.INVALIDATE for a name with no key set.
@@ -52,11 +66,28 @@ fn scan(ctx: &Context) -> BTreeSet<Vec<u8>> {
             _ => None,
         };
         if let Some(m) = metrics {
-            found.borrow_mut().insert(m);
+            found.insert(m);
         }
+    }
+
+    let mut found = BTreeSet::new();
+    let api = unsafe {
+        (
+            raw::RedisModule_ScanCursorCreate,
+            raw::RedisModule_Scan,
+            raw::RedisModule_ScanCursorDestroy,
+        )
     };
-    while cursor.scan(ctx, &callback) {}
-    found.into_inner()
+    let (Some(create), Some(scan), Some(destroy)) = api else {
+        return found;
+    };
+    unsafe {
+        let cursor = create();
+        let data = (&mut found as *mut BTreeSet<Vec<u8>>).cast::<c_void>();
+        while scan(ctx.ctx, cursor, Some(visit), data) != 0 {}
+        destroy(cursor);
+    }
+    found
 }
 
 /// The metrics hashes to sum, scanning once if needed.

@@ -7,6 +7,7 @@
 //! bounded buffer: if it is ever full, lines are dropped and the drop is logged.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -20,7 +21,23 @@ const DRAIN_EVERY: Duration = Duration::from_millis(5);
 
 static PENDING: Mutex<Vec<(RedisLogLevel, String)>> = Mutex::new(Vec::new());
 static THREAD_RUNNING: AtomicBool = AtomicBool::new(false);
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+fn drain(batch: &mut Vec<(RedisLogLevel, String)>) {
+    std::mem::swap(batch, &mut *PENDING.lock());
+    let dropped = DROPPED.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        MODULE_CONTEXT.log(
+            RedisLogLevel::Warning,
+            &format!("{dropped} redis-jwks log lines dropped (log buffer full)"),
+        );
+    }
+    for (level, line) in batch.drain(..) {
+        MODULE_CONTEXT.log(level, &line);
+    }
+}
 
 /// Starts the logging thread; called once when the module loads.
 pub fn start() {
@@ -28,22 +45,26 @@ pub fn start() {
         .name("jwks-log".into())
         .spawn(|| {
             let mut batch = Vec::new();
-            loop {
+            while !STOPPING.load(Ordering::Relaxed) {
                 std::thread::sleep(DRAIN_EVERY);
-                std::mem::swap(&mut batch, &mut *PENDING.lock());
-                let dropped = DROPPED.swap(0, Ordering::Relaxed);
-                if dropped > 0 {
-                    MODULE_CONTEXT.log(
-                        RedisLogLevel::Warning,
-                        &format!("{dropped} redis-jwks log lines dropped (log buffer full)"),
-                    );
-                }
-                for (level, line) in batch.drain(..) {
-                    MODULE_CONTEXT.log(level, &line);
-                }
+                drain(&mut batch);
             }
         });
-    THREAD_RUNNING.store(spawned.is_ok(), Ordering::Relaxed);
+    if let Ok(handle) = spawned {
+        *THREAD.lock() = Some(handle);
+        THREAD_RUNNING.store(true, Ordering::Relaxed);
+    }
+}
+
+/// On server shutdown: stop the thread and write what is still buffered, so a clean
+/// shutdown loses no line.
+pub fn stop() {
+    STOPPING.store(true, Ordering::Relaxed);
+    if let Some(handle) = THREAD.lock().take() {
+        let _ = handle.join();
+    }
+    THREAD_RUNNING.store(false, Ordering::Relaxed);
+    drain(&mut Vec::new());
 }
 
 fn emit(level: RedisLogLevel, line: String) {
