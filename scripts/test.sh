@@ -27,3 +27,6 @@ echo "bench smoke run: ok"
 
 echo "== valgrind (Valkey with libc malloc): leaks and memory errors from the module"
 scripts/valgrind.sh --test rotation --test rejections --test failure_path --test replication --test acl
+
+echo "== fuzzing the pure core (10 s per target)"
+scripts/fuzz.sh 10

@@ -10,6 +10,8 @@ pub mod keys;
 pub mod keyset;
 #[doc(hidden)]
 pub mod testkeys;
+#[cfg(test)]
+mod fuzz_replay;
 
 #[cfg(feature = "module")]
 #[cfg_attr(test, allow(dead_code))] // registered only outside unit tests

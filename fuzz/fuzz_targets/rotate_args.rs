@@ -1,0 +1,25 @@
+//! JWKS.ROTATE arguments: the input is split on 0xFF into arguments, parsed, and applied
+//! to a small key set. Nothing may panic; a failed apply leaves the set unchanged.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use redis_jwks::args::parse_rotate;
+use redis_jwks::jwk::{Jwk, Policy};
+use redis_jwks::keyset::{KeySet, Op};
+
+fuzz_target!(|data: &[u8]| {
+    let args: Vec<&[u8]> = data.split(|b| *b == 0xFF).collect();
+    let policy = Policy { min_rsa_bits: 2048 };
+    let Ok(req) = parse_rotate(&args, &policy) else { return };
+    let base_key = Jwk::from_value(redis_jwks::testkeys::ec("a", 1), &policy).expect("fixture");
+    let (base, _) = KeySet::default()
+        .apply(&[Op::Add(base_key), Op::Promote("a".into())], 0)
+        .expect("fixture");
+    let before = base.clone();
+    match base.apply(&req.ops, 1) {
+        Ok((next, changes)) => {
+            assert!(next.entries().iter().filter(|e| e.state.name() == "current").count() <= 1);
+            assert_eq!(next.generation() > base.generation(), !changes.is_empty());
+        }
+        Err(_) => assert_eq!(base, before),
+    }
+});
