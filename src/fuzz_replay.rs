@@ -36,7 +36,9 @@ fn jwk_inputs() {
 #[test]
 fn document_inputs() {
     for data in inputs("document") {
-        let Ok(text) = std::str::from_utf8(&data) else { continue };
+        let Ok(text) = std::str::from_utf8(&data) else {
+            continue;
+        };
         if let Ok(jwks) = parse_document(text, &Policy { min_rsa_bits: 0 }) {
             if let Ok((set, _)) = KeySet::default().apply(&[Op::Replace(jwks)], 0) {
                 assert!(parse_document(&set.render(), &Policy { min_rsa_bits: 0 }).is_ok());
@@ -56,7 +58,9 @@ fn rotate_args_inputs() {
 #[test]
 fn stored_state_inputs() {
     for data in inputs("stored_state") {
-        let Ok(text) = std::str::from_utf8(&data) else { continue };
+        let Ok(text) = std::str::from_utf8(&data) else {
+            continue;
+        };
         if let Ok(set) = KeySet::from_stored(text) {
             assert_eq!(KeySet::from_stored(&set.to_stored()).unwrap(), set);
         }

@@ -5,13 +5,13 @@
 
 pub mod args;
 pub mod error;
+#[cfg(test)]
+mod fuzz_replay;
 pub mod jwk;
 pub mod keys;
 pub mod keyset;
 #[doc(hidden)]
 pub mod testkeys;
-#[cfg(test)]
-mod fuzz_replay;
 
 #[cfg(feature = "module")]
 #[cfg_attr(test, allow(dead_code))] // registered only outside unit tests

@@ -1,0 +1,343 @@
+//! A real Redis Cluster on loopback (3 primaries, 3 replicas, each loading the module),
+//! driven by a cluster-aware client that routes by the commands' declared key positions.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::Connection;
+
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nodes: Vec<Server> = (0..6)
+            .map(|_| {
+                let bus = free_port().to_string();
+                Server::with_args(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    &bus,
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ])
+            })
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend([
+            "--cluster-replicas".into(),
+            "1".into(),
+            "--cluster-yes".into(),
+        ]);
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Cluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn wait_ok(&self) {
+        for n in &self.nodes {
+            wait_for("cluster_state:ok", || {
+                n.cluster_info()
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+            });
+        }
+    }
+
+    fn client(&self) -> ClusterConnection {
+        let urls: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
+        ClusterClient::builder(urls)
+            .retries(20)
+            .build()
+            .and_then(|c| c.get_connection())
+            .expect("cluster connection")
+    }
+
+    /// The primary that serves `slot`.
+    fn owner(&self, slot: i64) -> usize {
+        let mut con = self.nodes[0].conn();
+        let slots: redis::Value = cmd::<&str>("CLUSTER", &["SLOTS"]).query(&mut con).unwrap();
+        let redis::Value::Array(ranges) = slots else {
+            panic!()
+        };
+        for r in ranges {
+            let redis::Value::Array(r) = r else { continue };
+            let (lo, hi) = (as_int(&r[0]), as_int(&r[1]));
+            if (lo..=hi).contains(&slot) {
+                let redis::Value::Array(node) = &r[2] else {
+                    panic!()
+                };
+                let port = as_int(&node[1]) as u16;
+                return self.nodes.iter().position(|n| n.port == port).unwrap();
+            }
+        }
+        panic!("slot {slot} unassigned");
+    }
+
+    fn node_id(&self, i: usize) -> String {
+        cmd::<&str>("CLUSTER", &["MYID"])
+            .query(&mut self.nodes[i].conn())
+            .unwrap()
+    }
+}
+
+impl Server {
+    fn cluster_info(&self) -> Option<String> {
+        let mut c = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        cmd::<&str>("CLUSTER", &["INFO"]).query(&mut c).ok()
+    }
+
+    fn try_info(&self, section: &str) -> Option<String> {
+        let mut c = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        cmd("INFO", &[section]).query(&mut c).ok()
+    }
+}
+
+fn slot(con: &mut Connection, key: &str) -> i64 {
+    cmd("CLUSTER", &["KEYSLOT", key]).query(con).unwrap()
+}
+
+const KEY_SETS: [&str; 4] = ["jwks:{auth}", "jwks:{billing}", "plain-a", "tenant/42"];
+
+fn derived(key: &str) -> [String; 3] {
+    let base = if key.contains('{') {
+        key.to_string()
+    } else {
+        format!("{{{key}}}")
+    };
+    [
+        format!("{base}:cache"),
+        format!("{base}:audit"),
+        format!("{base}:metrics"),
+    ]
+}
+
+fn populate(c: &mut ClusterConnection) {
+    for (i, k) in KEY_SETS.iter().enumerate() {
+        let n = i as u64 * 10;
+        let r: redis::Value = cmd("JWKS.ROTATE", &[*k, "ADD", &ec("a", n + 1), "PROMOTE", "a"])
+            .query(c)
+            .unwrap();
+        assert_eq!(as_string(&field(&r, "current")), "a");
+        let _: String = cmd("JWKS.GET", &[*k]).query(c).unwrap();
+        let _: redis::Value = cmd("JWKS.ROTATE", &[*k, "ADD", &ec("b", n + 2)])
+            .query(c)
+            .unwrap();
+        let _: String = cmd("JWKS.GET", &[*k]).query(c).unwrap();
+    }
+}
+
+#[test]
+fn cluster_slots_resharding_and_failover() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    populate(&mut c);
+
+    // Every key a command touched lies in the key set's slot, on the node that owns it.
+    let mut any = cluster.nodes[0].conn();
+    let mut total = 0;
+    for k in KEY_SETS {
+        let s = slot(&mut any, k);
+        let owner = cluster.owner(s);
+        let mut on_owner = cluster.nodes[owner].conn();
+        for d in derived(k) {
+            assert_eq!(slot(&mut any, &d), s, "{d} is not in {k}'s slot");
+            let exists: i64 = cmd("EXISTS", &[d.as_str()]).query(&mut on_owner).unwrap();
+            assert_eq!(exists, 1, "{d} missing on the slot owner");
+        }
+        let in_slot: i64 = cmd("CLUSTER", &["COUNTKEYSINSLOT", &s.to_string()])
+            .query(&mut on_owner)
+            .unwrap();
+        assert_eq!(in_slot, 4, "{k}: key set + cache + audit + metrics");
+        total += 4;
+    }
+    // Nothing landed anywhere else.
+    let keys_on_primaries: i64 = (0..6)
+        .filter(|i| {
+            cluster.nodes[*i]
+                .try_info("replication")
+                .is_some_and(|r| r.contains("role:master"))
+        })
+        .map(|i| {
+            cmd::<&str>("DBSIZE", &[])
+                .query::<i64>(&mut cluster.nodes[i].conn())
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(keys_on_primaries, total);
+
+    // Resharding: move jwks:{auth}'s slot to another primary while a client keeps reading.
+    let k = KEY_SETS[0];
+    let s = slot(&mut any, k);
+    let from = cluster.owner(s);
+    let to = (0..6)
+        .find(|i| {
+            *i != from
+                && cluster.nodes[*i]
+                    .try_info("replication")
+                    .is_some_and(|r| r.contains("role:master"))
+        })
+        .unwrap();
+    let digests = |i: usize| -> Vec<String> {
+        let mut con = cluster.nodes[i].conn();
+        std::iter::once(k.to_string())
+            .chain(derived(k))
+            .map(|key| {
+                let v: Vec<String> = cmd("DEBUG", &["DIGEST-VALUE", key.as_str()])
+                    .query(&mut con)
+                    .unwrap();
+                v[0].clone()
+            })
+            .collect()
+    };
+    let before = digests(from);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, reads) = (stop.clone(), reads.clone());
+        let mut rc = cluster.client();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let doc: Option<String> = cmd("JWKS.GET", &[k])
+                    .query(&mut rc)
+                    .expect("read during resharding");
+                assert!(doc.expect("document").contains("\"b\""));
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let (from_id, to_id) = (cluster.node_id(from), cluster.node_id(to));
+    let s_str = s.to_string();
+    let _: () = cmd("CLUSTER", &["SETSLOT", &s_str, "IMPORTING", &from_id])
+        .query(&mut cluster.nodes[to].conn())
+        .unwrap();
+    let _: () = cmd("CLUSTER", &["SETSLOT", &s_str, "MIGRATING", &to_id])
+        .query(&mut cluster.nodes[from].conn())
+        .unwrap();
+    let mut src = cluster.nodes[from].conn();
+    let keys: Vec<String> = cmd("CLUSTER", &["GETKEYSINSLOT", &s_str, "100"])
+        .query(&mut src)
+        .unwrap();
+    assert_eq!(keys.len(), 4);
+    // One MIGRATE for the whole key set: it moves together, atomically.
+    let mut migrate = redis::cmd("MIGRATE");
+    migrate
+        .arg("127.0.0.1")
+        .arg(cluster.nodes[to].port)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS");
+    for key in &keys {
+        migrate.arg(key);
+    }
+    let _: () = migrate.query(&mut src).unwrap();
+    // The destination first, then the source; the other primaries learn it from the bus.
+    for i in [to, from] {
+        let _: () = cmd("CLUSTER", &["SETSLOT", &s_str, "NODE", &to_id])
+            .query(&mut cluster.nodes[i].conn())
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("reader kept reading");
+    assert!(reads.load(Ordering::Relaxed) > 10);
+    assert_eq!(cluster.owner(s), to);
+    assert_eq!(
+        digests(to),
+        before,
+        "key set, cache, audit and counters arrived intact"
+    );
+    let r: redis::Value = cmd("JWKS.ROTATE", &[k, "PROMOTE", "b"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(as_int(&field(&r, "generation")), 3);
+    let info: redis::Value = cmd("JWKS.INFO", &[k]).query(&mut c).unwrap();
+    let counters = field(&info, "counters");
+    assert_eq!(as_int(&field(&counters, "jwt_jwks_rotations_total")), 3);
+
+    // Failover: kill the primary that now serves the slot; its replica takes over.
+    let mut owner_con = cluster.nodes[to].conn();
+    let acked: i64 = cmd("WAIT", &["1", "5000"]).query(&mut owner_con).unwrap();
+    assert_eq!(
+        acked, 1,
+        "the replica has everything before the primary dies"
+    );
+    let before: HashMap<&str, String> = KEY_SETS
+        .iter()
+        .map(|k| (*k, cmd("JWKS.GET", &[*k]).query::<String>(&mut c).unwrap()))
+        .collect();
+    let mut cluster = cluster;
+    cluster.nodes[to].kill();
+    wait_for("a replica to take over the slot", || {
+        let alive = (0..6).find(|i| *i != to).unwrap();
+        let mut con = cluster.nodes[alive].conn();
+        let info: String = cmd::<&str>("CLUSTER", &["INFO"]).query(&mut con).unwrap();
+        info.contains("cluster_state:ok") && {
+            let new_owner = cluster_owner_excluding(&cluster, s, to);
+            new_owner.is_some()
+        }
+    });
+    let mut c = cluster.client();
+    for k in KEY_SETS {
+        let doc: Option<String> = cmd("JWKS.GET", &[k]).query(&mut c).unwrap();
+        assert_eq!(doc.as_ref(), Some(&before[k]), "{k} intact after failover");
+    }
+    let r: redis::Value = cmd("JWKS.ROTATE", &[k, "RETIRE", "a"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(as_int(&field(&r, "generation")), 4);
+    assert_eq!(strings(&field(&r, "published")), vec!["b"]);
+}
+
+/// The owner of `slot` as seen by a live node, if it is not the dead one.
+fn cluster_owner_excluding(cluster: &Cluster, slot: i64, dead: usize) -> Option<usize> {
+    let alive = (0..6).find(|i| *i != dead)?;
+    let mut con = redis::Client::open(cluster.nodes[alive].url())
+        .ok()?
+        .get_connection()
+        .ok()?;
+    let slots: redis::Value = cmd::<&str>("CLUSTER", &["SLOTS"]).query(&mut con).ok()?;
+    let redis::Value::Array(ranges) = slots else {
+        return None;
+    };
+    for r in ranges {
+        let redis::Value::Array(r) = r else { continue };
+        if (as_int(&r[0])..=as_int(&r[1])).contains(&slot) {
+            let redis::Value::Array(node) = &r[2] else {
+                return None;
+            };
+            let port = as_int(&node[1]) as u16;
+            let i = cluster.nodes.iter().position(|n| n.port == port)?;
+            return (i != dead).then_some(i);
+        }
+    }
+    None
+}
