@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-python3 -m pip install -q --disable-pip-version-check -r requirements-test.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -m pip install -q --disable-pip-version-check -r requirements-test.txt -r python/requirements.txt 2>&1 \
+  | grep -v "Running pip as the 'root' user" || true
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
@@ -14,10 +15,12 @@ cargo build
 
 echo "== redis-server: $(redis-server --version)"
 cargo test --all-targets
+(cd python && python3 -m pytest -q tests)
 
 VALKEY="$(scripts/valkey-bin.sh)"
 echo "== valkey-server: $("$VALKEY" --version)"
 JWKS_SERVER_BIN="$VALKEY" cargo test --tests
+(cd python && JWKS_SERVER_BIN="$VALKEY" python3 -m pytest -q tests)
 
 echo "== benchmark smoke run (tiny counts, no timings asserted)"
 cargo build --release

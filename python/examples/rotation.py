@@ -1,0 +1,203 @@
+"""Example Celery app: zero-downtime JWT signing-key rotation through JWKS.ROTATE.
+
+Each run of the periodic task moves the key set one step along its life cycle, in one
+atomic JWKS.ROTATE (which also deletes the cached JWKS):
+
+  no current key           -> ADD a new key and PROMOTE it (bootstrap)
+  no next key, current old -> ADD a new key as `next` (published, not signing yet)
+  next key old enough      -> PROMOTE it (the old current becomes `previous`)
+  previous past its grace  -> RETIRE it
+
+Every ROTATE carries IFGEN with the generation the run planned against, so a duplicated
+or retried task message cannot apply twice. Private keys stay in the KeyStore directory.
+
+Two sources of truth (JWKS_SOURCE):
+  redis: the module's key set is the truth;
+  db:    a SQL database (sqlite here) is the truth; each run syncs Redis with REPLACE.
+
+If Redis cannot be reached, the run logs a WARNING, counts
+jwt_jwks_cache_invalidation_errors_total and returns: nothing is half-applied (JWKS.ROTATE
+is atomic) and the next run completes the rotation.
+
+Run:  celery -A rotation worker -B --loglevel=INFO   (from python/examples)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from typing import Optional
+
+import jwt
+import redis
+from celery import Celery
+
+from jwks_redis import Add, GenerationMismatch, JwksClient, Promote, Replace, Retire
+from jwks_redis.invalidation import INVALIDATIONS, record_failure
+from keystore import KeyStore
+
+log = logging.getLogger("rotation")
+
+REDIS_URL = os.environ.get("JWKS_REDIS_URL", "redis://127.0.0.1:6379/0")
+BROKER_URL = os.environ.get("JWKS_BROKER_URL", "redis://127.0.0.1:6379/1")
+BACKEND_URL = os.environ.get("JWKS_RESULT_BACKEND", "redis://127.0.0.1:6379/2")
+KEY_SET = os.environ.get("JWKS_KEY_SET", "jwks:{auth}")
+KEY_DIR = os.environ.get("JWKS_KEY_DIR", "./signing-keys")
+SOURCE = os.environ.get("JWKS_SOURCE", "redis")
+DB_PATH = os.environ.get("JWKS_DB_PATH", "./keys.sqlite")
+ROTATE_EVERY = float(os.environ.get("JWKS_ROTATE_EVERY", str(24 * 3600)))
+PROMOTE_AFTER = float(os.environ.get("JWKS_PROMOTE_AFTER", "3600"))
+RETIRE_AFTER = float(os.environ.get("JWKS_RETIRE_AFTER", "7200"))
+CHECK_EVERY = float(os.environ.get("JWKS_CHECK_EVERY", "60"))
+
+app = Celery("rotation", broker=BROKER_URL, backend=BACKEND_URL)
+app.conf.beat_schedule = {
+    "rotate-jwt-signing-keys": {"task": "rotation.rotate_keys", "schedule": CHECK_EVERY},
+}
+app.conf.task_acks_late = True  # a crashed worker's run is redelivered: IFGEN makes that safe
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_ops(info, keys: KeyStore, now: int) -> list:
+    """The next step of the life cycle for this key set, as JWKS.ROTATE ops."""
+    if info is None or info.current is None:
+        nexts = [] if info is None else [k for k in info.keys if k.state == "next"]
+        if nexts:
+            return [Promote(nexts[0].kid)]
+        jwk = keys.generate()
+        return [Add(jwk), Promote(jwk["kid"])]
+    ops: list = []
+    nexts = [k for k in info.keys if k.state == "next"]
+    current = next(k for k in info.keys if k.state == "current")
+    if nexts:
+        if now - nexts[0].added_ms >= PROMOTE_AFTER * 1000:
+            ops.append(Promote(nexts[0].kid))
+    elif now - (current.promoted_ms or current.added_ms) >= ROTATE_EVERY * 1000:
+        ops.append(Add(keys.generate()))
+    for k in info.keys:
+        if k.state == "previous" and k.demoted_ms and now - k.demoted_ms >= RETIRE_AFTER * 1000:
+            ops.append(Retire(k.kid))
+    return ops
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _apply_redis_source(client: JwksClient, keys: KeyStore, plan_generation: Optional[int]) -> dict:
+    info = client.info(KEY_SET)
+    generation = info.generation if info else 0
+    if plan_generation is not None and plan_generation != generation:
+        raise GenerationMismatch(f"planned against {plan_generation}, key set at {generation}")
+    ops = plan_ops(info, keys, now_ms())
+    if not ops:
+        return {"applied": False, "generation": generation, "ops": []}
+    result = client.rotate(KEY_SET, ops, if_gen=generation, reason="key_rotation")
+    return {"applied": True, "generation": result.generation, "current": result.current,
+            "published": result.published, "ops": [type(o).__name__ for o in ops]}
+
+
+def _db(path: str = DB_PATH) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE IF NOT EXISTS signing_keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL,"
+               " state TEXT NOT NULL, added_ms INTEGER, promoted_ms INTEGER, demoted_ms INTEGER)")
+    return db
+
+
+def _db_info(db: sqlite3.Connection):
+    """The database's key set in the shape plan_ops reads."""
+    from jwks_redis.client import KeyInfo, KeySetInfo
+    rows = db.execute("SELECT kid, state, added_ms, promoted_ms, demoted_ms FROM signing_keys"
+                      " WHERE state != 'retired' ORDER BY added_ms").fetchall()
+    keys = [KeyInfo(kid=r[0], state=r[1], kty="EC", alg="ES256", use="sig", added_ms=r[2],
+                    promoted_ms=r[3], demoted_ms=r[4]) for r in rows]
+    current = next((k.kid for k in keys if k.state == "current"), None)
+    return KeySetInfo(generation=0, current=current, keys=keys, cache_ttl_ms=-2, counters={},
+                      audit_length=0, derived_keys={})
+
+
+def _apply_db_source(client: JwksClient, keys: KeyStore, plan_generation: Optional[int]) -> dict:
+    db = _db()
+    now = now_ms()
+    with db:  # one transaction: the database is the truth
+        ops = plan_ops(_db_info(db), keys, now)
+        for op in ops:
+            if isinstance(op, Add):
+                db.execute("INSERT INTO signing_keys VALUES (?, ?, 'next', ?, NULL, NULL)",
+                           (op.jwk["kid"], json.dumps(dict(op.jwk)), now))
+            elif isinstance(op, Promote):
+                db.execute("UPDATE signing_keys SET state='previous', demoted_ms=? WHERE state='current'", (now,))
+                db.execute("UPDATE signing_keys SET state='current', promoted_ms=? WHERE kid=?", (now, op.kid))
+            elif isinstance(op, Retire):
+                db.execute("UPDATE signing_keys SET state='retired' WHERE kid=?", (op.kid,))
+    published = [json.loads(r[0]) for r in db.execute(
+        "SELECT jwk FROM signing_keys WHERE state != 'retired' ORDER BY added_ms")]
+    current = db.execute("SELECT kid FROM signing_keys WHERE state='current'").fetchone()
+    db.close()
+    # Sync Redis: idempotent, so a run after a failed sync completes it.
+    info = client.info(KEY_SET)
+    generation = info.generation if info else 0
+    if plan_generation is not None and plan_generation != generation:
+        raise GenerationMismatch(f"planned against {plan_generation}, key set at {generation}")
+    sync: list = [Replace(published)]
+    if current and (info is None or info.current != current[0]):
+        sync.append(Promote(current[0]))
+    result = client.rotate(KEY_SET, sync, if_gen=generation, reason="key_rotation")
+    return {"applied": result.changed > 0, "generation": result.generation,
+            "current": result.current, "published": result.published,
+            "ops": [type(o).__name__ for o in ops]}
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def _apply_key_set_update(plan_generation: Optional[int] = None,
+                          client: Optional[redis.Redis] = None) -> dict:
+    """One rotation step. Never raises for Redis being unreachable (see module doc)."""
+    jwks = JwksClient(client or redis_client())
+    keys = KeyStore(KEY_DIR)
+    apply = _apply_db_source if SOURCE == "db" else _apply_redis_source
+    try:
+        outcome = apply(jwks, keys, plan_generation)
+    except GenerationMismatch as e:
+        # A duplicate or retried run: another run already applied this step.
+        log.info("rotation skipped (already applied): %s", e)
+        return {"applied": False, "duplicate": True}
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        record_failure(KEY_SET, "key_rotation", e)
+        return {"applied": False, "error": str(e)}
+    if outcome["applied"]:
+        # JWKS.ROTATE deleted the cached JWKS in the same command.
+        INVALIDATIONS.inc()
+        log.info("JWKS_CACHE_INVALIDATED key=%s reason=key_rotation generation=%s ops=%s",
+                 KEY_SET, outcome["generation"], outcome["ops"])
+    return outcome
+
+
+@app.task(name="rotation.rotate_keys")
+def rotate_keys(plan_generation: Optional[int] = None) -> dict:
+    return _apply_key_set_update(plan_generation)
+
+
+# --------------------------------------------------------------------------- signing
+
+
+def sign(claims: dict, client: Optional[redis.Redis] = None) -> str:
+    """Sign with whatever key is current (what an auth service's token issuer does)."""
+    info = JwksClient(client or redis_client()).info(KEY_SET)
+    if info is None or info.current is None:
+        raise RuntimeError("no current signing key")
+    key = KeyStore(KEY_DIR).private_key(info.current)
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": info.current})
