@@ -1,6 +1,7 @@
 //! Replays the fuzz seeds (and any crash saved under fuzz/regressions/<target>/) through
 //! the same checks as the fuzz targets, so every crash the fuzzer ever finds stays fixed.
 
+#[cfg(test)] // a test-only module (declared under #[cfg(test)] by its parent)
 use std::path::Path;
 
 use crate::args::parse_rotate;

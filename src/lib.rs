@@ -66,26 +66,22 @@ mod registration {
         observe::log::stop();
     }
 
-    fn rotate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        guarded(ctx, args, commands::rotate::run)
+    /// Each command's entry point: its handler behind the panic guard.
+    macro_rules! guarded_commands {
+        ($($name:ident => $handler:path),* $(,)?) => {
+            $(fn $name(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+                guarded(ctx, args, $handler)
+            })*
+        };
     }
-    fn invalidate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        guarded(ctx, args, commands::invalidate::run)
-    }
-    fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        guarded(ctx, args, commands::get::run)
-    }
-    fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        guarded(ctx, args, commands::info::run)
-    }
-    fn setstate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        guarded(ctx, args, commands::setstate::run)
-    }
-    fn debug(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        guarded(ctx, args, commands::debug::run)
-    }
-    fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        guarded(ctx, args, commands::stats::run)
+    guarded_commands! {
+        rotate => commands::rotate::run,
+        invalidate => commands::invalidate::run,
+        get => commands::get::run,
+        info => commands::info::run,
+        setstate => commands::setstate::run,
+        debug => commands::debug::run,
+        stats => commands::stats::run,
     }
 
     // The keyspace was replaced wholesale: JWKS.STATS must scan again.

@@ -1,3 +1,4 @@
+#[cfg(test)] // a test-only module (declared under #[cfg(test)] by its parent)
 use serde_json::Value;
 
 use super::*;
