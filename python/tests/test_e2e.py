@@ -172,7 +172,7 @@ def test_rotations_never_fail_a_valid_token(server, worker, tmp_path):
 
     ops = [op for r in applied for op in r["ops"]]
     assert ops.count("Promote") >= 4 and ops.count("Retire") >= 2, ops
-    assert stats["verified"] > 100 and stats["expired"] < stats["verified"] / 10, stats
+    assert stats["verified"] > 50 and stats["expired"] < stats["verified"] / 10, stats
     assert stats["failures"] == [], stats["failures"][:5]
 
     # A duplicated run (same message delivered twice) is refused by IFGEN.
