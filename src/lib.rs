@@ -13,24 +13,18 @@ pub mod keyset;
 #[doc(hidden)]
 pub mod testkeys;
 
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
-mod commands;
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
-mod config;
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
-mod datatype;
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
-mod effects;
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
-mod observe;
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))] // registered only outside unit tests
-mod registry;
+/// The Redis glue: compiled with the `module` feature, registered only outside unit tests
+/// (the Redis allocator would abort a test binary), hence dead code under `cargo test`.
+macro_rules! glue_modules {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "module")]
+            #[cfg_attr(test, allow(dead_code))]
+            mod $name;
+        )*
+    };
+}
+glue_modules!(commands, config, datatype, effects, observe, registry);
 
 #[cfg(all(feature = "module", not(test)))]
 mod registration {
