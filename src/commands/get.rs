@@ -1,5 +1,8 @@
-//! `JWKS.GET K`: the JWKS document. A cache hit is one key lookup and a reply; a miss
-//! renders from the key set and caches it with the TTL (so this is a write command).
+//! `JWKS.GET K`: the JWKS document. Serves `…:cache` if present: a hit is one key lookup
+//! and a reply straight from the stored string, like GET. On a miss it renders from the
+//! key set and caches the document with the TTL (so this is a write command); nil when
+//! there is no key set. Every command that changes a key set deletes the cache in the same
+//! command, so a cached document is always the current one.
 
 use redis_module::{raw, raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -14,28 +17,27 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         return Err(RedisError::WrongArity);
     };
     let cache_name = derived_name(key.as_slice(), CACHE)?;
+    let cache = ctx.open_key(&ctx.create_string(cache_name.as_slice()));
+    match cache.key_type() {
+        KeyType::String => {
+            if let Ok(Some(doc)) = cache.read() {
+                raw::reply_with_string_buffer(ctx.ctx, doc.as_ptr().cast(), doc.len());
+                return Ok(RedisValue::NoReply);
+            }
+        }
+        KeyType::Empty => {}
+        _ => {
+            return Err(wrong_type(
+                &cache_name,
+                "expected a string (the cached JWKS)",
+            ))
+        }
+    }
+    drop(cache);
     with_keyset(ctx, key, |set| {
-        // No key set, no document, whatever a stray cache key may hold.
         let Some(set) = set else {
             return Ok(RedisValue::Null);
         };
-        // The hit path: two lookups and a reply straight from the stored string, no copy.
-        let cache = ctx.open_key(&ctx.create_string(cache_name.as_slice()));
-        match cache.key_type() {
-            KeyType::String => {
-                if let Ok(Some(doc)) = cache.read() {
-                    raw::reply_with_string_buffer(ctx.ctx, doc.as_ptr().cast(), doc.len());
-                    return Ok(RedisValue::NoReply);
-                }
-            }
-            KeyType::Empty => {}
-            _ => {
-                return Err(wrong_type(
-                    &cache_name,
-                    "expected a string (the cached JWKS)",
-                ))
-            }
-        }
         let keys = DerivedKeys::for_key(key.as_slice())?;
         let doc = set.render();
         let filled = Key::open(ctx, &keys.cache)
