@@ -49,7 +49,6 @@ impl fmt::Display for Shown {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    Arity(&'static str),
     Syntax(String),
     NotUtf8(&'static str),
     TooLarge {
@@ -78,14 +77,12 @@ pub enum Error {
     Reason(&'static str),
     WrongType(Shown, &'static str),
     State(String),
-    Internal(String),
 }
 
 /// The exact Redis error text (the first word is the error code).
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Arity(a0) => write!(f, "ERR wrong number of arguments for '{a0}' command"),
             Error::Syntax(a0) => write!(f, "ERR syntax error: {a0}"),
             Error::NotUtf8(a0) => write!(f, "ERR {a0} is not valid UTF-8"),
             Error::TooLarge { what, len, max } => write!(f, "ERR {what} is too large: {len} bytes, at most {max}"),
@@ -104,7 +101,6 @@ impl fmt::Display for Error {
             Error::Reason(a0) => write!(f, "ERR invalid reason: {a0}"),
             Error::WrongType(a0, a1) => write!(f, "WRONGTYPE key {a0} holds the wrong kind of value: {a1}"),
             Error::State(a0) => write!(f, "ERR corrupt key set state: {a0}"),
-            Error::Internal(a0) => write!(f, "ERR {a0}"),
         }
     }
 }
