@@ -108,6 +108,8 @@ fn full_rotation_cycle_invalidates_the_cache_each_time() {
         4,
         "{log}"
     );
+    // One line per rotation: the invalidation line carries the rotation's change count.
+    assert!(log.contains("generation=4 changes=1 deleted="), "{log}");
 }
 
 #[test]
@@ -348,4 +350,46 @@ fn stats_sum_every_key_set_across_reload_and_flush() {
     assert_eq!(stats(&mut con)["jwt_jwks_key_sets"], 4);
     let _: () = cmd::<&str>("FLUSHALL", &[]).query(&mut con).unwrap();
     assert_eq!(stats(&mut con)["jwt_jwks_key_sets"], 0);
+}
+
+#[test]
+fn an_invalidation_flood_logs_every_attempt_folded_into_counted_lines() {
+    let server = Server::start();
+    let mut con = server.conn();
+    rotate(&mut con, "flood", &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
+    let mut pipe = redis::pipe();
+    for _ in 0..2000 {
+        pipe.cmd("JWKS.INVALIDATE")
+            .arg("flood")
+            .arg("REASON")
+            .arg("loop");
+    }
+    let _: Vec<i64> = pipe.query(&mut con).unwrap();
+    // Each attempt has its audit entry and count; the log folds identical lines (syslog's
+    // "repeated"), so the number of attempts the lines stand for is exact.
+    let needle = "JWKS_CACHE_INVALIDATED key='flood' reason='loop'";
+    let attempts = |log: &str| -> usize {
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .map(|l| {
+                l.split(" repeated=")
+                    .nth(1)
+                    .map_or(1, |n| n.trim().parse().unwrap())
+            })
+            .sum()
+    };
+    let mut log = String::new();
+    wait_for("2000 logged attempts", || {
+        log = server.log();
+        attempts(&log) >= 2000
+    });
+    assert_eq!(attempts(&log), 2000, "{log}");
+    let lines = log.matches(needle).count();
+    assert!(lines < 2000, "identical lines were not folded: {lines}");
+    let counted: i64 = redis::cmd("HGET")
+        .arg("{flood}:metrics")
+        .arg("jwt_jwks_cache_invalidations_total")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(counted, 2001);
 }

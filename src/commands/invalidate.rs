@@ -14,8 +14,15 @@ pub struct Outcome {
 
 /// Deletes the cached JWKS, then audits, counts and logs the attempt. A failure is
 /// reported in the outcome, never raised: the caller's rotation has already committed and
-/// the cache TTL bounds the staleness.
-pub fn invalidate(key: &[u8], derived: &Derived, actx: &audit::Context, kids: &[&str]) -> Outcome {
+/// the cache TTL bounds the staleness. `kids` are the keys a rotation changed (none for a
+/// plain invalidation); its log line stands for the whole rotation.
+pub fn invalidate(
+    key: &[u8],
+    derived: &Derived,
+    actx: &audit::Context,
+    kids: &[&str],
+    changes: usize,
+) -> Outcome {
     let result = match debug::take_injected_failure() {
         Some(fault) => Err(fault),
         None => Ok(derived.cache.delete()),
@@ -24,7 +31,7 @@ pub fn invalidate(key: &[u8], derived: &Derived, actx: &audit::Context, kids: &[
         Ok(deleted) => {
             record::append(&derived.audit, &audit::invalidated(actx, kids, deleted));
             record::count(&derived.metrics, metrics::INVALIDATIONS);
-            log::invalidated(key, &actx.reason, actx.generation, deleted);
+            log::invalidated(key, &actx.reason, actx.generation, changes, deleted);
             Outcome {
                 deleted,
                 error: None,
@@ -36,7 +43,7 @@ pub fn invalidate(key: &[u8], derived: &Derived, actx: &audit::Context, kids: &[
                 &audit::invalidation_failed(actx, kids, &error),
             );
             record::count(&derived.metrics, metrics::INVALIDATION_ERRORS);
-            log::invalidation_failed(key, &actx.reason, actx.generation, &error);
+            log::invalidation_failed(key, &actx.reason, actx.generation, changes, &error);
             Outcome {
                 deleted: false,
                 error: Some(error),
@@ -59,7 +66,7 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         generation,
         user: current_user(ctx),
     };
-    let outcome = invalidate(key.as_slice(), &derived, &actx, &[]);
+    let outcome = invalidate(key.as_slice(), &derived, &actx, &[], 0);
     match outcome.error {
         Some(e) => Err(RedisError::String(format!(
             "ERR cache invalidation failed: {e} (audited; the cached JWKS expires within jwks.cache-ttl)"

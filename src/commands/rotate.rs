@@ -14,7 +14,7 @@ use crate::datatype::{KEYSET_TYPE, SETSTATE_COMMAND};
 use crate::error::Error;
 use crate::keys::DerivedKeys;
 use crate::keyset::KeySet;
-use crate::observe::{audit, log, metrics, record};
+use crate::observe::{audit, metrics, record};
 
 pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     let [_, key, rest @ ..] = args else {
@@ -66,14 +66,13 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         record::append(&derived.audit, &audit::key_change(change, &actx));
     }
     record::count(&derived.metrics, metrics::ROTATIONS);
-    log::rotated(key.as_slice(), &actx.reason, actx.generation, changes.len());
     let mut kids: Vec<&str> = Vec::with_capacity(changes.len());
     for kid in changes.iter().map(audit::kid_of) {
         if !kids.contains(&kid) {
             kids.push(kid);
         }
     }
-    let outcome = invalidate::invalidate(key.as_slice(), &derived, &actx, &kids);
+    let outcome = invalidate::invalidate(key.as_slice(), &derived, &actx, &kids, changes.len());
     Ok(reply(response_set, changes.len(), Some(outcome)))
 }
 
