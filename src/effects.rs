@@ -7,10 +7,11 @@ use std::ffi::{c_void, CStr};
 use std::os::raw::c_int;
 use std::ptr::{self, NonNull};
 
+use parking_lot::Mutex;
 use redis_module::raw::{self, KeyType, RedisModuleKey, RedisModuleString};
 use redis_module::{Context, RedisString};
 
-use crate::observe::audit::Fields;
+use crate::observe::audit::{Fields, Value};
 
 /// A key opened for reading and writing; closed on drop.
 pub struct Key {
@@ -25,10 +26,35 @@ macro_rules! api {
     };
 }
 
+/// `(text address, length, Redis string)` for every fixed text made into a Redis string.
+static FIXED: Mutex<Vec<(usize, usize, usize)>> = Mutex::new(Vec::new());
+
+/// The Redis string for a fixed text (an audit field name, an action, a counter name),
+/// created on first use and kept for the life of the server: creating and freeing a dozen
+/// of them on every invalidation was a fifth of its cost. Only the main thread writes
+/// keys, so the strings' reference counts are never touched concurrently.
+fn fixed(text: &'static str) -> *mut RedisModuleString {
+    let id = (text.as_ptr() as usize, text.len());
+    let mut table = FIXED.lock();
+    if let Some(&(_, _, s)) = table.iter().find(|&&(a, l, _)| (a, l) == id) {
+        return s as *mut RedisModuleString;
+    }
+    let s = RedisString::create_from_slice(ptr::null_mut(), text.as_bytes());
+    let inner = s.inner;
+    std::mem::forget(s);
+    table.push((id.0, id.1, inner as usize));
+    inner
+}
+
+/// Decimal text of an integer, without a heap allocation.
+fn decimal(buf: &mut itoa::Buffer, n: impl itoa::Integer) -> &[u8] {
+    buf.format(n).as_bytes()
+}
+
 impl Key {
     pub fn open(ctx: &Context, name: &[u8]) -> Result<Key, &'static str> {
         let open = api!(RedisModule_OpenKey)?;
-        let name = ctx.create_string(name);
+        let name = RedisString::create_from_slice(ctx.ctx, name);
         let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int;
         let ptr = unsafe { open(ctx.ctx, name.inner, mode) };
         if ptr.is_null() {
@@ -62,14 +88,12 @@ impl Key {
         }
     }
 
-    /// Propagates `cmd` with this key as its first argument, then `args`.
-    fn replicate(&self, cmd: &CStr, args: &[&RedisString]) {
+    /// Propagates `cmd` with `argv` as its arguments; `argv[0]` must be this key's name.
+    fn replicate(&self, cmd: &CStr, argv: &mut [*mut RedisModuleString]) {
         let Ok(f) = api!(RedisModule_Replicate) else {
             return;
         };
-        let mut argv: Vec<*mut RedisModuleString> = Vec::with_capacity(1 + args.len());
-        argv.push(self.name.inner);
-        argv.extend(args.iter().map(|s| s.inner));
+        debug_assert_eq!(argv.first(), Some(&self.name.inner));
         unsafe {
             f(
                 self.ctx,
@@ -90,24 +114,24 @@ impl Key {
         if let Ok(f) = api!(RedisModule_DeleteKey) {
             unsafe { f(self.ptr) };
         }
-        self.replicate(c"DEL", &[]);
+        self.replicate(c"DEL", &mut [self.name.inner]);
         self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del");
         true
     }
 
     /// HINCRBY field 1 on a hash (or a missing key).
-    pub fn hincr(&self, field: &str) -> Result<i64, String> {
+    pub fn hincr(&self, field: &'static str) -> Result<i64, String> {
         let get = api!(RedisModule_HashGet)?;
         let set = api!(RedisModule_HashSet)?;
-        let cfield = std::ffi::CString::new(field).map_err(|_| "bad field name".to_owned())?;
-        let flags = raw::REDISMODULE_HASH_CFIELDS as c_int;
+        let name = fixed(field);
+        let flags = raw::REDISMODULE_HASH_NONE as c_int;
         let mut current: *mut RedisModuleString = ptr::null_mut();
         if self.kind() == KeyType::Hash {
             unsafe {
                 get(
                     self.ptr,
                     flags,
-                    cfield.as_ptr(),
+                    name,
                     &mut current as *mut *mut RedisModuleString,
                     ptr::null_mut::<c_void>(),
                 )
@@ -125,20 +149,9 @@ impl Key {
             }
         };
         let after = before.saturating_add(1);
-        let value = self.string(after.to_string().as_bytes());
-        unsafe {
-            set(
-                self.ptr,
-                flags,
-                cfield.as_ptr(),
-                value.inner,
-                ptr::null_mut::<c_void>(),
-            )
-        };
-        self.replicate(
-            c"HINCRBY",
-            &[&self.string(field.as_bytes()), &self.string(b"1")],
-        );
+        let value = self.string(decimal(&mut itoa::Buffer::new(), after));
+        unsafe { set(self.ptr, flags, name, value.inner, ptr::null_mut::<c_void>()) };
+        self.replicate(c"HINCRBY", &mut [self.name.inner, name, fixed("1")]);
         self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby");
         Ok(after)
     }
@@ -150,18 +163,30 @@ impl Key {
         let add = api!(RedisModule_StreamAdd)?;
         let trim = api!(RedisModule_StreamTrimByLength)?;
         let len = api!(RedisModule_ValueLength)?;
-        let strings: Vec<RedisString> = fields
-            .iter()
-            .flat_map(|(k, v)| [self.string(k.as_bytes()), self.string(v.as_bytes())])
-            .collect();
-        let mut argv: Vec<*mut RedisModuleString> = strings.iter().map(|s| s.inner).collect();
+        // The propagated command's arguments; the entry's fields are its tail.
+        const HEAD: usize = 5;
+        let mut argv: Vec<*mut RedisModuleString> = Vec::with_capacity(HEAD + 2 * fields.len());
+        argv.extend([self.name.inner, fixed("MAXLEN"), fixed("="), ptr::null_mut(), ptr::null_mut()]);
+        let mut owned: Vec<RedisString> = Vec::with_capacity(fields.len() + 2);
+        for (name, value) in fields {
+            argv.push(fixed(name));
+            argv.push(match value {
+                Value::Fixed(text) => fixed(text),
+                Value::Text(_) => {
+                    let s = self.string(value.as_str().as_bytes());
+                    let inner = s.inner;
+                    owned.push(s);
+                    inner
+                }
+            });
+        }
         let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
         let status = unsafe {
             add(
                 self.ptr,
                 raw::REDISMODULE_STREAM_ADD_AUTOID as c_int,
                 &mut id,
-                argv.as_mut_ptr(),
+                argv.as_mut_ptr().add(HEAD),
                 fields.len() as i64,
             )
         };
@@ -175,17 +200,12 @@ impl Key {
                 maxlen,
             )
         };
-        let length = unsafe { len(self.ptr) };
-        let mut args: Vec<&RedisString> = Vec::with_capacity(4 + strings.len());
-        let (maxlen_kw, eq, length, id) = (
-            self.string(b"MAXLEN"),
-            self.string(b"="),
-            self.string(length.to_string().as_bytes()),
-            self.string(format!("{}-{}", id.ms, id.seq).as_bytes()),
-        );
-        args.extend([&maxlen_kw, &eq, &length, &id]);
-        args.extend(strings.iter());
-        self.replicate(c"XADD", &args);
+        let length = self.string(decimal(&mut itoa::Buffer::new(), unsafe { len(self.ptr) }));
+        let mut text = [0u8; 41];
+        let id = self.string(stream_id(&mut text, id.ms, id.seq));
+        argv[3] = length.inner;
+        argv[4] = id.inner;
+        self.replicate(c"XADD", &mut argv);
         self.notify(raw::REDISMODULE_NOTIFY_STREAM, c"xadd");
         Ok(())
     }
@@ -208,8 +228,8 @@ impl Key {
         if ok != raw::REDISMODULE_OK as c_int {
             return Err("setting the cache TTL failed".into());
         }
-        let (pxat, at) = (self.string(b"PXAT"), self.string(at.to_string().as_bytes()));
-        self.replicate(c"SET", &[&value, &pxat, &at]);
+        let at = self.string(decimal(&mut itoa::Buffer::new(), at));
+        self.replicate(c"SET", &mut [self.name.inner, value.inner, fixed("PXAT"), at.inner]);
         self.notify(raw::REDISMODULE_NOTIFY_STRING, c"set");
         self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"expire");
         Ok(())
@@ -221,5 +241,29 @@ impl Drop for Key {
         if let Ok(close) = api!(RedisModule_CloseKey) {
             unsafe { close(self.ptr) };
         }
+    }
+}
+
+/// `<ms>-<seq>` into `buf` (two u64s and a dash fit in 41 bytes).
+fn stream_id(buf: &mut [u8; 41], ms: u64, seq: u64) -> &[u8] {
+    let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (ms, seq) = (a.format(ms).as_bytes(), b.format(seq).as_bytes());
+    let n = ms.len() + 1 + seq.len();
+    buf[..ms.len()].copy_from_slice(ms);
+    buf[ms.len()] = b'-';
+    buf[ms.len() + 1..n].copy_from_slice(seq);
+    &buf[..n]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_ids_are_ms_dash_seq() {
+        let mut buf = [0u8; 41];
+        assert_eq!(super::stream_id(&mut buf, 1_795_917_450_740, 2), b"1795917450740-2");
+        assert_eq!(
+            super::stream_id(&mut buf, u64::MAX, u64::MAX),
+            b"18446744073709551615-18446744073709551615"
+        );
     }
 }

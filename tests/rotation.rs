@@ -393,3 +393,33 @@ fn an_invalidation_flood_logs_every_attempt_folded_into_counted_lines() {
         .unwrap();
     assert_eq!(counted, 2001);
 }
+
+#[test]
+fn key_names_are_binary_safe() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let key: &[u8] = b"bin\x00ary\xff";
+    let r: Value = redis::cmd("JWKS.ROTATE")
+        .arg(key)
+        .arg("ADD")
+        .arg(ec("a", 1))
+        .arg("PROMOTE")
+        .arg("a")
+        .query(&mut con)
+        .unwrap();
+    assert!(matches!(r, Value::Map(_) | Value::Array(_)), "{r:?}");
+    let doc: String = redis::cmd("JWKS.GET").arg(key).query(&mut con).unwrap();
+    assert!(doc.contains("\"kid\":\"a\""), "{doc}");
+    let cached: String = redis::cmd("GET")
+        .arg(b"{bin\x00ary\xff}:cache")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(cached, doc);
+    let deleted: i64 = redis::cmd("JWKS.INVALIDATE")
+        .arg(key)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let stats: Vec<String> = redis::cmd("JWKS.STATS").query(&mut con).unwrap();
+    assert!(stats.contains(&"jwt_jwks_key_sets".to_owned()), "{stats:?}");
+}

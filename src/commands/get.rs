@@ -17,7 +17,7 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         return Err(RedisError::WrongArity);
     };
     let cache_name = derived_name(key.as_slice(), CACHE)?;
-    let cache = ctx.open_key(&ctx.create_string(cache_name.as_slice()));
+    let cache = ctx.open_key(&RedisString::create_from_slice(ctx.ctx, &cache_name));
     match cache.key_type() {
         KeyType::String => {
             if let Ok(Some(doc)) = cache.read() {

@@ -14,7 +14,7 @@ pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     let mut totals = [0i64; metrics::ALL.len()];
     let mut sets = 0i64;
     for name in registry::metrics_keys(ctx) {
-        let key = ctx.open_key(&ctx.create_string(name.as_slice()));
+        let key = ctx.open_key(&RedisString::create_from_slice(ctx.ctx, name.as_slice()));
         if key.key_type() != KeyType::Hash {
             registry::forget(&name);
             continue;

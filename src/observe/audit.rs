@@ -42,45 +42,67 @@ pub struct Context {
     pub user: String,
 }
 
-/// Field name and value pairs, borrowing from the command's context where they can: the
-/// audit append is on the hot path of every invalidation.
-pub type Fields<'a> = Vec<(&'static str, Cow<'a, str>)>;
+/// A field value. Fixed texts (actions, flags) are told apart so the Redis side can create
+/// them once instead of on every append, which is on the hot path of every invalidation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value<'a> {
+    Fixed(&'static str),
+    Text(Cow<'a, str>),
+}
+
+impl Value<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Value::Fixed(s) => s,
+            Value::Text(s) => s,
+        }
+    }
+}
+
+fn text(s: &str) -> Value<'_> {
+    Value::Text(Cow::Borrowed(s))
+}
+
+/// Field name and value pairs, borrowing from the command's context where they can.
+pub type Fields<'a> = Vec<(&'static str, Value<'a>)>;
 
 fn base(action: Action, ctx: &Context) -> Fields<'_> {
-    vec![
-        ("timestamp", Cow::Borrowed(ctx.timestamp.as_str())),
-        ("action", Cow::Borrowed(action.name())),
-        ("reason", Cow::Borrowed(ctx.reason.as_str())),
-        ("generation", Cow::Owned(ctx.generation.to_string())),
-        ("user", Cow::Borrowed(ctx.user.as_str())),
-    ]
+    let mut fields = Vec::with_capacity(8);
+    fields.extend([
+        ("timestamp", text(&ctx.timestamp)),
+        ("action", Value::Fixed(action.name())),
+        ("reason", text(&ctx.reason)),
+        ("generation", Value::Text(Cow::Owned(ctx.generation.to_string()))),
+        ("user", text(&ctx.user)),
+    ]);
+    fields
 }
 
 pub fn key_change<'a>(change: &'a Change, ctx: &'a Context) -> Fields<'a> {
     match change {
         Change::Added { kid } => {
             let mut f = base(Action::KeyAdded, ctx);
-            f.push(("kid", Cow::Borrowed(kid)));
-            f.push(("state", Cow::Borrowed("next")));
+            f.push(("kid", text(kid)));
+            f.push(("state", Value::Fixed("next")));
             f
         }
         Change::Promoted { kid, demoted } => {
             let mut f = base(Action::KeyPromoted, ctx);
-            f.push(("kid", Cow::Borrowed(kid)));
+            f.push(("kid", text(kid)));
             if let Some(old) = demoted {
-                f.push(("demoted", Cow::Borrowed(old)));
+                f.push(("demoted", text(old)));
             }
             f
         }
         Change::Retired { kid, was } => {
             let mut f = base(Action::KeyRetired, ctx);
-            f.push(("kid", Cow::Borrowed(kid)));
-            f.push(("was", Cow::Borrowed(was.name())));
+            f.push(("kid", text(kid)));
+            f.push(("was", Value::Fixed(was.name())));
             f
         }
         Change::Updated { kid } => {
             let mut f = base(Action::KeyUpdated, ctx);
-            f.push(("kid", Cow::Borrowed(kid)));
+            f.push(("kid", text(kid)));
             f
         }
     }
@@ -96,18 +118,26 @@ pub fn kid_of(change: &Change) -> &str {
     }
 }
 
-pub fn invalidated<'a>(ctx: &'a Context, kids: &[&str], deleted: bool) -> Fields<'a> {
+pub fn invalidated<'a>(ctx: &'a Context, kids: &[&'a str], deleted: bool) -> Fields<'a> {
     let mut f = base(Action::CacheInvalidated, ctx);
-    f.push(("kids", Cow::Owned(kids.join(","))));
-    f.push(("deleted", Cow::Borrowed(if deleted { "1" } else { "0" })));
+    f.push(("kids", kids_value(kids)));
+    f.push(("deleted", Value::Fixed(if deleted { "1" } else { "0" })));
     f
 }
 
-pub fn invalidation_failed<'a>(ctx: &'a Context, kids: &[&str], error: &'a str) -> Fields<'a> {
+pub fn invalidation_failed<'a>(ctx: &'a Context, kids: &[&'a str], error: &'a str) -> Fields<'a> {
     let mut f = base(Action::CacheInvalidationFailed, ctx);
-    f.push(("kids", Cow::Owned(kids.join(","))));
-    f.push(("error", Cow::Borrowed(error)));
+    f.push(("kids", kids_value(kids)));
+    f.push(("error", text(error)));
     f
+}
+
+fn kids_value<'a>(kids: &[&'a str]) -> Value<'a> {
+    match kids {
+        [] => Value::Fixed(""),
+        [one] => text(one),
+        _ => Value::Text(Cow::Owned(kids.join(","))),
+    }
 }
 
 /// RFC 3339 UTC timestamp for a Unix time in milliseconds. The last one is remembered:
@@ -151,7 +181,7 @@ mod tests {
             user: "default".into(),
         };
         let f = invalidation_failed(&ctx, &["a", "b"], "boom");
-        let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_ref());
+        let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("action"), Some("JWKS_CACHE_INVALIDATION_FAILED"));
         assert_eq!(get("kids"), Some("a,b"));
         assert_eq!(get("error"), Some("boom"));
@@ -161,7 +191,7 @@ mod tests {
             demoted: Some("a".into()),
         };
         let p = key_change(&change, &ctx);
-        assert!(p.contains(&("action", Cow::Borrowed("JWKS_KEY_PROMOTED"))));
-        assert!(p.contains(&("demoted", Cow::Borrowed("a"))));
+        assert!(p.contains(&("action", Value::Fixed("JWKS_KEY_PROMOTED"))));
+        assert!(p.contains(&("demoted", text("a"))));
     }
 }

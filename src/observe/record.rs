@@ -15,7 +15,7 @@ pub fn append(audit: &Key, fields: &Fields) -> bool {
     }
 }
 
-pub fn count(metrics: &Key, counter: &str) -> bool {
+pub fn count(metrics: &Key, counter: &'static str) -> bool {
     match metrics.hincr(counter) {
         Ok(_) => true,
         Err(e) => {
