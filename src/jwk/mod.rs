@@ -6,6 +6,8 @@ mod material;
 mod members;
 mod thumbprint;
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, Shown};
@@ -29,11 +31,13 @@ pub struct Policy {
 }
 
 /// A validated public JWK. `members` holds exactly what is published, `kid` included.
+/// Immutable once built, and shared: a rotation copies the key set it changes, and copying
+/// a JWK is then two reference counts, not its whole member map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Jwk {
-    kid: String,
+    kid: Arc<str>,
     kty: Kty,
-    members: Map<String, Value>,
+    members: Arc<Map<String, Value>>,
 }
 
 impl Jwk {
@@ -109,7 +113,11 @@ impl Jwk {
             }
         };
         check_kid(&kid)?;
-        Ok(Jwk { kid, kty, members })
+        Ok(Jwk {
+            kid: kid.into(),
+            kty,
+            members: Arc::new(members),
+        })
     }
 }
 

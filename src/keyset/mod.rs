@@ -114,8 +114,16 @@ impl KeySet {
 
     /// The JWKS document (RFC 7517 §5): public members only, since only those are stored.
     pub fn render(&self) -> String {
-        let keys: Vec<&Map<String, Value>> = self.published().map(|e| e.jwk.members()).collect();
-        serde_json::json!({ "keys": keys }).to_string()
+        #[derive(Serialize)]
+        struct Document<'a> {
+            keys: Vec<&'a Map<String, Value>>,
+        }
+        let doc = Document {
+            keys: self.published().map(|e| e.jwk.members()).collect(),
+        };
+        // Serialized straight from the stored members (no intermediate JSON tree). Maps
+        // of strings and numbers cannot fail to serialize.
+        serde_json::to_string(&doc).unwrap_or_default()
     }
 
     /// Applies `ops` in order to a copy. All or nothing: the first error leaves `self` as is.

@@ -12,22 +12,24 @@ const FORMAT_VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StoredSet {
+struct StoredSet<E> {
     v: u32,
     generation: u64,
-    keys: Vec<StoredEntry>,
+    keys: Vec<E>,
 }
 
+/// One key as stored. Written from borrowed members (`J = &Map`) so saving a set copies
+/// nothing; read back as an owned `Value`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StoredEntry {
+struct StoredEntry<J> {
     state: State,
     added_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     promoted_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     demoted_ms: Option<i64>,
-    jwk: Value,
+    jwk: J,
 }
 
 impl KeySet {
@@ -43,7 +45,7 @@ impl KeySet {
                     added_ms: e.added_ms,
                     promoted_ms: e.promoted_ms,
                     demoted_ms: e.demoted_ms,
-                    jwk: Value::Object(e.jwk.members().clone()),
+                    jwk: e.jwk.members(),
                 })
                 .collect(),
         };
@@ -54,7 +56,7 @@ impl KeySet {
     /// Parses and re-validates a stored key set. The RSA size floor is not applied: a
     /// replica or a restarted server must load what the primary accepted under its config.
     pub fn from_stored(text: &str) -> Result<KeySet> {
-        let stored: StoredSet =
+        let stored: StoredSet<StoredEntry<Value>> =
             serde_json::from_str(text).map_err(|e| Error::State(e.to_string()))?;
         if stored.v != FORMAT_VERSION {
             return Err(Error::State(format!("unknown format version {}", stored.v)));
