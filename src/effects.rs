@@ -3,11 +3,11 @@
 //! SET with an absolute expiry), so a replica never re-decides anything. Going through the
 //! key API instead of `RM_Call` keeps JWKS.INVALIDATE cheaper than the Lua a user would write.
 
+use std::cell::RefCell;
 use std::ffi::{c_void, CStr};
 use std::os::raw::c_int;
 use std::ptr::{self, NonNull};
 
-use parking_lot::Mutex;
 use redis_module::raw::{self, KeyType, RedisModuleKey, RedisModuleString};
 use redis_module::{Context, RedisString};
 
@@ -26,24 +26,29 @@ macro_rules! api {
     };
 }
 
-/// `(text address, length, Redis string)` for every fixed text made into a Redis string.
-static FIXED: Mutex<Vec<(usize, usize, usize)>> = Mutex::new(Vec::new());
+thread_local! {
+    /// `(text address, length, Redis string)` for every fixed text made into a Redis string.
+    static FIXED: RefCell<Vec<(usize, usize, usize)>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The Redis string for a fixed text (an audit field name, an action, a counter name),
 /// created on first use and kept for the life of the server: creating and freeing a dozen
-/// of them on every invalidation was a fifth of its cost. Only the main thread writes
-/// keys, so the strings' reference counts are never touched concurrently.
+/// of them on every invalidation was a fifth of its cost. Per thread (keys are written on
+/// the main thread only), so a string's reference count is never touched concurrently.
+/// A few dozen texts exist, so a scan beats hashing.
 fn fixed(text: &'static str) -> *mut RedisModuleString {
     let id = (text.as_ptr() as usize, text.len());
-    let mut table = FIXED.lock();
-    if let Some(&(_, _, s)) = table.iter().find(|&&(a, l, _)| (a, l) == id) {
-        return s as *mut RedisModuleString;
-    }
-    let s = RedisString::create_from_slice(ptr::null_mut(), text.as_bytes());
-    let inner = s.inner;
-    std::mem::forget(s);
-    table.push((id.0, id.1, inner as usize));
-    inner
+    FIXED.with(|table| {
+        let mut table = table.borrow_mut();
+        if let Some(&(_, _, s)) = table.iter().find(|&&(a, l, _)| (a, l) == id) {
+            return s as *mut RedisModuleString;
+        }
+        let s = RedisString::create_from_slice(ptr::null_mut(), text.as_bytes());
+        let inner = s.inner;
+        std::mem::forget(s);
+        table.push((id.0, id.1, inner as usize));
+        inner
+    })
 }
 
 /// Decimal text of an integer, without a heap allocation.

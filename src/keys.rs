@@ -1,13 +1,19 @@
 //! Names of the keys derived from a key-set key `K`. All of them hash to K's cluster slot,
 //! so one command can touch them all on a cluster node (and MIGRATE moves them together).
 
+use smallvec::SmallVec;
+
 use crate::error::{Error, Result, Shown};
+
+/// A key name, on the stack when short (as nearly all are): names are built on every
+/// command, JWKS.GET's cache hit included.
+pub type Name = SmallVec<[u8; 64]>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DerivedKeys {
-    pub cache: Vec<u8>,
-    pub audit: Vec<u8>,
-    pub metrics: Vec<u8>,
+    pub cache: Name,
+    pub audit: Name,
+    pub metrics: Name,
 }
 
 /// The hash tag Redis Cluster would use for `key`, if any: the bytes between the first `{`
@@ -25,11 +31,11 @@ pub const METRICS: &[u8] = b":metrics";
 
 /// `K<suffix>` if K has a hash tag, else `{K}<suffix>`. A K without a tag but with a `}`
 /// cannot be wrapped, since the tag of `{K}` would then not be K: refused.
-pub fn derived_name(key: &[u8], suffix: &[u8]) -> Result<Vec<u8>> {
+pub fn derived_name(key: &[u8], suffix: &[u8]) -> Result<Name> {
     if key.is_empty() {
         return Err(Error::KeyName(Shown::new(""), "must not be empty"));
     }
-    let mut name = Vec::with_capacity(key.len() + 2 + suffix.len());
+    let mut name = Name::with_capacity(key.len() + 2 + suffix.len());
     if hash_tag(key).is_some() {
         name.extend_from_slice(key);
     } else if key.contains(&b'}') {
@@ -61,7 +67,7 @@ mod tests {
     use super::*;
 
     fn cache(key: &str) -> String {
-        String::from_utf8(DerivedKeys::for_key(key.as_bytes()).unwrap().cache).unwrap()
+        String::from_utf8(DerivedKeys::for_key(key.as_bytes()).unwrap().cache.to_vec()).unwrap()
     }
 
     #[test]

@@ -39,6 +39,11 @@ mod registration {
     use crate::observe;
 
     fn init(ctx: &Context, _args: &[RedisString]) -> redis_module::Status {
+        // JWKS.GET is registered by hand (see its file); flags and key spec as listed below.
+        if let Err(e) = commands::get::register(ctx) {
+            ctx.log_warning(e);
+            return redis_module::Status::Err;
+        }
         observe::log::start();
         // Flush and stop the logging thread when the server shuts down cleanly.
         if let Some(subscribe) = unsafe { redis_module::raw::RedisModule_SubscribeToServerEvent } {
@@ -71,7 +76,6 @@ mod registration {
     guarded_commands! {
         rotate => commands::rotate::run,
         invalidate => commands::invalidate::run,
-        get => commands::get::run,
         info => commands::info::run,
         setstate => commands::setstate::run,
         debug => commands::debug::run,
@@ -103,7 +107,7 @@ mod registration {
         commands: [
             ["jwks.rotate", rotate, "write deny-oom", 1, 1, 1, "", "write slow jwks"],
             ["jwks.invalidate", invalidate, "write", 1, 1, 1, "", "write fast jwks"],
-            ["jwks.get", get, "write", 1, 1, 1, "", "write fast jwks"],
+            // jwks.get: "write", 1, 1, 1, "write fast jwks" -- registered in `init`.
             ["jwks.info", info, "readonly", 1, 1, 1, "", "read slow jwks"],
             ["jwks.setstate", setstate, "write", 1, 1, 1, "", "write slow dangerous jwks"],
             ["jwks.debug", debug, "admin", 0, 0, 0, "", "admin dangerous jwks"],

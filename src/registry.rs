@@ -59,7 +59,7 @@ fn scan(ctx: &Context) -> BTreeSet<Vec<u8>> {
         let metrics = match KeyType::from(key_type(key)) {
             // A key set: its metrics hash, wherever it is.
             KeyType::Module if module_type(key) == *KEYSET_TYPE.raw_type.borrow() => {
-                derived_name(name, METRICS).ok()
+                derived_name(name, METRICS).ok().map(|n| n.to_vec())
             }
             // A metrics hash written by JWKS.INVALIDATE for a name with no key set.
             KeyType::Hash if name.ends_with(METRICS) => Some(name.to_vec()),

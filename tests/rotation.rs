@@ -423,3 +423,42 @@ fn key_names_are_binary_safe() {
     let stats: Vec<String> = redis::cmd("JWKS.STATS").query(&mut con).unwrap();
     assert!(stats.contains(&"jwt_jwks_key_sets".to_owned()), "{stats:?}");
 }
+
+#[test]
+fn reads_alternating_between_key_sets_get_each_its_own_document() {
+    let server = Server::start();
+    let mut con = server.conn();
+    rotate(&mut con, "one", &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
+    rotate(&mut con, "two", &["ADD", &ec("b", 2), "PROMOTE", "b"]).unwrap();
+    for _ in 0..3 {
+        // Miss then hit for each, alternating, so the remembered cache name changes.
+        for (key, kid) in [("one", "a"), ("two", "b"), ("one", "a")] {
+            assert_eq!(doc_kids(&get(&mut con, key).unwrap()), vec![kid]);
+        }
+        let _: i64 = redis::cmd("JWKS.INVALIDATE")
+            .arg("two")
+            .query(&mut con)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("{two}:cache")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("{two}:cache")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("{two}:cache")
+        .arg("f")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let err = redis::cmd("JWKS.GET")
+        .arg("two")
+        .query::<Value>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("{two}:cache"), "{err}");
+    assert_eq!(get(&mut con, "nothing"), None);
+}

@@ -38,11 +38,15 @@ type Handler = fn(&Context, &[RedisString]) -> RedisResult;
 /// Runs a handler, turning a panic into an error reply: a panic unwinding into Redis
 /// would abort the whole server.
 pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
-    match catch_unwind(AssertUnwindSafe(|| handler(ctx, &args))) {
+    let name = args.first().map_or(&b""[..], RedisString::as_slice);
+    catch_panic(&String::from_utf8_lossy(name), || handler(ctx, &args))
+}
+
+pub fn catch_panic(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(_) => {
-            let name = args.first().map_or(&b""[..], RedisString::as_slice);
-            log::internal_error(&String::from_utf8_lossy(name));
+            log::internal_error(command);
             Err(RedisError::Str(
                 "ERR redis-jwks internal error; the command was aborted",
             ))

@@ -8,6 +8,7 @@ mod thumbprint;
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, Shown};
@@ -30,41 +31,70 @@ pub struct Policy {
     pub min_rsa_bits: usize,
 }
 
-/// A validated public JWK. `members` holds exactly what is published, `kid` included.
-/// Immutable once built, and shared: a rotation copies the key set it changes, and copying
-/// a JWK is then two reference counts, not its whole member map.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Jwk {
-    kid: Arc<str>,
+/// A validated public JWK. Immutable once built, and shared: a rotation copies the key set
+/// it changes, and copying a JWK is then one reference count, not its member map.
+#[derive(Debug, Clone)]
+pub struct Jwk(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    kid: String,
     kty: Kty,
-    members: Arc<Map<String, Value>>,
+    /// Exactly what is published, `kid` included.
+    members: Map<String, Value>,
+    /// `members` as JSON, serialized once: every rotation saves the set and every cache
+    /// miss renders it, and escaping the same base64url text each time was their main cost.
+    json: Box<RawValue>,
+}
+
+impl PartialEq for Jwk {
+    fn eq(&self, other: &Jwk) -> bool {
+        // `json` is derived from `members`.
+        self.0.kty == other.0.kty && self.0.members == other.0.members
+    }
 }
 
 impl Jwk {
+    fn new(kid: String, kty: Kty, members: Map<String, Value>) -> Result<Jwk> {
+        let json = serde_json::value::to_raw_value(&members)
+            .map_err(|e| Error::Jwk(format!("cannot serialize: {e}")))?;
+        Ok(Jwk(Arc::new(Inner {
+            kid,
+            kty,
+            members,
+            json,
+        })))
+    }
+
     pub fn kid(&self) -> &str {
-        &self.kid
+        &self.0.kid
     }
 
     pub fn kty(&self) -> Kty {
-        self.kty
+        self.0.kty
     }
 
     pub fn members(&self) -> &Map<String, Value> {
-        &self.members
+        &self.0.members
+    }
+
+    /// The published members as JSON text.
+    pub fn json(&self) -> &RawValue {
+        &self.0.json
     }
 
     pub fn member_str(&self, name: &str) -> Option<&str> {
-        self.members.get(name).and_then(Value::as_str)
+        self.members().get(name).and_then(Value::as_str)
     }
 
     /// Same key material, whatever the optional members say.
     pub fn same_key(&self, other: &Jwk) -> bool {
-        self.kty == other.kty
+        self.kty() == other.kty()
             && self
-                .kty
+                .kty()
                 .material_members()
                 .iter()
-                .all(|m| self.members.get(*m) == other.members.get(*m))
+                .all(|m| self.members().get(*m) == other.members().get(*m))
     }
 
     /// Parses and validates one JWK given as JSON text.
@@ -113,11 +143,7 @@ impl Jwk {
             }
         };
         check_kid(&kid)?;
-        Ok(Jwk {
-            kid: kid.into(),
-            kty,
-            members: Arc::new(members),
-        })
+        Jwk::new(kid, kty, members)
     }
 }
 
@@ -171,8 +197,8 @@ pub fn parse_document(text: &str, policy: &Policy) -> Result<Vec<Jwk>> {
     let mut jwks: Vec<Jwk> = Vec::with_capacity(keys.len());
     for key in keys {
         let jwk = Jwk::from_value(key, policy)?;
-        if jwks.iter().any(|k| k.kid == jwk.kid) {
-            return Err(Error::DuplicateKid(Shown::new(&jwk.kid)));
+        if jwks.iter().any(|k| k.kid() == jwk.kid()) {
+            return Err(Error::DuplicateKid(Shown::new(jwk.kid())));
         }
         jwks.push(jwk);
     }

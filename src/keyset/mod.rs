@@ -2,7 +2,7 @@
 //! moves them. Pure: no Redis types; time comes in as a parameter.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Result, Shown};
 use crate::jwk::Jwk;
@@ -116,13 +116,12 @@ impl KeySet {
     pub fn render(&self) -> String {
         #[derive(Serialize)]
         struct Document<'a> {
-            keys: Vec<&'a Map<String, Value>>,
+            keys: Vec<&'a RawValue>,
         }
         let doc = Document {
-            keys: self.published().map(|e| e.jwk.members()).collect(),
+            keys: self.published().map(|e| e.jwk.json()).collect(),
         };
-        // Serialized straight from the stored members (no intermediate JSON tree). Maps
-        // of strings and numbers cannot fail to serialize.
+        // Each key's JSON text was made once when it was validated; this only joins them.
         serde_json::to_string(&doc).unwrap_or_default()
     }
 
@@ -259,6 +258,7 @@ impl KeySet {
                 .map(|e| {
                     std::mem::size_of::<Entry>()
                         + e.jwk.kid().len()
+                        + e.jwk.json().get().len()
                         + e.jwk
                             .members()
                             .iter()

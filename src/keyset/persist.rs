@@ -18,8 +18,8 @@ struct StoredSet<E> {
     keys: Vec<E>,
 }
 
-/// One key as stored. Written from borrowed members (`J = &Map`) so saving a set copies
-/// nothing; read back as an owned `Value`.
+/// One key as stored. Written from the JWK's JSON text (`J = &RawValue`) so saving a set
+/// copies and escapes nothing; read back as an owned `Value`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredEntry<J> {
@@ -45,7 +45,7 @@ impl KeySet {
                     added_ms: e.added_ms,
                     promoted_ms: e.promoted_ms,
                     demoted_ms: e.demoted_ms,
-                    jwk: e.jwk.members(),
+                    jwk: e.jwk.json(),
                 })
                 .collect(),
         };
