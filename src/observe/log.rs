@@ -3,8 +3,9 @@
 //! Redis opens, appends to and closes its log file for every line, which would cost a
 //! rotation or invalidation more than all its other work. Lines therefore go into a buffer
 //! that one logging thread drains every few milliseconds (Redis's own background threads
-//! log the same way), in order. Pushing takes an uncontended lock and no system call. A
-//! bounded buffer: if it is ever full, lines are dropped and the drop is logged.
+//! log the same way), in order. The command only queues what happened, under an
+//! uncontended lock; the line is formatted on the logging thread. A bounded buffer: if it
+//! is ever full, lines are dropped and the drop is logged.
 //!
 //! A line identical to the one just before it is folded into it and written once with
 //! `repeated=N`, as syslog does: a client looping on JWKS.INVALIDATE would otherwise make
@@ -12,6 +13,7 @@
 //! core from the server. Every attempt is still counted in the line, and each has its own
 //! audit entry and counter increment.
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,11 +27,107 @@ use crate::error::{push_shown, Shown};
 const MAX_PENDING: usize = 65_536;
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
 
-/// A line waiting to be written, and how many identical lines in a row it stands for.
+/// One cache invalidation attempt, as its log line will tell it.
+#[derive(Debug, PartialEq)]
+struct Invalidation {
+    key: Vec<u8>,
+    reason: String,
+    generation: u64,
+    /// Key changes of the rotation that caused it (0 for a plain JWKS.INVALIDATE): a
+    /// rotation logs one line, not one per step.
+    changes: usize,
+    /// Whether a cached document was deleted, or why the attempt failed.
+    outcome: Result<bool, String>,
+}
+
+/// The same attempt, borrowed from the command: compared before anything is copied.
+struct Attempt<'a> {
+    key: &'a [u8],
+    reason: &'a str,
+    generation: u64,
+    changes: usize,
+    outcome: Result<bool, &'a str>,
+}
+
+impl Invalidation {
+    fn is(&self, a: &Attempt) -> bool {
+        self.key == a.key
+            && self.reason == a.reason
+            && self.generation == a.generation
+            && self.changes == a.changes
+            && match (&self.outcome, a.outcome) {
+                (Ok(mine), Ok(theirs)) => *mine == theirs,
+                (Err(mine), Err(theirs)) => mine == theirs,
+                _ => false,
+            }
+    }
+
+    fn of(a: &Attempt) -> Invalidation {
+        Invalidation {
+            key: a.key.to_vec(),
+            reason: a.reason.to_owned(),
+            generation: a.generation,
+            changes: a.changes,
+            outcome: a.outcome.map_err(str::to_owned),
+        }
+    }
+
+    /// `EVENT key='…' reason='…' generation=N [changes=N] deleted=0|1` or `… error='…'`.
+    fn line(&self) -> (RedisLogLevel, String) {
+        let event = match self.outcome {
+            Ok(_) => "JWKS_CACHE_INVALIDATED",
+            Err(_) => "JWKS_CACHE_INVALIDATION_FAILED",
+        };
+        let mut out = String::with_capacity(160 + self.key.len() + self.reason.len());
+        out.push_str(event);
+        out.push_str(" key=");
+        push_shown(&mut out, &String::from_utf8_lossy(&self.key));
+        out.push_str(" reason=");
+        push_shown(&mut out, &self.reason);
+        let _ = write!(out, " generation={}", self.generation);
+        if self.changes > 0 {
+            let _ = write!(out, " changes={}", self.changes);
+        }
+        match &self.outcome {
+            Ok(deleted) => {
+                let _ = write!(out, " deleted={}", u8::from(*deleted));
+                (RedisLogLevel::Notice, out)
+            }
+            Err(error) => {
+                out.push_str(" error=");
+                push_shown(&mut out, error);
+                out.push_str(" (the cached JWKS expires within jwks.cache-ttl)");
+                (RedisLogLevel::Warning, out)
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Message {
+    Invalidation(Invalidation),
+    /// Anything rare enough to format on the spot (write failures, caught panics).
+    Warning(String),
+}
+
+/// A message waiting to be written, and how many identical ones in a row it stands for.
+#[derive(Debug)]
 struct Pending {
-    level: RedisLogLevel,
-    line: String,
+    message: Message,
     repeated: u64,
+}
+
+impl Pending {
+    fn line(&self) -> (RedisLogLevel, String) {
+        let (level, mut line) = match &self.message {
+            Message::Invalidation(i) => i.line(),
+            Message::Warning(text) => (RedisLogLevel::Warning, text.clone()),
+        };
+        if self.repeated > 1 {
+            let _ = write!(line, " repeated={}", self.repeated);
+        }
+        (level, line)
+    }
 }
 
 static PENDING: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
@@ -47,12 +145,9 @@ fn drain(batch: &mut Vec<Pending>) {
             &format!("{dropped} redis-jwks log lines dropped (log buffer full)"),
         );
     }
-    for mut p in batch.drain(..) {
-        if p.repeated > 1 {
-            use std::fmt::Write;
-            let _ = write!(p.line, " repeated={}", p.repeated);
-        }
-        MODULE_CONTEXT.log(p.level, &p.line);
+    for p in batch.drain(..) {
+        let (level, line) = p.line();
+        MODULE_CONTEXT.log(level, &line);
     }
 }
 
@@ -84,21 +179,21 @@ pub fn stop() {
     drain(&mut Vec::new());
 }
 
-fn emit(level: RedisLogLevel, line: String) {
-    if !THREAD_RUNNING.load(Ordering::Relaxed) {
-        // No thread (it could not be spawned): log inline rather than lose the line.
-        MODULE_CONTEXT.log(level, &line);
-        return;
+/// Queues an invalidation attempt, folded into the previous message if identical.
+fn push_attempt(pending: &mut Vec<Pending>, a: &Attempt) -> bool {
+    if let Some(last) = pending.last_mut() {
+        if matches!(&last.message, Message::Invalidation(i) if i.is(a)) {
+            last.repeated += 1;
+            return true;
+        }
     }
-    if !push(&mut PENDING.lock(), level, line) {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-    }
+    push(pending, Message::Invalidation(Invalidation::of(a)))
 }
 
-/// Queues a line, folding it into the previous one if identical. False if the buffer is full.
-fn push(pending: &mut Vec<Pending>, level: RedisLogLevel, line: String) -> bool {
+/// Queues a message, folding it into the previous one if identical. False if full.
+fn push(pending: &mut Vec<Pending>, message: Message) -> bool {
     if let Some(last) = pending.last_mut() {
-        if last.line == line && same_level(last.level, level) {
+        if last.message == message {
             last.repeated += 1;
             return true;
         }
@@ -107,106 +202,144 @@ fn push(pending: &mut Vec<Pending>, level: RedisLogLevel, line: String) -> bool 
         return false;
     }
     pending.push(Pending {
-        level,
-        line,
+        message,
         repeated: 1,
     });
     true
 }
 
-fn same_level(a: RedisLogLevel, b: RedisLogLevel) -> bool {
-    std::mem::discriminant(&a) == std::mem::discriminant(&b)
+fn write_now(p: Pending) {
+    let (level, line) = p.line();
+    MODULE_CONTEXT.log(level, &line);
 }
 
-/// `EVENT key='…' reason='…' generation=N [changes=N]` and the rest, in one allocation.
-/// `changes` is how many key changes the rotation that caused this invalidation made (0
-/// for a plain JWKS.INVALIDATE): a rotation logs one line, not one per step.
-fn line(event: &str, key: &[u8], reason: &str, generation: u64, changes: usize, rest: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(112 + key.len() + reason.len() + rest.len());
-    out.push_str(event);
-    out.push_str(" key=");
-    push_shown(&mut out, &String::from_utf8_lossy(key));
-    out.push_str(" reason=");
-    push_shown(&mut out, reason);
-    let _ = write!(out, " generation={generation}");
-    if changes > 0 {
-        let _ = write!(out, " changes={changes}");
+fn attempt(a: &Attempt) {
+    if !THREAD_RUNNING.load(Ordering::Relaxed) {
+        // No thread (it could not be spawned): log inline rather than lose the line.
+        write_now(Pending {
+            message: Message::Invalidation(Invalidation::of(a)),
+            repeated: 1,
+        });
+    } else if !push_attempt(&mut PENDING.lock(), a) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
     }
-    out.push_str(rest);
-    out
 }
 
+fn warning(text: String) {
+    if !THREAD_RUNNING.load(Ordering::Relaxed) {
+        write_now(Pending {
+            message: Message::Warning(text),
+            repeated: 1,
+        });
+    } else if !push(&mut PENDING.lock(), Message::Warning(text)) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A successful invalidation, at notice level.
 pub fn invalidated(key: &[u8], reason: &str, generation: u64, changes: usize, deleted: bool) {
-    let rest = if deleted { " deleted=1" } else { " deleted=0" };
-    emit(
-        RedisLogLevel::Notice,
-        line("JWKS_CACHE_INVALIDATED", key, reason, generation, changes, rest),
-    );
+    attempt(&Attempt {
+        key,
+        reason,
+        generation,
+        changes,
+        outcome: Ok(deleted),
+    });
 }
 
+/// A failed invalidation, at warning level.
 pub fn invalidation_failed(key: &[u8], reason: &str, generation: u64, changes: usize, error: &str) {
-    let mut rest = String::from(" error=");
-    push_shown(&mut rest, error);
-    rest.push_str(" (the cached JWKS expires within jwks.cache-ttl)");
-    emit(
-        RedisLogLevel::Warning,
-        line(
-            "JWKS_CACHE_INVALIDATION_FAILED",
-            key,
-            reason,
-            generation,
-            changes,
-            &rest,
-        ),
-    );
+    attempt(&Attempt {
+        key,
+        reason,
+        generation,
+        changes,
+        outcome: Err(error),
+    });
 }
 
 pub fn write_failed(key: &[u8], error: &str) {
-    emit(
-        RedisLogLevel::Warning,
-        format!(
-            "redis-jwks could not write key={} error={}",
-            Shown::bytes(key),
-            Shown::new(error)
-        ),
-    );
+    warning(format!(
+        "redis-jwks could not write key={} error={}",
+        Shown::bytes(key),
+        Shown::new(error)
+    ));
 }
 
 pub fn internal_error(context: &str) {
-    emit(
-        RedisLogLevel::Warning,
-        format!("redis-jwks internal error (panic caught) in {context}; the command was aborted"),
-    );
+    warning(format!(
+        "redis-jwks internal error (panic caught) in {context}; the command was aborted"
+    ));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn attempt<'a>(reason: &'a str, outcome: Result<bool, &'a str>) -> Attempt<'a> {
+        Attempt {
+            key: b"k",
+            reason,
+            generation: 2,
+            changes: 0,
+            outcome,
+        }
+    }
+
+    fn lines(pending: &[Pending]) -> Vec<String> {
+        pending.iter().map(|p| p.line().1).collect()
+    }
+
     #[test]
     fn identical_consecutive_lines_fold_and_others_keep_their_order() {
         let mut pending = Vec::new();
-        for line in ["a", "a", "a", "b", "a"] {
-            assert!(push(&mut pending, RedisLogLevel::Notice, line.into()));
+        for reason in ["a", "a", "a", "b", "a"] {
+            assert!(push_attempt(&mut pending, &attempt(reason, Ok(false))));
         }
-        assert!(push(&mut pending, RedisLogLevel::Warning, "a".into()));
-        let got: Vec<(&str, u64)> = pending
-            .iter()
-            .map(|p| (p.line.as_str(), p.repeated))
-            .collect();
-        assert_eq!(got, [("a", 3), ("b", 1), ("a", 1), ("a", 1)]);
+        assert!(push_attempt(&mut pending, &attempt("a", Ok(true))));
+        assert!(push_attempt(&mut pending, &attempt("a", Err("boom"))));
+        assert!(push(&mut pending, Message::Warning("w".into())));
+        assert!(push(&mut pending, Message::Warning("w".into())));
+        assert_eq!(
+            lines(&pending),
+            [
+                "JWKS_CACHE_INVALIDATED key='k' reason='a' generation=2 deleted=0 repeated=3",
+                "JWKS_CACHE_INVALIDATED key='k' reason='b' generation=2 deleted=0",
+                "JWKS_CACHE_INVALIDATED key='k' reason='a' generation=2 deleted=0",
+                "JWKS_CACHE_INVALIDATED key='k' reason='a' generation=2 deleted=1",
+                "JWKS_CACHE_INVALIDATION_FAILED key='k' reason='a' generation=2 error='boom' \
+                 (the cached JWKS expires within jwks.cache-ttl)",
+                "w repeated=2",
+            ]
+        );
+        assert!(matches!(pending[4].line().0, RedisLogLevel::Warning));
+        assert!(matches!(pending[0].line().0, RedisLogLevel::Notice));
+    }
+
+    #[test]
+    fn a_rotation_line_carries_its_change_count() {
+        let mut a = attempt("key_rotation", Ok(true));
+        a.changes = 2;
+        let (_, line) = Pending {
+            message: Message::Invalidation(Invalidation::of(&a)),
+            repeated: 1,
+        }
+        .line();
+        assert_eq!(
+            line,
+            "JWKS_CACHE_INVALIDATED key='k' reason='key_rotation' generation=2 changes=2 deleted=1"
+        );
     }
 
     #[test]
     fn a_full_buffer_refuses_new_lines_but_still_counts_repeats() {
         let mut pending = Vec::new();
         for i in 0..MAX_PENDING {
-            assert!(push(&mut pending, RedisLogLevel::Notice, i.to_string()));
+            assert!(push(&mut pending, Message::Warning(i.to_string())));
         }
-        assert!(!push(&mut pending, RedisLogLevel::Notice, "new".into()));
+        assert!(!push(&mut pending, Message::Warning("new".into())));
         let last = (MAX_PENDING - 1).to_string();
-        assert!(push(&mut pending, RedisLogLevel::Notice, last));
+        assert!(push(&mut pending, Message::Warning(last)));
         assert_eq!(pending.last().map(|p| p.repeated), Some(2));
     }
 }
