@@ -10,6 +10,8 @@ command -v redis-benchmark >/dev/null || need+=(redis-tools)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v clang >/dev/null || need+=(clang)
 command -v cc >/dev/null || need+=(gcc)
+# scripts/valgrind.sh and bench/instructions.py (callgrind).
+command -v valgrind >/dev/null || need+=(valgrind)
 # Monitoring tests run the real programs.
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null || need+=(prometheus-redis-exporter)

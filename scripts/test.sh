@@ -26,6 +26,7 @@ echo "== benchmark smoke run (tiny counts, no timings asserted)"
 cargo build --release
 python3 bench/bench.py --rounds 1 --reads 2000 --writes 2000 --rotations 200 --pairs 500 \
   --audit-invalidations 2000 --json "$(mktemp -d)/bench.json" >/dev/null
+python3 bench/instructions.py -n 50 --json "$(mktemp -d)/instructions.json" >/dev/null
 echo "bench smoke run: ok"
 
 echo "== valgrind (Valkey with libc malloc): leaks and memory errors from the module"

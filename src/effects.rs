@@ -3,7 +3,6 @@
 //! SET with an absolute expiry), so a replica never re-decides anything. Going through the
 //! key API instead of `RM_Call` keeps JWKS.INVALIDATE cheaper than the Lua a user would write.
 
-use std::cell::RefCell;
 use std::ffi::{c_void, CStr};
 use std::os::raw::c_int;
 use std::ptr::{self, NonNull};
@@ -12,6 +11,7 @@ use redis_module::raw::{self, KeyType, RedisModuleKey, RedisModuleString};
 use redis_module::{Context, RedisString};
 
 use crate::observe::audit::{Fields, Value};
+use crate::strings::{self, fixed};
 
 /// A key opened for reading and writing; closed on drop.
 pub struct Key {
@@ -24,31 +24,6 @@ macro_rules! api {
     ($name:ident) => {
         unsafe { raw::$name }.ok_or(concat!(stringify!($name), " is not available"))
     };
-}
-
-thread_local! {
-    /// `(text address, length, Redis string)` for every fixed text made into a Redis string.
-    static FIXED: RefCell<Vec<(usize, usize, usize)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The Redis string for a fixed text (an audit field name, an action, a counter name),
-/// created on first use and kept for the life of the server: creating and freeing a dozen
-/// of them on every invalidation was a fifth of its cost. Per thread (keys are written on
-/// the main thread only), so a string's reference count is never touched concurrently.
-/// A few dozen texts exist, so a scan beats hashing.
-fn fixed(text: &'static str) -> *mut RedisModuleString {
-    let id = (text.as_ptr() as usize, text.len());
-    FIXED.with(|table| {
-        let mut table = table.borrow_mut();
-        if let Some(&(_, _, s)) = table.iter().find(|&&(a, l, _)| (a, l) == id) {
-            return s as *mut RedisModuleString;
-        }
-        let s = RedisString::create_from_slice(ptr::null_mut(), text.as_bytes());
-        let inner = s.inner;
-        std::mem::forget(s);
-        table.push((id.0, id.1, inner as usize));
-        inner
-    })
 }
 
 /// Decimal text of an integer, without a heap allocation.
@@ -171,20 +146,28 @@ impl Key {
         // The propagated command's arguments; the entry's fields are its tail.
         const HEAD: usize = 5;
         let mut argv: Vec<*mut RedisModuleString> = Vec::with_capacity(HEAD + 2 * fields.len());
-        argv.extend([self.name.inner, fixed("MAXLEN"), fixed("="), ptr::null_mut(), ptr::null_mut()]);
-        let mut owned: Vec<RedisString> = Vec::with_capacity(fields.len() + 2);
-        for (name, value) in fields {
-            argv.push(fixed(name));
-            argv.push(match value {
-                Value::Fixed(text) => fixed(text),
-                Value::Text(_) => {
-                    let s = self.string(value.as_str().as_bytes());
-                    let inner = s.inner;
-                    owned.push(s);
-                    inner
-                }
-            });
-        }
+        let mut owned: Vec<RedisString> = Vec::with_capacity(fields.len());
+        strings::with(|t| {
+            argv.extend([
+                self.name.inner,
+                t.fixed("MAXLEN"),
+                t.fixed("="),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ]);
+            for (name, value) in fields {
+                argv.push(t.fixed(name));
+                argv.push(match value {
+                    Value::Fixed(text) => t.fixed(text),
+                    Value::Text(_) => {
+                        let s = t.shared(value.as_str().as_bytes());
+                        let inner = s.inner;
+                        owned.push(s);
+                        inner
+                    }
+                });
+            }
+        });
         let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
         let status = unsafe {
             add(

@@ -24,7 +24,7 @@ macro_rules! glue_modules {
         )*
     };
 }
-glue_modules!(commands, config, datatype, effects, observe, registry);
+glue_modules!(commands, config, datatype, effects, observe, registry, strings);
 
 #[cfg(all(feature = "module", not(test)))]
 mod registration {
