@@ -87,3 +87,38 @@ fn least_privilege_users() {
     }
     assert_eq!(digest(&mut admin), before);
 }
+
+#[test]
+fn every_command_is_in_the_jwks_category_where_the_server_has_module_categories() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let listed: redis::RedisResult<Vec<String>> =
+        redis::cmd("ACL").arg("CAT").arg("jwks").query(&mut con);
+    // Redis before 7.4 has no module ACL categories; the commands load without them.
+    let Ok(jwks) = listed else { return };
+    for command in [
+        "jwks.get",
+        "jwks.rotate",
+        "jwks.invalidate",
+        "jwks.info",
+        "jwks.stats",
+    ] {
+        assert!(
+            jwks.iter().any(|c| c == command),
+            "{command} not in @jwks: {jwks:?}"
+        );
+    }
+    // JWKS.GET is registered by hand: its categories must match what the others get.
+    let fast: Vec<String> = redis::cmd("ACL")
+        .arg("CAT")
+        .arg("fast")
+        .query(&mut con)
+        .unwrap();
+    assert!(fast.iter().any(|c| c == "jwks.get"), "{fast:?}");
+    let write: Vec<String> = redis::cmd("ACL")
+        .arg("CAT")
+        .arg("write")
+        .query(&mut con)
+        .unwrap();
+    assert!(write.iter().any(|c| c == "jwks.get"), "{write:?}");
+}
