@@ -1,7 +1,8 @@
 //! redis-jwks: JWT signing-key rotation and JWKS caching inside Redis.
 //!
 //! Pure core: `jwk`, `keyset`, `args`, `keys`. Redis glue: `commands`, `datatype`,
-//! `calls`, `config`. Observability: `observe`. This file only registers.
+//! `effects`, `strings`, `registry`, `config`. Observability: `observe`. This file only
+//! registers.
 
 pub mod args;
 pub mod error;
