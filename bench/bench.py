@@ -84,16 +84,19 @@ def free_port():
 
 
 class Server:
-    def __init__(self, server_bin):
+    """redis-server with the release module on a free loopback port, optionally run under
+    a wrapper command (bench/instructions.py runs it under callgrind)."""
+
+    def __init__(self, server_bin, wrapper=(), start_timeout=20):
         self.dir = tempfile.mkdtemp(prefix="jwks-bench-")
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [server_bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [*wrapper, server_bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--logfile", "server.log",
              "--loadmodule", MODULE],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.conn = None
-        deadline = time.time() + 20
+        deadline = time.time() + start_timeout
         while True:
             try:
                 self.conn = Conn(self.port)
@@ -107,7 +110,7 @@ class Server:
 
     def stop(self):
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=60)
 
 
 class Conn:

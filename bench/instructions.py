@@ -27,28 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (fixtures, RESP client, Lua baselines)
 
 
-class CallgrindServer:
+class CallgrindServer(bench.Server):
     def __init__(self, server_bin):
-        self.dir = tempfile.mkdtemp(prefix="jwks-callgrind-")
-        self.port = bench.free_port()
-        self.out = os.path.join(self.dir, "callgrind.out")
-        self.proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}",
-             server_bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", "server.log",
-             "--loadmodule", bench.MODULE],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while True:
-            try:
-                self.conn = bench.Conn(self.port)
-                if self.conn.call("PING") == b"PONG":
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("redis-server under callgrind did not start")
-            time.sleep(0.2)
+        out_dir = tempfile.mkdtemp(prefix="jwks-callgrind-")
+        self.out = os.path.join(out_dir, "callgrind.out")
+        super().__init__(server_bin, wrapper=["valgrind", "--tool=callgrind",
+                                              f"--callgrind-out-file={self.out}"],
+                         start_timeout=60)
 
     def control(self, flag):
         subprocess.run(["callgrind_control", flag, str(self.proc.pid)], check=True,
@@ -65,13 +50,6 @@ class CallgrindServer:
         with open(dumps[-1]) as f:
             totals = next(int(line.split()[1]) for line in f if line.startswith(("totals:", "summary:")))
         return totals / n
-
-    def stop(self):
-        try:
-            self.conn.call("SHUTDOWN", "NOSAVE")
-        except (OSError, RuntimeError):
-            pass
-        self.proc.wait(timeout=60)
 
 
 def main():
