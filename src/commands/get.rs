@@ -33,7 +33,7 @@ pub unsafe extern "C" fn entry(
         Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
         _ => &[],
     };
-    let result = catch_panic("JWKS.GET", || run(&context, args));
+    let result = catch_panic(b"JWKS.GET", || run(&context, args));
     context.reply(result) as c_int
 }
 

@@ -39,14 +39,15 @@ type Handler = fn(&Context, &[RedisString]) -> RedisResult;
 /// would abort the whole server.
 pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
     let name = args.first().map_or(&b""[..], RedisString::as_slice);
-    catch_panic(&String::from_utf8_lossy(name), || handler(ctx, &args))
+    catch_panic(name, || handler(ctx, &args))
 }
 
-pub fn catch_panic(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
+/// The panic guard itself; `command` is only decoded if there was a panic to log.
+pub fn catch_panic(command: &[u8], f: impl FnOnce() -> RedisResult) -> RedisResult {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(_) => {
-            log::internal_error(command);
+            log::internal_error(&String::from_utf8_lossy(command));
             Err(RedisError::Str(
                 "ERR redis-jwks internal error; the command was aborted",
             ))
