@@ -1,13 +1,37 @@
-//! Module configurations (`CONFIG SET jwks.<name>` or load-time arguments) and their
-//! defaults. Read through the accessors so the rest of the code never sees atomics.
+//! Module configurations (`CONFIG SET jwks.<name>`, `jwks.<name>` lines in redis.conf, or
+//! `<name> <value>` arguments after `loadmodule`) with their defaults and ranges. Read
+//! through the accessors so the rest of the code never sees atomics.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use redis_module::RedisString;
+
+use crate::error::{Error, Result, Shown};
 use crate::jwk::Policy;
+
+/// `MODULE LIST`'s version: the crate's, as major * 10000 + minor * 100 + patch.
+pub const MODULE_VERSION: i32 = {
+    const fn num(s: &str) -> i32 {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut n = 0;
+        while i < b.len() {
+            n = n * 10 + (b[i] - b'0') as i32;
+            i += 1;
+        }
+        n
+    }
+    num(env!("CARGO_PKG_VERSION_MAJOR")) * 10_000
+        + num(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + num(env!("CARGO_PKG_VERSION_PATCH"))
+};
 
 pub const DEFAULT_CACHE_TTL_S: i64 = 3600;
 pub const DEFAULT_AUDIT_MAXLEN: i64 = 10_000;
 pub const DEFAULT_MIN_RSA_BITS: i64 = 2048;
+pub const CACHE_TTL_RANGE: (i64, i64) = (1, 31_536_000);
+pub const AUDIT_MAXLEN_RANGE: (i64, i64) = (1, 100_000_000);
+pub const MIN_RSA_BITS_RANGE: (i64, i64) = (1024, 16384);
 
 /// Seconds a rendered JWKS stays cached: the bound on staleness if an invalidation fails.
 pub static CACHE_TTL: AtomicI64 = AtomicI64::new(DEFAULT_CACHE_TTL_S);
@@ -35,4 +59,106 @@ pub fn policy() -> Policy {
 
 pub fn fault_injection_enabled() -> bool {
     FAULT_INJECTION.load(Ordering::Relaxed)
+}
+
+/// The integer configurations and their ranges, as `CONFIG SET` enforces them.
+const INTEGERS: [(&str, (i64, i64)); 3] = [
+    ("cache-ttl", CACHE_TTL_RANGE),
+    ("audit-maxlen", AUDIT_MAXLEN_RANGE),
+    ("min-rsa-bits", MIN_RSA_BITS_RANGE),
+];
+
+/// Checks the `loadmodule` arguments exactly as `CONFIG SET` would check the same values,
+/// so a typo or an out-of-range value stops the load instead of being ignored or applied.
+pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
+    let bad = |name: &[u8], why: String| Error::LoadArg(Shown::bytes(name), why);
+    if args.len() % 2 != 0 {
+        return Err(bad(
+            args.last().copied().unwrap_or_default(),
+            "has no value (arguments are name value pairs)".into(),
+        ));
+    }
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for pair in args.chunks(2) {
+        let [name, value] = pair else { continue };
+        if seen.contains(name) {
+            return Err(bad(name, "is given twice".into()));
+        }
+        seen.push(name);
+        if let Some(bare) = name.strip_prefix(b"jwks.") {
+            return Err(bad(
+                name,
+                format!(
+                    "is the redis.conf / CONFIG SET spelling; as a module argument write '{}'",
+                    String::from_utf8_lossy(bare)
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(value).unwrap_or("");
+        if *name == b"fault-injection" {
+            if !matches!(text, "yes" | "no") {
+                return Err(bad(name, "must be yes or no".into()));
+            }
+            continue;
+        }
+        let Some((_, (min, max))) = INTEGERS.iter().find(|(n, _)| n.as_bytes() == *name) else {
+            return Err(bad(
+                name,
+                "is not a redis-jwks configuration (cache-ttl, audit-maxlen, min-rsa-bits, fault-injection)"
+                    .into(),
+            ));
+        };
+        match text.parse::<i64>() {
+            Ok(v) if (*min..=*max).contains(&v) => {}
+            _ => {
+                return Err(bad(
+                    name,
+                    format!("must be an integer from {min} to {max}, not {}", Shown::bytes(value)),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn check_module_args(args: &[RedisString]) -> Result<()> {
+    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    check_load_args(&args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(args: &[&str]) -> std::result::Result<(), String> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        check_load_args(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn load_args_are_checked_like_config_set() {
+        assert!(check(&[]).is_ok());
+        assert!(check(&["cache-ttl", "600", "fault-injection", "yes"]).is_ok());
+        for (args, needle) in [
+            (&["cache-ttl", "-5"][..], "from 1 to 31536000"),
+            (&["min-rsa-bits", "0"], "from 1024 to 16384"),
+            (&["audit-maxlen", "0"], "from 1 to 100000000"),
+            (&["audit-maxlen", "1e3"], "not '1e3'"),
+            (&["bogus", "1"], "not a redis-jwks configuration"),
+            (&["jwks.cache-ttl", "600"], "write 'cache-ttl'"),
+            (&["cache-ttl"], "has no value"),
+            (&["cache-ttl", "5", "cache-ttl", "6"], "twice"),
+            (&["fault-injection", "1"], "yes or no"),
+        ] {
+            let e = check(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        assert_eq!(MODULE_VERSION, {
+            let v: Vec<i32> = env!("CARGO_PKG_VERSION")
+                .split('.')
+                .map(|p| p.parse().unwrap())
+                .collect();
+            v[0] * 10_000 + v[1] * 100 + v[2]
+        });
+    }
 }

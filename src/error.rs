@@ -1,5 +1,6 @@
-//! Every error the module can reply with. `Display` is the exact Redis error text, so call
-//! sites never build error strings by hand.
+//! Every error the module can reply with. `Display` is the exact Redis error text: a stable
+//! code (the first word, which clients match on and `INFO errorstats` counts) and a message
+//! that names the problem. Call sites never build error strings by hand.
 
 use std::fmt;
 
@@ -47,8 +48,28 @@ impl fmt::Display for Shown {
     }
 }
 
+/// What the module needed to do with a key the caller's ACL does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Publish,
+}
+
+impl Access {
+    fn verb(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Publish => "publish to",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
+    /// The command's name, lower case.
+    Arity(&'static str),
     Syntax(String),
     NotUtf8(&'static str),
     TooLarge {
@@ -77,30 +98,88 @@ pub enum Error {
     Reason(&'static str),
     WrongType(Shown, &'static str),
     State(String),
+    NoKeySet(Shown),
+    NoPerm {
+        user: Shown,
+        access: Access,
+        key: Shown,
+    },
+    /// The audit stream cannot take the command's entries (its last ID is at the maximum).
+    AuditFull(Shown),
+    /// The cache could not be deleted (audited and counted; the TTL heals it).
+    InvalidationFailed(String),
+    Disabled(&'static str),
+    /// A `loadmodule` argument (its name) and why it is refused.
+    LoadArg(Shown, String),
+    /// A module API function this server lacks.
+    Api(&'static str),
+    Internal,
 }
 
-/// The exact Redis error text (the first word is the error code).
+impl Error {
+    /// The stable error code: the first word of the reply.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Arity(_)
+            | Error::Syntax(_)
+            | Error::NotUtf8(_)
+            | Error::TooLarge { .. }
+            | Error::Reason(_)
+            | Error::Disabled(_)
+            | Error::LoadArg(..)
+            | Error::InvalidationFailed(_)
+            | Error::Api(_)
+            | Error::Internal => "ERR",
+            Error::KeyName(..) => "BADNAME",
+            Error::Jwk(_) | Error::JwkAt { .. } | Error::PrivateMember(_) | Error::Document(_) => {
+                "BADJWK"
+            }
+            Error::DuplicateKid(_) | Error::KidConflict(_) => "KIDCONFLICT",
+            Error::UnknownKid(_) => "NOKID",
+            Error::AlreadyCurrent(_) | Error::RetireCurrent(_) => "BADSTATE",
+            Error::TooManyKeys(_) => "FULL",
+            Error::GenerationMismatch { .. } => "GENMISMATCH",
+            Error::WrongType(..) => "WRONGTYPE",
+            Error::State(_) => "CORRUPT",
+            Error::NoKeySet(_) => "NOKEYSET",
+            Error::NoPerm { .. } => "NOPERM",
+            Error::AuditFull(_) => "AUDITFULL",
+        }
+    }
+}
+
+/// The exact Redis error text.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.code())?;
         match self {
-            Error::Syntax(a0) => write!(f, "ERR syntax error: {a0}"),
-            Error::NotUtf8(a0) => write!(f, "ERR {a0} is not valid UTF-8"),
-            Error::TooLarge { what, len, max } => write!(f, "ERR {what} is too large: {len} bytes, at most {max}"),
-            Error::KeyName(a0, a1) => write!(f, "ERR invalid key set name {a0}: {a1}"),
-            Error::Jwk(a0) => write!(f, "ERR invalid JWK: {a0}"),
-            Error::JwkAt { kid, reason } => write!(f, "ERR invalid JWK {kid}: {reason}"),
-            Error::PrivateMember(a0) => write!(f, "ERR JWK contains private member '{a0}': private key material must never be stored or published"),
-            Error::Document(a0) => write!(f, "ERR invalid JWKS document: {a0}"),
-            Error::DuplicateKid(a0) => write!(f, "ERR duplicate kid {a0}"),
-            Error::UnknownKid(a0) => write!(f, "ERR unknown kid {a0}"),
-            Error::AlreadyCurrent(a0) => write!(f, "ERR kid {a0} is already current"),
-            Error::KidConflict(a0) => write!(f, "ERR kid {a0} is in the key set with different key material"),
-            Error::RetireCurrent(a0) => write!(f, "ERR cannot retire the current key {a0} unless the same command promotes another key"),
-            Error::TooManyKeys(a0) => write!(f, "ERR key set is full: at most {a0} keys"),
-            Error::GenerationMismatch { expected, actual } => write!(f, "ERR generation mismatch: IFGEN {expected} but the key set is at generation {actual}"),
-            Error::Reason(a0) => write!(f, "ERR invalid reason: {a0}"),
-            Error::WrongType(a0, a1) => write!(f, "WRONGTYPE key {a0} holds the wrong kind of value: {a1}"),
-            Error::State(a0) => write!(f, "ERR corrupt key set state: {a0}"),
+            Error::Arity(cmd) => write!(f, "wrong number of arguments for '{cmd}' command"),
+            Error::Syntax(a0) => write!(f, "syntax error: {a0}"),
+            Error::NotUtf8(a0) => write!(f, "{a0} is not valid UTF-8"),
+            Error::TooLarge { what, len, max } => write!(f, "{what} is too large: {len} bytes, at most {max}"),
+            Error::KeyName(a0, a1) => write!(f, "invalid key set name {a0}: {a1}"),
+            Error::Jwk(a0) => write!(f, "invalid JWK: {a0}"),
+            Error::JwkAt { kid, reason } => write!(f, "invalid JWK {kid}: {reason}"),
+            Error::PrivateMember(a0) => write!(f, "JWK contains private member '{a0}': private key material must never be stored or published"),
+            Error::Document(a0) => write!(f, "invalid JWKS document: {a0}"),
+            Error::DuplicateKid(a0) => write!(f, "duplicate kid {a0}"),
+            Error::UnknownKid(a0) => write!(f, "unknown kid {a0}"),
+            Error::AlreadyCurrent(a0) => write!(f, "kid {a0} is already current"),
+            Error::KidConflict(a0) => write!(f, "kid {a0} is in the key set with different key material"),
+            Error::RetireCurrent(a0) => write!(f, "cannot retire the current key {a0} unless the same command promotes another key"),
+            Error::TooManyKeys(a0) => write!(f, "key set is full: at most {a0} keys"),
+            Error::GenerationMismatch { expected, actual } => write!(f, "generation mismatch: IFGEN {expected} but the key set is at generation {actual}"),
+            Error::Reason(a0) => write!(f, "invalid reason: {a0}"),
+            Error::WrongType(a0, a1) => write!(f, "key {a0} holds the wrong kind of value: {a1}"),
+            Error::State(a0) => write!(f, "corrupt key set state: {a0}"),
+            Error::NoKeySet(a0) => write!(f, "no key set at {a0}"),
+            Error::NoPerm { user, access, key } => write!(f, "user {user} has no permission to {} {key}, which this command uses for the key set", access.verb()),
+            Error::AuditFull(a0) => write!(f, "audit stream {a0} cannot take new entries (its last ID is at the maximum); nothing was changed"),
+            Error::InvalidationFailed(a0) => write!(f, "cache invalidation failed: {a0} (audited; the cached JWKS expires within jwks.cache-ttl)"),
+            Error::Disabled(a0) => f.write_str(a0),
+            Error::LoadArg(name, why) => write!(f, "module argument {name} {why}"),
+            Error::Api(a0) => write!(f, "module API {a0} is missing or failed"),
+            Error::Internal => f.write_str("redis-jwks internal error; the command was aborted"),
         }
     }
 }
@@ -121,11 +200,21 @@ mod tests {
     }
 
     #[test]
-    fn messages_are_redis_errors() {
+    fn messages_start_with_their_code() {
         let e = Error::UnknownKid(Shown::new("k1"));
-        assert_eq!(e.to_string(), "ERR unknown kid 'k1'");
+        assert_eq!(e.to_string(), "NOKID unknown kid 'k1'");
         assert!(Error::WrongType(Shown::new("k"), "x")
             .to_string()
             .starts_with("WRONGTYPE "));
+        assert_eq!(
+            Error::Arity("jwks.get").to_string(),
+            "ERR wrong number of arguments for 'jwks.get' command"
+        );
+        let e = Error::NoPerm {
+            user: Shown::new("u"),
+            access: Access::Write,
+            key: Shown::new("k:cache"),
+        };
+        assert!(e.to_string().starts_with("NOPERM user 'u' has no permission to write 'k:cache'"));
     }
 }

@@ -4,10 +4,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::error::{Error, Shown};
+use crate::error::{Error, Result, Shown};
+use crate::glue::call::Args;
 
 static FAIL_NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -21,23 +22,23 @@ pub fn take_injected_failure() -> Option<String> {
         .map(|_| INJECTED_FAULT.to_owned())
 }
 
-pub fn run(_ctx: &Context, args: &[RedisString]) -> RedisResult {
+pub fn run(_ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !config::fault_injection_enabled() {
-        return Err(RedisError::Str(
-            "ERR JWKS.DEBUG is disabled; load the module with 'jwks.fault-injection yes' to enable it",
+        return Err(Error::Disabled(
+            "JWKS.DEBUG is disabled; load the module with 'fault-injection yes' to enable it",
         ));
     }
-    let [_, sub, n] = args else {
-        return Err(RedisError::WrongArity);
-    };
-    if !sub.as_slice().eq_ignore_ascii_case(b"FAIL-INVALIDATIONS") {
+    if args.len() != 3 {
+        return Err(Error::Arity("jwks.debug"));
+    }
+    let (sub, n) = (args.bytes(1), args.bytes(2));
+    if !sub.eq_ignore_ascii_case(b"FAIL-INVALIDATIONS") {
         return Err(Error::Syntax(format!(
             "unknown JWKS.DEBUG subcommand {} (FAIL-INVALIDATIONS)",
-            Shown::bytes(sub.as_slice())
-        ))
-        .into());
+            Shown::bytes(sub)
+        )));
     }
-    let count: u64 = std::str::from_utf8(n.as_slice())
+    let count: u64 = std::str::from_utf8(n)
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Error::Syntax("FAIL-INVALIDATIONS needs a non-negative integer".into()))?;

@@ -1,109 +1,78 @@
-//! `JWKS.INFO K`: generation, keys with states and times, cache TTL, counters, audit
-//! length and derived key names. Read-only.
+//! `JWKS.INFO K`: generation, keys with states and times, the document's ETag, the cache's
+//! TTL, counters, audit length and derived key names. Read-only; reading each derived key
+//! needs the caller's read permission on it, like a plain read would.
 
-use std::collections::BTreeMap;
+use redis_module::raw::KeyType;
+use redis_module::{Context, RedisValue};
 
-use redis_module::{
-    redisvalue::RedisValueKey, Context, RedisError, RedisResult, RedisString, RedisValue,
-};
-
-use super::rotate::gen_i64;
-use super::with_keyset;
-use crate::keys::DerivedKeys;
-use crate::keyset::{Entry, KeySet};
+use super::{bytes, int, opt_int, text, Map};
+use crate::datatype::Stored;
+use crate::error::{Access, Error, Result};
+use crate::glue::call::{Args, Caller};
+use crate::glue::key::{Key, Mode};
+use crate::keys::{self, Derived};
+use crate::keyset::Entry;
 use crate::observe::metrics;
 
-type Map = BTreeMap<RedisValueKey, RedisValue>;
-
-fn put(map: &mut Map, k: &str, v: RedisValue) {
-    map.insert(RedisValueKey::String(k.to_owned()), v);
-}
-
-fn text(s: &str) -> RedisValue {
-    RedisValue::BulkString(s.to_owned())
-}
-
-fn opt_int(v: Option<i64>) -> RedisValue {
-    v.map_or(RedisValue::Null, RedisValue::Integer)
-}
-
-fn bytes(b: &[u8]) -> RedisValue {
-    RedisValue::StringBuffer(b.to_vec())
-}
-
-fn read_int(ctx: &Context, cmd: &str, args: &[&[u8]]) -> i64 {
-    match ctx.call(cmd, args) {
-        Ok(RedisValue::Integer(n)) => n,
-        Ok(RedisValue::SimpleString(s)) | Ok(RedisValue::BulkString(s)) => s.parse().unwrap_or(0),
-        Ok(RedisValue::StringBuffer(b)) => std::str::from_utf8(&b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        _ => 0,
-    }
-}
-
 fn entry(e: &Entry) -> RedisValue {
-    let mut m = Map::new();
-    put(&mut m, "kid", text(e.jwk.kid()));
-    put(&mut m, "state", text(e.state.name()));
-    put(&mut m, "kty", text(e.jwk.kty().name()));
     let member = |name| e.jwk.member_str(name).map_or(RedisValue::Null, text);
-    put(&mut m, "alg", member("alg"));
-    put(&mut m, "use", member("use"));
-    put(&mut m, "added_ms", RedisValue::Integer(e.added_ms));
-    put(&mut m, "promoted_ms", opt_int(e.promoted_ms));
-    put(&mut m, "demoted_ms", opt_int(e.demoted_ms));
-    RedisValue::OrderedMap(m)
+    let mut m = Map::default();
+    m.put("kid", text(e.jwk.kid()))
+        .put("state", text(e.state.name()))
+        .put("kty", text(e.jwk.kty().name()))
+        .put("alg", member("alg"))
+        .put("use", member("use"))
+        .put("added_ms", RedisValue::Integer(e.added_ms))
+        .put("promoted_ms", opt_int(e.promoted_ms))
+        .put("demoted_ms", opt_int(e.demoted_ms));
+    m.done()
 }
 
-fn describe(ctx: &Context, set: &KeySet, keys: &DerivedKeys) -> RedisValue {
-    let mut m = Map::new();
-    put(
-        &mut m,
-        "generation",
-        RedisValue::Integer(gen_i64(set.generation())),
-    );
-    put(
-        &mut m,
-        "current",
-        set.current_kid().map_or(RedisValue::Null, text),
-    );
-    put(
-        &mut m,
-        "keys",
-        RedisValue::Array(set.published().map(entry).collect()),
-    );
-    put(
-        &mut m,
-        "cache_ttl_ms",
-        RedisValue::Integer(read_int(ctx, "PTTL", &[&keys.cache])),
-    );
-    let mut counters = Map::new();
-    for name in metrics::ALL {
-        let n = read_int(ctx, "HGET", &[&keys.metrics, name.as_bytes()]);
-        put(&mut counters, name, RedisValue::Integer(n));
-    }
-    put(&mut m, "counters", RedisValue::OrderedMap(counters));
-    put(
-        &mut m,
-        "audit_length",
-        RedisValue::Integer(read_int(ctx, "XLEN", &[&keys.audit])),
-    );
-    let mut names = Map::new();
-    put(&mut names, "cache", bytes(&keys.cache));
-    put(&mut names, "audit", bytes(&keys.audit));
-    put(&mut names, "metrics", bytes(&keys.metrics));
-    put(&mut m, "derived_keys", RedisValue::OrderedMap(names));
-    RedisValue::OrderedMap(m)
-}
-
-pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
-    let [_, key] = args else {
-        return Err(RedisError::WrongArity);
+pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+    let (2, Some(arg)) = (args.len(), args.string(1)) else {
+        return Err(Error::Arity("jwks.info"));
     };
-    let keys = DerivedKeys::for_key(key.as_slice())?;
-    with_keyset(ctx, key, |set| {
-        Ok(set.map_or(RedisValue::Null, |s| describe(ctx, s, &keys)))
-    })
+    let name = args.bytes(1);
+    let key = Key::arg(ctx, arg, Mode::Read)?;
+    let Some(stored) = key.keyset()? else {
+        return Ok(RedisValue::Null);
+    };
+    describe(ctx, name, stored)
+}
+
+fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
+    let set = stored.set();
+    let mut m = Map::default();
+    m.put("generation", int(set.generation()))
+        .put("current", set.current_kid().map_or(RedisValue::Null, text))
+        .put("keys", RedisValue::Array(set.published().map(entry).collect()))
+        .put("etag", text(&stored.rendered().etag));
+    // A key set moved (RENAME, MOVE) to a name no key set may have keeps no derived keys.
+    if keys::check_name(name).is_err() {
+        m.put("derived_keys", RedisValue::Null);
+        return Ok(m.done());
+    }
+    let caller = Caller::new(ctx);
+    let read = |what: Derived| -> Result<Key> {
+        let derived = keys::derived(name, what);
+        caller.check(&derived, Access::Read)?;
+        Key::named(ctx, &derived, Mode::Peek)
+    };
+    m.put("cache_ttl_ms", RedisValue::Integer(read(Derived::Cache)?.pttl()));
+    let counters_key = read(Derived::Metrics)?;
+    counters_key.expect(KeyType::Hash, "expected a hash (the counters)")?;
+    let mut counters = Map::default();
+    for counter in metrics::ALL {
+        counters.put(counter, RedisValue::Integer(counters_key.hash_int(counter)));
+    }
+    m.put("counters", counters.done());
+    let audit = read(Derived::Audit)?;
+    audit.expect(KeyType::Stream, "expected a stream (the audit trail)")?;
+    m.put("audit_length", RedisValue::Integer(audit.len()));
+    let mut names = Map::default();
+    for what in Derived::ALL {
+        names.put(what.label(), bytes(&keys::derived(name, what)));
+    }
+    m.put("derived_keys", names.done());
+    Ok(m.done())
 }

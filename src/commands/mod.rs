@@ -1,5 +1,6 @@
-//! Redis glue: one file per command. Handlers parse with `args`, decide with `keyset`, and
-//! only then touch keys, so a rejected command changes nothing.
+//! Redis glue: one file per command, registered from `table`. Handlers parse with `args`,
+//! decide with `keyset`, check everything the change will write (ACL and types), and only
+//! then write, so a refused command changes nothing and opens no key for writing.
 
 pub mod debug;
 pub mod get;
@@ -8,128 +9,120 @@ pub mod invalidate;
 pub mod rotate;
 pub mod setstate;
 pub mod stats;
+pub mod table;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
 
-use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString};
+use redis_module::raw::KeyType;
+use redis_module::redisvalue::RedisValueKey;
+use redis_module::{Context, RedisValue};
 
-use crate::datatype::KEYSET_TYPE;
-use crate::effects::Key;
-use crate::error::{Error, Shown};
-use crate::keys::DerivedKeys;
-use crate::keyset::KeySet;
-use crate::observe::log;
+use crate::commit::Effects;
+use crate::config;
+use crate::datatype::Stored;
+use crate::error::{Access, Result};
+use crate::glue::call::Caller;
+use crate::glue::key::{Key, Mode};
+use crate::keys::{self, Derived, Name};
+use crate::observe::audit::Fields;
+use crate::observe::stats as process_stats;
 
-impl From<Error> for RedisError {
-    fn from(e: Error) -> Self {
-        // Error text goes into a C string and a RESP line: no NUL, CR or LF.
-        let text: String = e
-            .to_string()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        RedisError::String(text)
+/// A reply map: a RESP3 map, flattened to `[name, value, ...]` on RESP2.
+#[derive(Default)]
+pub struct Map(BTreeMap<RedisValueKey, RedisValue>);
+
+impl Map {
+    pub fn put(&mut self, name: &str, value: RedisValue) -> &mut Map {
+        self.0.insert(RedisValueKey::String(name.to_owned()), value);
+        self
+    }
+
+    pub fn done(self) -> RedisValue {
+        RedisValue::OrderedMap(self.0)
     }
 }
 
-type Handler = fn(&Context, &[RedisString]) -> RedisResult;
-
-/// Runs a handler, turning a panic into an error reply: a panic unwinding into Redis
-/// would abort the whole server.
-pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
-    let name = args.first().map_or(&b""[..], RedisString::as_slice);
-    catch_panic(name, || handler(ctx, &args))
+pub fn text(s: &str) -> RedisValue {
+    RedisValue::BulkString(s.to_owned())
 }
 
-/// The panic guard itself; `command` is only decoded if there was a panic to log.
-pub fn catch_panic(command: &[u8], f: impl FnOnce() -> RedisResult) -> RedisResult {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(_) => {
-            log::internal_error(&String::from_utf8_lossy(command));
-            Err(RedisError::Str(
-                "ERR redis-jwks internal error; the command was aborted",
-            ))
+pub fn bytes(b: &[u8]) -> RedisValue {
+    RedisValue::StringBuffer(b.to_vec())
+}
+
+pub fn opt_int(v: Option<i64>) -> RedisValue {
+    v.map_or(RedisValue::Null, RedisValue::Integer)
+}
+
+pub fn int(v: u64) -> RedisValue {
+    RedisValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The derived keys a changing command writes, checked before anything is written: the
+/// caller's ACL must allow writing each, and each must hold its type or nothing.
+pub struct Targets {
+    pub key: Name,
+    pub cache: Name,
+    pub audit: Name,
+    pub metrics: Name,
+}
+
+impl Targets {
+    pub fn check(ctx: &Context, caller: &Caller, key: &[u8]) -> Result<Targets> {
+        let targets = Targets {
+            key: Name::from_slice(key),
+            cache: keys::derived(key, Derived::Cache),
+            audit: keys::derived(key, Derived::Audit),
+            metrics: keys::derived(key, Derived::Metrics),
+        };
+        for (name, kind, what) in [
+            (&targets.cache, KeyType::String, "expected a string (the cached JWKS)"),
+            (&targets.audit, KeyType::Stream, "expected a stream (the audit trail)"),
+            (&targets.metrics, KeyType::Hash, "expected a hash (the counters)"),
+        ] {
+            caller.check(name, Access::Write)?;
+            Key::named(ctx, name, Mode::Peek)?.expect(kind, what)?;
         }
+        Ok(targets)
+    }
+
+    pub fn cached(&self, ctx: &Context) -> Result<bool> {
+        Ok(Key::named(ctx, &self.cache, Mode::Peek)?.exists())
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// `commit::Effects` on the Redis keys: each write opens its key for writing only then.
+pub struct RedisEffects<'a> {
+    pub ctx: &'a Context,
+    pub targets: &'a Targets,
+    /// The new key set, stored by `store_set` (rotations), and replicated as its state.
+    pub new_set: Option<Stored>,
 }
 
-/// The ACL user running the command, for the audit trail.
-pub fn current_user(ctx: &Context) -> String {
-    let Some(get) = (unsafe { redis_module::raw::RedisModule_GetCurrentUserName }) else {
-        return "unknown".into();
-    };
-    let ptr = unsafe { get(ctx.ctx) };
-    if ptr.is_null() {
-        return "unknown".into();
+impl Effects for RedisEffects<'_> {
+    fn audit(&mut self, fields: &Fields) -> Result<()> {
+        Key::named(self.ctx, &self.targets.audit, Mode::Write)?.xadd(fields, config::audit_maxlen())
     }
-    let name = RedisString::from_redis_module_string(std::ptr::null_mut(), ptr);
-    String::from_utf8_lossy(name.as_slice()).into_owned()
-}
 
-/// Reads the key set at `key`: `None` if the key does not exist.
-pub fn with_keyset<T>(
-    ctx: &Context,
-    key: &RedisString,
-    f: impl FnOnce(Option<&KeySet>) -> Result<T, RedisError>,
-) -> Result<T, RedisError> {
-    let handle = ctx.open_key(key);
-    match handle.get_value::<KeySet>(&KEYSET_TYPE) {
-        Ok(set) => f(set),
-        Err(_) => Err(wrong_type(key.as_slice(), "not a JWKS key set")),
+    fn store_set(&mut self) -> Result<()> {
+        let Some(value) = self.new_set.take() else {
+            return Ok(());
+        };
+        let state = value.set().to_stored();
+        Key::named(self.ctx, &self.targets.key, Mode::Write)?.set_keyset(value)?;
+        setstate::replicate(self.ctx, &self.targets.key, &state);
+        crate::upkeep::registry::add(crate::glue::call::db(self.ctx), &self.targets.key);
+        Ok(())
     }
-}
 
-pub fn wrong_type(key: &[u8], what: &'static str) -> RedisError {
-    Error::WrongType(Shown::bytes(key), what).into()
-}
+    fn delete_cache(&mut self) -> Result<bool> {
+        Key::named(self.ctx, &self.targets.cache, Mode::Write)?.delete()
+    }
 
-/// The derived keys, opened once for a command that writes them.
-pub struct Derived {
-    pub cache: Key,
-    pub audit: Key,
-    pub metrics: Key,
-}
-
-/// Opens the derived keys and refuses up front if one holds the wrong type, so no write
-/// can fail midway and leave a command half-applied.
-pub fn open_derived(ctx: &Context, keys: &DerivedKeys) -> Result<Derived, RedisError> {
-    let open = |name: &[u8], wanted: KeyType, what: &'static str| {
-        let key = Key::open(ctx, name).map_err(RedisError::Str)?;
-        match key.kind() {
-            KeyType::Empty => Ok(key),
-            kind if kind == wanted => Ok(key),
-            _ => Err(wrong_type(name, what)),
-        }
-    };
-    crate::registry::note(&keys.metrics);
-    Ok(Derived {
-        cache: open(
-            &keys.cache,
-            KeyType::String,
-            "expected a string (the cached JWKS)",
-        )?,
-        audit: open(
-            &keys.audit,
-            KeyType::Stream,
-            "expected a stream (the audit trail)",
-        )?,
-        metrics: open(
-            &keys.metrics,
-            KeyType::Hash,
-            "expected a hash (the counters)",
-        )?,
-    })
-}
-
-pub fn slices(args: &[RedisString]) -> Vec<&[u8]> {
-    args.iter().map(RedisString::as_slice).collect()
+    fn count(&mut self, counter: &'static str) -> Result<()> {
+        process_stats::count(counter);
+        Key::named(self.ctx, &self.targets.metrics, Mode::Write)?
+            .hash_incr(counter)
+            .map(|_| ())
+    }
 }

@@ -3,32 +3,43 @@
 //! re-validates under another config. Accepted only from the primary's link or while
 //! loading the AOF: clients must go through JWKS.ROTATE's validation.
 
-use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags, RedisValue};
 
-use super::wrong_type;
-use crate::datatype::KEYSET_TYPE;
+use crate::datatype::{Stored, SETSTATE_COMMAND};
+use crate::error::{Error, Result};
+use crate::glue::call::{self, Args};
+use crate::glue::key::{replicate as propagate, Key, Mode};
 use crate::keyset::KeySet;
+use crate::upkeep::registry;
 
-pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
-    let flags = ctx.get_flags();
-    if !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
-        return Err(RedisError::Str(
-            "ERR JWKS.SETSTATE is internal to replication and AOF; use JWKS.ROTATE",
+pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+    if !ctx
+        .get_flags()
+        .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
+    {
+        return Err(Error::Disabled(
+            "JWKS.SETSTATE is internal to replication and AOF; use JWKS.ROTATE",
         ));
     }
-    let [_, key, state] = args else {
-        return Err(RedisError::WrongArity);
+    let (3, Some(name)) = (args.len(), args.string(1)) else {
+        return Err(Error::Arity("jwks.setstate"));
     };
-    let text = std::str::from_utf8(state.as_slice())
-        .map_err(|_| RedisError::Str("ERR corrupt key set state: not UTF-8"))?;
+    let text = std::str::from_utf8(args.bytes(2))
+        .map_err(|_| Error::State("not UTF-8".into()))?;
     let set = KeySet::from_stored(text)?;
-    let handle = ctx.open_key_writable(key);
-    if handle.get_value::<KeySet>(&KEYSET_TYPE).is_err() {
-        return Err(wrong_type(key.as_slice(), "not a JWKS key set"));
-    }
-    handle.set_value(&KEYSET_TYPE, set)?;
-    if let Ok(metrics) = crate::keys::derived_name(key.as_slice(), crate::keys::METRICS) {
-        crate::registry::note(&metrics);
-    }
+    let key = Key::arg(ctx, name, Mode::Write)?;
+    key.keyset()?;
+    key.set_keyset(Stored::new(set))?;
+    registry::add(call::db(ctx), args.bytes(1));
     Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// Propagates a key set's new state as `JWKS.SETSTATE K state`.
+pub fn replicate(ctx: &Context, key: &[u8], state: &str) {
+    let name = redis_module::RedisString::create_from_slice(ctx.ctx, key);
+    let state = redis_module::RedisString::create_from_slice(ctx.ctx, state.as_bytes());
+    let Ok(cmd) = std::ffi::CString::new(SETSTATE_COMMAND) else {
+        return;
+    };
+    propagate(ctx.ctx, &cmd, &mut [name.inner, state.inner]);
 }

@@ -1,41 +1,108 @@
-//! `JWKS.STATS`: this node's counters summed over all its key sets, as a flat list of
-//! name, value strings: exactly what redis_exporter's `-script` needs, callable from Lua.
-//! Cost is one HGET per counter per key set (plus one scan after a start, load or flush).
+//! `JWKS.STATS`: this node's numbers for redis_exporter's `-script`, as a flat list of name,
+//! value strings (callable from Lua):
+//!
+//! - `jwt_jwks_<counter>_total`: what this process did since it started (invalidations,
+//!   errors, rotations, cache fills), over every db. Prometheus counters: they only grow,
+//!   and restart with the process; deleting, moving or failing over a key set cannot lower
+//!   them.
+//! - `jwt_jwks_key_sets` and `jwt_jwks_key_sets:<db>`: key sets held, in all and per db.
+//! - per key set, `<series>:<db>:<name>`: its invalidation errors as its counters hash says
+//!   (so an alert can name it), with the name escaped for a Prometheus label.
+//!
+//! O(key sets): the registry lists them; no keyspace scan.
 
-use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::raw::KeyType;
+use redis_module::{Context, RedisValue};
 
-use crate::observe::metrics;
-use crate::registry;
+use crate::error::{Error, Result};
+use crate::glue::call::{self, Args};
+use crate::glue::key::{api, Key, Mode};
+use crate::keys::{self, Derived};
+use crate::observe::{metrics, stats};
+use crate::upkeep::registry;
 
-pub fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
+pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() != 1 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::Arity("jwks.stats"));
     }
-    let mut totals = [0i64; metrics::ALL.len()];
-    let mut sets = 0i64;
-    for name in registry::metrics_keys(ctx) {
-        let key = ctx.open_key(&RedisString::create_from_slice(ctx.ctx, name.as_slice()));
-        if key.key_type() != KeyType::Hash {
-            registry::forget(&name);
+    let mut out = Vec::new();
+    let mut pair = |name: String, value: i64| {
+        out.push(RedisValue::BulkString(name));
+        out.push(RedisValue::BulkString(value.to_string()));
+    };
+    for (counter, value) in stats::all() {
+        pair(counter.to_owned(), i64::try_from(value).unwrap_or(i64::MAX));
+    }
+    let home = call::db(ctx);
+    let select = api!(RedisModule_SelectDb)?;
+    let mut total = 0;
+    let mut per_key_set = Vec::new();
+    for (db, names) in registry::snapshot() {
+        // SAFETY: a live context; the db is switched back below.
+        if unsafe { select(ctx.ctx, db) } != redis_module::raw::REDISMODULE_OK as i32 {
             continue;
         }
-        sets += 1;
-        for (total, counter) in totals.iter_mut().zip(metrics::ALL) {
-            let value = key
-                .hash_get(counter)
-                .ok()
-                .flatten()
-                .and_then(|v| std::str::from_utf8(v.as_slice()).ok()?.parse::<i64>().ok())
-                .unwrap_or(0);
-            *total = total.saturating_add(value);
+        let mut held = 0;
+        for name in names {
+            let key = Key::named(ctx, &name, Mode::Peek)?;
+            if !matches!(key.keyset(), Ok(Some(_))) {
+                registry::remove(db, &name);
+                continue;
+            }
+            held += 1;
+            if keys::check_name(&name).is_err() {
+                continue;
+            }
+            let counters = Key::named(ctx, &keys::derived(&name, Derived::Metrics), Mode::Peek)?;
+            let errors = match counters.kind() {
+                KeyType::Hash => counters.hash_int(metrics::INVALIDATION_ERRORS),
+                _ => 0,
+            };
+            per_key_set.push((
+                format!("{}:{db}:{}", metrics::KEYSET_ERRORS, label(&name)),
+                errors,
+            ));
+        }
+        total += held;
+        pair(format!("{}:{db}", metrics::KEY_SETS), held);
+    }
+    // SAFETY: as above.
+    unsafe { select(ctx.ctx, home) };
+    pair(metrics::KEY_SETS.to_owned(), total);
+    for (name, value) in per_key_set {
+        pair(name, value);
+    }
+    Ok(RedisValue::Array(out))
+}
+
+/// A key-set name as a Prometheus label value: UTF-8, with control characters, backslashes
+/// and bytes that are not UTF-8 written as `\xNN`, so distinct names stay distinct.
+pub fn label(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
         }
     }
-    let mut reply = Vec::with_capacity(2 * (metrics::ALL.len() + 1));
-    for (counter, total) in metrics::ALL.iter().zip(totals) {
-        reply.push(RedisValue::BulkString((*counter).to_owned()));
-        reply.push(RedisValue::BulkString(total.to_string()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_are_utf8_and_distinct() {
+        assert_eq!(super::label(b"jwks:{auth}"), "jwks:{auth}");
+        assert_eq!(super::label(b"a\\b\n\xff"), "a\\x5cb\\x0a\\xff");
+        assert_ne!(super::label(b"\xff"), super::label(b"\\xff"));
     }
-    reply.push(RedisValue::BulkString(metrics::KEY_SETS.to_owned()));
-    reply.push(RedisValue::BulkString(sets.to_string()));
-    Ok(RedisValue::Array(reply))
 }

@@ -73,6 +73,28 @@ pub enum Change {
     },
 }
 
+/// A key set's JWKS document and the strong ETag the endpoint serves it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub doc: String,
+    pub etag: String,
+}
+
+/// A strong HTTP entity tag of a document's bytes (RFC 9110 §8.8.3), quoted: 128 bits of
+/// its SHA-256. Derived from content alone, so it changes exactly when the bytes do, also
+/// across a recreated or restored key set whose generation repeats.
+pub fn etag(doc: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(doc);
+    let mut tag = String::with_capacity(24);
+    tag.push('"');
+    tag.push_str(&URL_SAFE_NO_PAD.encode(&digest[..16]));
+    tag.push('"');
+    tag
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeySet {
     generation: u64,
@@ -123,6 +145,19 @@ impl KeySet {
         };
         // Each key's JSON text was made once when it was validated; this only joins them.
         serde_json::to_string(&doc).unwrap_or_default()
+    }
+
+    /// Until when a cached copy of the document may be kept, filled at `now_ms` with a TTL
+    /// of `ttl_ms`.
+    pub fn cache_until(&self, now_ms: i64, ttl_ms: i64) -> i64 {
+        now_ms.saturating_add(ttl_ms)
+    }
+
+    /// The document with its HTTP entity tag.
+    pub fn rendered(&self) -> Rendered {
+        let doc = self.render();
+        let etag = etag(doc.as_bytes());
+        Rendered { doc, etag }
     }
 
     /// Applies `ops` in order to a copy. All or nothing: the first error leaves `self` as is.

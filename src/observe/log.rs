@@ -236,26 +236,28 @@ fn warning(text: String) {
     }
 }
 
-/// A successful invalidation, at notice level.
-pub fn invalidated(key: &[u8], reason: &str, generation: u64, changes: usize, deleted: bool) {
+/// One invalidation attempt (a rotation's or a plain one): notice when the cache was
+/// invalidated, warning when it failed; plus a warning if a write after the commit failed.
+pub fn invalidation(
+    key: &[u8],
+    reason: &str,
+    generation: u64,
+    changes: usize,
+    outcome: &crate::commit::Outcome,
+) {
     attempt(&Attempt {
         key,
         reason,
         generation,
         changes,
-        outcome: Ok(deleted),
+        outcome: match &outcome.error {
+            None => Ok(outcome.deleted),
+            Some(e) => Err(e),
+        },
     });
-}
-
-/// A failed invalidation, at warning level.
-pub fn invalidation_failed(key: &[u8], reason: &str, generation: u64, changes: usize, error: &str) {
-    attempt(&Attempt {
-        key,
-        reason,
-        generation,
-        changes,
-        outcome: Err(error),
-    });
+    if let Some(e) = &outcome.incomplete {
+        write_failed(key, e);
+    }
 }
 
 pub fn write_failed(key: &[u8], error: &str) {
@@ -263,6 +265,28 @@ pub fn write_failed(key: &[u8], error: &str) {
         "redis-jwks could not write key={} error={}",
         Shown::bytes(key),
         Shown::new(error)
+    ));
+}
+
+pub fn cache_dropped(cache: &[u8]) {
+    warning(format!(
+        "redis-jwks deleted {}: it did not hold the current document of its key set",
+        Shown::bytes(cache)
+    ));
+}
+
+pub fn eviction_risk(policy: &str) {
+    warning(format!(
+        "redis-jwks: maxmemory-policy {policy} can evict key sets, the only copy of the \
+         published keys; use noeviction or a volatile-* policy (key sets have no TTL)"
+    ));
+}
+
+pub fn reserved_name(name: &[u8]) {
+    warning(format!(
+        "redis-jwks: a key set arrived at {}, a name no key set may have; it is served but its \
+         cache is not kept: rename it back",
+        Shown::bytes(name)
     ));
 }
 

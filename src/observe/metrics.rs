@@ -9,5 +9,7 @@ pub const CACHE_FILLS: &str = "jwt_jwks_cache_fills_total";
 /// Every counter, in the order `JWKS.INFO` and the exporter list them.
 pub const ALL: [&str; 4] = [INVALIDATIONS, INVALIDATION_ERRORS, ROTATIONS, CACHE_FILLS];
 
-/// JWKS.STATS only: how many metrics hashes (key sets) the totals cover.
+/// JWKS.STATS only: how many key sets this node holds (in all, and `:<db>` per db).
 pub const KEY_SETS: &str = "jwt_jwks_key_sets";
+/// JWKS.STATS only, per key set (`:<db>:<name>`): its invalidation errors.
+pub const KEYSET_ERRORS: &str = "jwt_jwks_keyset_cache_invalidation_errors_total";

@@ -1,7 +1,8 @@
 //! Observability: the audit stream, the counters hash and the log lines. `audit` and
-//! `metrics` build their records as plain values; `record` writes them through Redis.
+//! `metrics` are plain values (written by `commit` through the command's
+//! keys); `log` writes the Redis log; `stats` counts what this process did.
 
 pub mod audit;
 pub mod log;
 pub mod metrics;
-pub mod record;
+pub mod stats;

@@ -1,0 +1,227 @@
+//! What a change to a key set writes besides the set itself, and in which order: the rules
+//! of the operations spec (audit every invalidation attempt, count it, never let a failed
+//! cache invalidation undo the rotation) in one place. Pure: the writes go through the
+//! `Effects` trait, implemented on Redis keys in `commands` and in memory in the tests.
+
+use crate::error::Result;
+use crate::keyset::Change;
+use crate::observe::audit::{self, Fields};
+use crate::observe::metrics;
+
+/// The writes a committing command makes, each propagated as the command's effect.
+pub trait Effects {
+    /// Appends one audit entry. Fails only when the stream can take no more entries.
+    fn audit(&mut self, fields: &Fields) -> Result<()>;
+    /// Stores the new key set (rotations only).
+    fn store_set(&mut self) -> Result<()>;
+    /// Deletes the cached document; whether one was there.
+    fn delete_cache(&mut self) -> Result<bool>;
+    /// Adds one to a counter of the key set.
+    fn count(&mut self, counter: &'static str) -> Result<()>;
+}
+
+/// What is known before anything is written.
+pub struct Plan<'a> {
+    pub actx: &'a audit::Context,
+    /// The key changes of a rotation (none for a plain invalidation).
+    pub changes: &'a [Change],
+    /// A cached document exists now.
+    pub cached: bool,
+    /// Why the invalidation is to fail, when a fault is injected.
+    pub fault: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub deleted: bool,
+    /// Why the cache invalidation failed.
+    pub error: Option<String>,
+    /// A write after the commit point that failed (for the log): an audit entry after the
+    /// first, or a counter.
+    pub incomplete: Option<String>,
+}
+
+/// Writes a change: audit entries first (if the stream refuses the first one, nothing has
+/// been written and the command is refused), then the key set, then the invalidation, then
+/// the counters. After the first entry the change is committed: a later failure is
+/// reported in the outcome and the log, never raised.
+pub fn commit(effects: &mut impl Effects, plan: &Plan) -> Result<Outcome> {
+    let mut kids: Vec<&str> = Vec::with_capacity(plan.changes.len());
+    for kid in plan.changes.iter().map(audit::kid_of) {
+        if !kids.contains(&kid) {
+            kids.push(kid);
+        }
+    }
+    let invalidation = match &plan.fault {
+        None => audit::invalidated(plan.actx, &kids, plan.cached),
+        Some(error) => audit::invalidation_failed(plan.actx, &kids, error),
+    };
+    let mut entries = plan
+        .changes
+        .iter()
+        .map(|c| audit::key_change(c, plan.actx))
+        .chain(std::iter::once(invalidation));
+    if let Some(first) = entries.next() {
+        effects.audit(&first)?;
+    }
+    let mut errors = Vec::new();
+    for entry in entries {
+        if let Err(e) = effects.audit(&entry) {
+            errors.push(e.to_string());
+        }
+    }
+    if !plan.changes.is_empty() {
+        effects.store_set()?;
+    }
+    let mut outcome = match &plan.fault {
+        None => Outcome {
+            deleted: effects.delete_cache()?,
+            error: None,
+            incomplete: None,
+        },
+        Some(error) => Outcome {
+            deleted: false,
+            error: Some(error.clone()),
+            incomplete: None,
+        },
+    };
+    let mut counters = Vec::with_capacity(2);
+    if !plan.changes.is_empty() {
+        counters.push(metrics::ROTATIONS);
+    }
+    counters.push(match outcome.error {
+        None => metrics::INVALIDATIONS,
+        Some(_) => metrics::INVALIDATION_ERRORS,
+    });
+    for counter in counters {
+        if let Err(e) = effects.count(counter) {
+            errors.push(e.to_string());
+        }
+    }
+    outcome.incomplete = errors.into_iter().next();
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, Shown};
+
+    /// Records what was written, in order; can refuse audit entries.
+    #[derive(Default)]
+    struct Memory {
+        writes: Vec<String>,
+        audit_full: bool,
+        cached: bool,
+    }
+
+    impl Effects for Memory {
+        fn audit(&mut self, fields: &Fields) -> Result<()> {
+            if self.audit_full {
+                return Err(Error::AuditFull(Shown::new("k:audit")));
+            }
+            let action = fields.iter().find(|(n, _)| *n == "action").map(|(_, v)| v.as_str());
+            self.writes.push(format!("audit {}", action.unwrap_or("?")));
+            Ok(())
+        }
+        fn store_set(&mut self) -> Result<()> {
+            self.writes.push("set".into());
+            Ok(())
+        }
+        fn delete_cache(&mut self) -> Result<bool> {
+            self.writes.push("del cache".into());
+            Ok(std::mem::take(&mut self.cached))
+        }
+        fn count(&mut self, counter: &'static str) -> Result<()> {
+            self.writes.push(format!("count {counter}"));
+            Ok(())
+        }
+    }
+
+    fn actx() -> audit::Context {
+        audit::Context {
+            timestamp: audit::timestamp(0),
+            reason: "test".into(),
+            generation: 2,
+            user: "u".into(),
+        }
+    }
+
+    #[test]
+    fn a_rotation_audits_then_swaps_then_invalidates_then_counts() {
+        let actx = actx();
+        let changes = [Change::Added { kid: "b".into() }];
+        let mut m = Memory {
+            cached: true,
+            ..Memory::default()
+        };
+        let plan = Plan { actx: &actx, changes: &changes, cached: true, fault: None };
+        let outcome = commit(&mut m, &plan).unwrap();
+        assert_eq!((outcome.deleted, outcome.error), (true, None));
+        assert_eq!(
+            m.writes,
+            [
+                "audit JWKS_KEY_ADDED",
+                "audit JWKS_CACHE_INVALIDATED",
+                "set",
+                "del cache",
+                "count jwt_jwks_rotations_total",
+                "count jwt_jwks_cache_invalidations_total",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_invalidation_still_commits_the_rotation_and_is_audited_and_counted() {
+        let actx = actx();
+        let changes = [Change::Retired { kid: "a".into(), was: crate::keyset::State::Previous }];
+        let mut m = Memory::default();
+        let plan = Plan {
+            actx: &actx,
+            changes: &changes,
+            cached: true,
+            fault: Some("boom".into()),
+        };
+        let outcome = commit(&mut m, &plan).unwrap();
+        assert_eq!(outcome.error.as_deref(), Some("boom"));
+        assert_eq!(
+            m.writes,
+            [
+                "audit JWKS_KEY_RETIRED",
+                "audit JWKS_CACHE_INVALIDATION_FAILED",
+                "set",
+                "count jwt_jwks_rotations_total",
+                "count jwt_jwks_cache_invalidation_errors_total",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_audit_stream_refuses_before_anything_is_written() {
+        let actx = actx();
+        let mut m = Memory {
+            audit_full: true,
+            ..Memory::default()
+        };
+        let plan = Plan { actx: &actx, changes: &[], cached: true, fault: None };
+        assert!(matches!(commit(&mut m, &plan), Err(Error::AuditFull(_))));
+        assert!(m.writes.is_empty());
+    }
+
+    #[test]
+    fn a_plain_invalidation_writes_no_set_and_no_rotation() {
+        let actx = actx();
+        let mut m = Memory::default();
+        let plan = Plan { actx: &actx, changes: &[], cached: false, fault: None };
+        let outcome = commit(&mut m, &plan).unwrap();
+        assert_eq!((outcome.deleted, outcome.error), (false, None));
+        assert_eq!(
+            m.writes,
+            [
+                "audit JWKS_CACHE_INVALIDATED",
+                "del cache",
+                "count jwt_jwks_cache_invalidations_total",
+            ]
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! This process's own counts of what the module did, since the server started: what
+//! JWKS.STATS exports as Prometheus counters. They only grow, and restart with the process,
+//! exactly as Prometheus expects of a counter; deleting, moving or failing over a key set
+//! cannot lower them (the per-key-set hashes, which travel with the sets, could).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::metrics::ALL;
+
+static COUNTS: [AtomicU64; ALL.len()] = [const { AtomicU64::new(0) }; ALL.len()];
+
+pub fn count(counter: &'static str) {
+    if let Some(i) = ALL.iter().position(|c| *c == counter) {
+        COUNTS[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every counter with its value, in `metrics::ALL` order.
+pub fn all() -> [(&'static str, u64); ALL.len()] {
+    std::array::from_fn(|i| (ALL[i], COUNTS[i].load(Ordering::Relaxed)))
+}

@@ -1,0 +1,160 @@
+//! Server events that act on whole dbs or the whole server: flushes, SWAPDB and loads keep
+//! the registry true; a config change of `maxmemory-policy` warns when key sets can be
+//! evicted; shutdown flushes the log buffer.
+
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis_module::raw::{self, RedisModuleCtx, RedisModuleEvent};
+use redis_module::{Context, RedisValue};
+
+use super::{guarded, registry};
+use crate::error::{Error, Result};
+use crate::glue::key::api;
+use crate::observe::log;
+
+/// This node replicates another: the module writes nothing of its own (fills, reconciles,
+/// scheduled changes); the primary's effects arrive through the link.
+static REPLICA: AtomicBool = AtomicBool::new(false);
+
+pub fn is_replica() -> bool {
+    REPLICA.load(Ordering::Relaxed)
+}
+
+type Callback = unsafe extern "C" fn(*mut RedisModuleCtx, RedisModuleEvent, u64, *mut c_void);
+
+pub fn subscribe(ctx: &Context) -> Result<()> {
+    let subscribe = api!(RedisModule_SubscribeToServerEvent)?;
+    REPLICA.store(
+        ctx.get_flags().contains(redis_module::ContextFlags::SLAVE),
+        Ordering::Relaxed,
+    );
+    let events: [(u64, Callback); 6] = [
+        (raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, on_role),
+        (raw::REDISMODULE_EVENT_FLUSHDB, on_flush),
+        (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
+        (raw::REDISMODULE_EVENT_LOADING, on_loading),
+        (raw::REDISMODULE_EVENT_CONFIG, on_config),
+        (raw::REDISMODULE_EVENT_SHUTDOWN, on_shutdown),
+    ];
+    for (id, callback) in events {
+        let event = RedisModuleEvent { id, dataver: 1 };
+        // SAFETY: a live context and a callback with the expected signature.
+        if unsafe { subscribe(ctx.ctx, event, Some(callback)) } != raw::REDISMODULE_OK as i32 {
+            return Err(Error::Api("RedisModule_SubscribeToServerEvent"));
+        }
+    }
+    warn_if_key_sets_can_be_evicted(ctx);
+    Ok(())
+}
+
+unsafe extern "C" fn on_role(
+    _ctx: *mut RedisModuleCtx,
+    _event: RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    let replica = subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA;
+    REPLICA.store(replica, Ordering::Relaxed);
+}
+
+unsafe extern "C" fn on_flush(
+    _ctx: *mut RedisModuleCtx,
+    _event: RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END || data.is_null() {
+        return;
+    }
+    // SAFETY: the FLUSHDB event's data is a RedisModuleFlushInfo.
+    let info = unsafe { &*data.cast::<raw::RedisModuleFlushInfo>() };
+    guarded("flush event", || registry::clear(info.dbnum));
+}
+
+unsafe extern "C" fn on_swapdb(
+    _ctx: *mut RedisModuleCtx,
+    _event: RedisModuleEvent,
+    _subevent: u64,
+    data: *mut c_void,
+) {
+    if data.is_null() {
+        return;
+    }
+    // SAFETY: the SWAPDB event's data is a RedisModuleSwapDbInfo.
+    let info = unsafe { &*data.cast::<raw::RedisModuleSwapDbInfo>() };
+    guarded("swapdb event", || {
+        registry::swap(info.dbnum_first, info.dbnum_second)
+    });
+}
+
+unsafe extern "C" fn on_loading(
+    _ctx: *mut RedisModuleCtx,
+    _event: RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    // The keyspace is replaced wholesale; each loaded key set registers itself.
+    if matches!(
+        subevent,
+        raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
+            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START
+    ) {
+        guarded("loading event", || registry::clear(-1));
+    }
+}
+
+unsafe extern "C" fn on_config(
+    ctx: *mut RedisModuleCtx,
+    _event: RedisModuleEvent,
+    _subevent: u64,
+    data: *mut c_void,
+) {
+    if data.is_null() {
+        return;
+    }
+    // SAFETY: the CONFIG event's data is a RedisModuleConfigChange with `num_changes` names.
+    let change = unsafe { &*data.cast::<raw::RedisModuleConfigChange>() };
+    let names = match usize::try_from(change.num_changes) {
+        Ok(n) if !change.config_names.is_null() => {
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(change.config_names, n) }
+        }
+        _ => &[],
+    };
+    let policy_changed = names.iter().any(|&name| {
+        // SAFETY: NUL-terminated config names.
+        !name.is_null() && unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
+    });
+    if policy_changed {
+        guarded("config event", || {
+            warn_if_key_sets_can_be_evicted(&Context::new(ctx))
+        });
+    }
+}
+
+unsafe extern "C" fn on_shutdown(
+    _ctx: *mut RedisModuleCtx,
+    _event: RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    guarded("shutdown event", log::stop);
+}
+
+/// A key set is the only copy of its public keys and has no TTL: an `allkeys-*` policy may
+/// evict it (its cache goes with it, and verifiers then see no keys at all).
+fn warn_if_key_sets_can_be_evicted(ctx: &Context) {
+    let policy = match ctx.call("CONFIG", &["GET", "maxmemory-policy"]) {
+        Ok(RedisValue::Array(items)) => match items.get(1) {
+            Some(RedisValue::SimpleString(s) | RedisValue::BulkString(s)) => s.clone(),
+            Some(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => return,
+        },
+        _ => return,
+    };
+    if policy.starts_with("allkeys-") {
+        log::eviction_risk(&policy);
+    }
+}

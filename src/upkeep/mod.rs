@@ -1,0 +1,332 @@
+//! Keeps what is derived from a key set true when something other than the module's own
+//! commands changes a key set or its cache: `DEL`, `EXPIRE`, eviction, `RENAME`, `MOVE`,
+//! `COPY`, `RESTORE`, `SET` on the cache key, and so on.
+//!
+//! `JWKS.GET` serves the document from the key set itself, so it is right whatever happened.
+//! The cache string (`K:cache`, for plain `GET` readers, replicas and client-side caching)
+//! must hold that document or nothing. Two hooks notice when it may not:
+//!
+//! - the data type's unlink callback: a key set left its key (deleted, expired, evicted,
+//!   overwritten, renamed or moved away);
+//! - a keyspace-event subscription: anything done to a cache key by someone other than the
+//!   module, and a key set arriving under a new name.
+//!
+//! Neither may write (Redis is in the middle of a command, an expiry or an eviction), so they
+//! queue a *reconcile* of the key set's name, run right after the command as a
+//! post-notification job where the server has them (Redis 7.2+, Valkey), else from a timer
+//! in the next event-loop iteration (Redis 7.0). Reconciling deletes a cache string that is
+//! not exactly the current document of the key set at its name.
+//!
+//! The same queue carries *fills*: `JWKS.GET` is read-only, and the module itself writes
+//! the cache string after a read finds it missing (on primaries only).
+
+pub mod events;
+pub mod registry;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use redis_module::raw::{self, KeyType, RedisModuleCtx, RedisModuleString};
+use redis_module::{Context, ContextFlags, RedisString};
+
+use crate::config;
+use crate::datatype::Stored;
+use crate::error::Result;
+use crate::glue::call::{self, now_ms};
+use crate::glue::key::{api, Key, Mode};
+use crate::keys::{self, Derived, Name};
+use crate::observe::{log, metrics, stats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Reconcile,
+    Fill,
+}
+
+struct Job {
+    db: i32,
+    key: Name,
+    kind: Kind,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    timer_armed: bool,
+    post_armed: bool,
+}
+
+// Main thread only: commands, keyspace events, unlink callbacks and timers all run there.
+thread_local! {
+    static OURS: Cell<u32> = const { Cell::new(0) };
+    static QUEUE: RefCell<Queue> = RefCell::new(Queue::default());
+}
+
+/// A context for arming timers from callbacks that have none (unlink).
+static DETACHED: AtomicPtr<RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
+
+/// Runs the module's own write: the events and unlinks it causes are not someone else's.
+pub fn ours<T>(f: impl FnOnce() -> T) -> T {
+    OURS.with(|n| n.set(n.get() + 1));
+    let result = f();
+    OURS.with(|n| n.set(n.get().saturating_sub(1)));
+    result
+}
+
+fn is_ours() -> bool {
+    OURS.with(|n| n.get() > 0)
+}
+
+fn push(db: i32, key: &[u8], kind: Kind) {
+    QUEUE.with(|q| {
+        q.borrow_mut().jobs.push(Job {
+            db,
+            key: Name::from_slice(key),
+            kind,
+        })
+    });
+}
+
+fn has_jobs() -> bool {
+    QUEUE.with(|q| !q.borrow().jobs.is_empty())
+}
+
+/// Subscribes to keyspace events and keeps a context for timers; called once at load.
+pub fn start(ctx: &Context) -> Result<()> {
+    let detach = api!(RedisModule_GetDetachedThreadSafeContext)?;
+    // SAFETY: a live context at load; the detached context lives as long as the module.
+    DETACHED.store(unsafe { detach(ctx.ctx) }, Ordering::Relaxed);
+    let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents)?;
+    // Every class but key misses: any write to a cache key, and RENAME/MOVE/COPY/RESTORE.
+    let classes = raw::REDISMODULE_NOTIFY_ALL as c_int;
+    // SAFETY: a live context and a callback with the expected signature.
+    if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
+        return Err(crate::error::Error::Api("RedisModule_SubscribeToKeyspaceEvents"));
+    }
+    events::subscribe(ctx)
+}
+
+/// Runs a callback body, never letting a panic unwind into Redis.
+fn guarded(what: &str, f: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+        log::internal_error(what);
+    }
+}
+
+/// From the data type's unlink callback: the key set at `name` in `db` left its key.
+pub fn on_unlink(db: i32, name: &[u8]) {
+    guarded("unlink", || {
+        registry::remove(db, name);
+        if is_ours() {
+            return;
+        }
+        push(db, name, Kind::Reconcile);
+        // A keyspace event usually follows and runs the job right after the command; the
+        // timer is the backstop for paths without one.
+        arm_timer(DETACHED.load(Ordering::Relaxed));
+    });
+}
+
+/// The keyspace-event callback.
+///
+/// # Safety
+/// Called by Redis with an event's context, name and key.
+unsafe extern "C" fn on_event(
+    ctx: *mut RedisModuleCtx,
+    _class: c_int,
+    event: *const c_char,
+    key: *mut RedisModuleString,
+) -> c_int {
+    if is_ours() || key.is_null() || event.is_null() {
+        return raw::REDISMODULE_OK as c_int;
+    }
+    guarded("keyspace event", || {
+        let context = Context::new(ctx);
+        let name = RedisString::string_as_slice(key);
+        // SAFETY: Redis passes a NUL-terminated event name.
+        let event = unsafe { CStr::from_ptr(event) }.to_bytes();
+        if name.ends_with(Derived::Cache.suffix()) {
+            if let Some((Derived::Cache, owner)) = keys::owner(name) {
+                push(call::db(&context), &owner, Kind::Reconcile);
+            }
+        } else if matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore") {
+            arrived(&context, name);
+        }
+        if has_jobs() {
+            arm_post(ctx);
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+/// A value arrived under `name` by a generic command: if it is a key set, register it and
+/// forget what its cache flag said about its old name.
+fn arrived(ctx: &Context, name: &[u8]) {
+    let Ok(key) = Key::named(ctx, name, Mode::Peek) else {
+        return;
+    };
+    if let Ok(Some(stored)) = key.keyset() {
+        stored.set_cache_ok(false);
+        let db = call::db(ctx);
+        registry::add(db, name);
+        if keys::check_name(name).is_ok() {
+            push(db, name, Kind::Reconcile);
+        } else {
+            log::reserved_name(name);
+        }
+    }
+}
+
+/// From JWKS.GET: the cache string is not known to hold the document; fill it soon.
+pub fn request_fill(ctx: &Context, name: &[u8], stored: &Stored) {
+    if !events::is_replica() && stored.claim_fill() {
+        push(call::db(ctx), name, Kind::Fill);
+        arm_timer(ctx.ctx);
+    }
+}
+
+fn arm_timer(ctx: *mut RedisModuleCtx) {
+    if ctx.is_null() || QUEUE.with(|q| q.borrow().timer_armed) {
+        return;
+    }
+    let Ok(create) = api!(RedisModule_CreateTimer) else {
+        return;
+    };
+    // SAFETY: a live context; the callback takes no data.
+    unsafe { create(ctx, 0, Some(on_timer), ptr::null_mut()) };
+    QUEUE.with(|q| q.borrow_mut().timer_armed = true);
+}
+
+fn arm_post(ctx: *mut RedisModuleCtx) {
+    if QUEUE.with(|q| q.borrow().post_armed) {
+        return;
+    }
+    let armed = match api!(RedisModule_AddPostNotificationJob) {
+        // SAFETY: a live context; the job takes no data.
+        Ok(add) => {
+            (unsafe { add(ctx, Some(on_post_job), ptr::null_mut(), None) })
+                == raw::REDISMODULE_OK as c_int
+        }
+        Err(_) => false,
+    };
+    if armed {
+        QUEUE.with(|q| q.borrow_mut().post_armed = true);
+    } else {
+        arm_timer(ctx);
+    }
+}
+
+unsafe extern "C" fn on_timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
+    QUEUE.with(|q| q.borrow_mut().timer_armed = false);
+    guarded("upkeep timer", || drain(&Context::new(ctx)));
+}
+
+unsafe extern "C" fn on_post_job(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
+    QUEUE.with(|q| q.borrow_mut().post_armed = false);
+    guarded("upkeep job", || drain(&Context::new(ctx)));
+}
+
+fn select(ctx: &Context, db: i32) -> bool {
+    match api!(RedisModule_SelectDb) {
+        // SAFETY: a live context.
+        Ok(f) => (unsafe { f(ctx.ctx, db) }) == raw::REDISMODULE_OK as c_int,
+        Err(_) => false,
+    }
+}
+
+fn drain(ctx: &Context) {
+    let jobs = QUEUE.with(|q| std::mem::take(&mut q.borrow_mut().jobs));
+    if jobs.is_empty() {
+        return;
+    }
+    // Replicas never write on their own: the primary's effects arrive through the link.
+    let flags = ctx.get_flags();
+    if flags.intersects(ContextFlags::SLAVE | ContextFlags::LOADING) {
+        return;
+    }
+    let home = call::db(ctx);
+    let mut seen = HashSet::with_capacity(jobs.len());
+    for job in jobs {
+        if !seen.insert((job.db, job.key.clone(), job.kind)) || !select(ctx, job.db) {
+            continue;
+        }
+        let done = match job.kind {
+            Kind::Reconcile => reconcile(ctx, &job.key),
+            Kind::Fill => fill(ctx, &job.key, &flags),
+        };
+        if let Err(e) = done {
+            log::write_failed(&job.key, &e.to_string());
+        }
+    }
+    select(ctx, home);
+}
+
+/// Makes the cache string of the key set at `name` hold its document or nothing.
+fn reconcile(ctx: &Context, name: &[u8]) -> Result<()> {
+    let set_key = Key::named(ctx, name, Mode::Peek)?;
+    let stored = set_key.keyset().ok().flatten();
+    let cache_name = keys::derived(name, Derived::Cache);
+    let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
+    let current = stored.map(|s| s.rendered().doc.as_bytes());
+    match cache.kind() {
+        KeyType::String if cache.string().is_some() && cache.string() == current => {
+            stored.map(|s| s.set_cache_ok(true));
+        }
+        KeyType::String => {
+            drop(cache);
+            Key::named(ctx, &cache_name, Mode::Write)?.delete()?;
+            stored.map(|s| s.set_cache_ok(false));
+            log::cache_dropped(&cache_name);
+        }
+        // Another type at a cache name is left to its owner; rotations refuse it (WRONGTYPE).
+        _ => {
+            stored.map(|s| s.set_cache_ok(false));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the cache string of the key set at `name` if it is missing.
+fn fill(ctx: &Context, name: &[u8], flags: &ContextFlags) -> Result<()> {
+    let set_key = Key::named(ctx, name, Mode::Peek)?;
+    let Some(stored) = set_key.keyset().ok().flatten() else {
+        return Ok(());
+    };
+    if stored.cache_ok() {
+        return Ok(());
+    }
+    // The cache is an optimisation: never the write that takes memory past the limit.
+    if flags.contains(ContextFlags::OOM) {
+        stored.release_fill();
+        return Ok(());
+    }
+    let doc = stored.rendered().doc.as_bytes();
+    let cache_name = keys::derived(name, Derived::Cache);
+    let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
+    match cache.kind() {
+        KeyType::String if cache.string() == Some(doc) => {}
+        KeyType::String | KeyType::Empty => {
+            drop(cache);
+            let now = now_ms();
+            let until = stored.set().cache_until(now, config::cache_ttl_ms());
+            Key::named(ctx, &cache_name, Mode::Write)?.set_string_until(doc, until)?;
+            let metrics_name = keys::derived(name, Derived::Metrics);
+            let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
+            if counters.expect(KeyType::Hash, "").is_ok() {
+                counters.hash_incr(metrics::CACHE_FILLS)?;
+            }
+            stats::count(metrics::CACHE_FILLS);
+        }
+        _ => {
+            stored.release_fill();
+            return Ok(());
+        }
+    }
+    stored.set_cache_ok(true);
+    Ok(())
+}
