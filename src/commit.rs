@@ -120,7 +120,10 @@ mod tests {
             if self.audit_full {
                 return Err(Error::AuditFull(Shown::new("k:audit")));
             }
-            let action = fields.iter().find(|(n, _)| *n == "action").map(|(_, v)| v.as_str());
+            let action = fields
+                .iter()
+                .find(|(n, _)| *n == "action")
+                .map(|(_, v)| v.as_str());
             self.writes.push(format!("audit {}", action.unwrap_or("?")));
             Ok(())
         }
@@ -155,7 +158,12 @@ mod tests {
             cached: true,
             ..Memory::default()
         };
-        let plan = Plan { actx: &actx, changes: &changes, cached: true, fault: None };
+        let plan = Plan {
+            actx: &actx,
+            changes: &changes,
+            cached: true,
+            fault: None,
+        };
         let outcome = commit(&mut m, &plan).unwrap();
         assert_eq!((outcome.deleted, outcome.error), (true, None));
         assert_eq!(
@@ -174,7 +182,10 @@ mod tests {
     #[test]
     fn a_failed_invalidation_still_commits_the_rotation_and_is_audited_and_counted() {
         let actx = actx();
-        let changes = [Change::Retired { kid: "a".into(), was: crate::keyset::State::Previous }];
+        let changes = [Change::Retired {
+            kid: "a".into(),
+            was: crate::keyset::State::Previous,
+        }];
         let mut m = Memory::default();
         let plan = Plan {
             actx: &actx,
@@ -203,7 +214,12 @@ mod tests {
             audit_full: true,
             ..Memory::default()
         };
-        let plan = Plan { actx: &actx, changes: &[], cached: true, fault: None };
+        let plan = Plan {
+            actx: &actx,
+            changes: &[],
+            cached: true,
+            fault: None,
+        };
         assert!(matches!(commit(&mut m, &plan), Err(Error::AuditFull(_))));
         assert!(m.writes.is_empty());
     }
@@ -212,7 +228,12 @@ mod tests {
     fn a_plain_invalidation_writes_no_set_and_no_rotation() {
         let actx = actx();
         let mut m = Memory::default();
-        let plan = Plan { actx: &actx, changes: &[], cached: false, fault: None };
+        let plan = Plan {
+            actx: &actx,
+            changes: &[],
+            cached: false,
+            fault: None,
+        };
         let outcome = commit(&mut m, &plan).unwrap();
         assert_eq!((outcome.deleted, outcome.error), (false, None));
         assert_eq!(

@@ -214,6 +214,7 @@ unsafe extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_
         // SAFETY: valid for the duration of this callback.
         let name = unsafe { name_of(ctx) };
         if !name.is_null() {
+            // SAFETY: as above.
             let db = unsafe { db_of(ctx) };
             upkeep::registry::add(db, RedisString::string_as_slice(name.cast_mut()));
         }
@@ -231,6 +232,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const
         // SAFETY: valid for the duration of this callback.
         let name = unsafe { name_of(ctx) };
         if !name.is_null() {
+            // SAFETY: as above.
             let db = unsafe { db_of(ctx) };
             upkeep::on_unlink(db, RedisString::string_as_slice(name.cast_mut()));
         }

@@ -215,6 +215,8 @@ mod tests {
             access: Access::Write,
             key: Shown::new("k:cache"),
         };
-        assert!(e.to_string().starts_with("NOPERM user 'u' has no permission to write 'k:cache'"));
+        assert!(e
+            .to_string()
+            .starts_with("NOPERM user 'u' has no permission to write 'k:cache'"));
     }
 }

@@ -206,7 +206,11 @@ mod tests {
             b"x:events",
             b"k:metrics",
         ] {
-            assert!(check_name(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                check_name(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         for good in [
             &b"a"[..],
@@ -217,7 +221,11 @@ mod tests {
             b"\0\r\n\xff",
             b"{a}}",
         ] {
-            assert!(check_name(good).is_ok(), "{:?}", String::from_utf8_lossy(good));
+            assert!(
+                check_name(good).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(good)
+            );
         }
         assert!(check_name(&[b'k'; MAX_NAME_BYTES]).is_ok());
         assert!(check_name(&[b'k'; MAX_NAME_BYTES + 1]).is_err());
@@ -233,7 +241,10 @@ mod tests {
             for what in Derived::ALL {
                 let name = derived(key, what);
                 assert_eq!(slot(&name), slot(key), "{key:?} {what:?}");
-                assert!(check_name(&name).is_err(), "derived name {name:?} accepted as a key set");
+                assert!(
+                    check_name(&name).is_err(),
+                    "derived name {name:?} accepted as a key set"
+                );
                 assert_eq!(owner(&name), Some((what, Name::from_slice(key))));
                 if let Some(other) = owners.insert(name.to_vec(), key) {
                     assert_eq!(other, *key, "{other:?} and {key:?} share {name:?}");
@@ -241,7 +252,10 @@ mod tests {
             }
         }
         for key in &accepted {
-            assert!(!owners.contains_key(key.as_slice()), "{key:?} is a derived name");
+            assert!(
+                !owners.contains_key(key.as_slice()),
+                "{key:?} is a derived name"
+            );
             assert_eq!(owner(key), None);
         }
         accepted.len()

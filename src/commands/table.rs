@@ -332,8 +332,9 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
     let mut strings = Strings::default();
     let mut arrays = Vec::new();
     let args = c_args(spec.args, &mut strings, &mut arrays);
-    // SAFETY: all-zero key specs (null notes, zero flags, UNKNOWN=0 search types) are valid;
-    // the second one ends the array.
+    // All-zero key specs (null notes, zero flags, UNKNOWN search types) are valid; the
+    // second one ends the array.
+    // SAFETY: plain C data for which all-zero is a valid value.
     let mut key_specs: [raw::RedisModuleCommandKeySpec; 2] = unsafe { std::mem::zeroed() };
     let has_key = if let Some(key) = spec.key {
         key_specs[0].notes = strings.opt(key.notes());
@@ -365,9 +366,11 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
         key_specs: if has_key { key_specs.as_mut_ptr() } else { ptr::null_mut() },
         args,
     };
-    // SAFETY: every pointer in `info` points into `strings`, `arrays`, `key_specs` or
-    // `version`, all alive until after this call; Redis copies what it keeps.
-    if unsafe { set(command, &info) } != raw::REDISMODULE_OK as c_int {
+    // Every pointer in `info` points into `strings`, `arrays`, `key_specs` or `version`,
+    // all alive until after this call; Redis copies what it keeps.
+    // SAFETY: as just said.
+    let status = unsafe { set(command, &info) };
+    if status != raw::REDISMODULE_OK as c_int {
         return Err(Error::Api("RedisModule_SetCommandInfo"));
     }
     Ok(())

@@ -134,10 +134,11 @@ impl Key {
         );
         match self.kind() {
             KeyType::Empty => Ok(None),
-            // SAFETY: an open key holding a module value of our type, which is a Stored.
+            // SAFETY: an open module key.
             KeyType::Module if unsafe { get_type(self.ptr) } == *KEYSET_TYPE.raw_type.borrow() => {
-                let value = unsafe { get_value(self.ptr) }.cast::<Stored>();
-                Ok(unsafe { value.as_ref() })
+                // The value lives while the key is open and unchanged.
+                // SAFETY: a value of our type, which is a Stored.
+                Ok(unsafe { get_value(self.ptr).cast::<Stored>().as_ref() })
             }
             _ => Err(Error::WrongType(
                 Shown::bytes(self.name()),
@@ -254,9 +255,12 @@ impl Key {
         let set = api!(RedisModule_ModuleTypeSetValue)?;
         let raw_type = *KEYSET_TYPE.raw_type.borrow();
         let value = Box::into_raw(Box::new(value)).cast::<c_void>();
-        // SAFETY: an open writable key; Redis owns the value from here (freed through the
-        // type's `free`). Replacing the old value unlinks it: marked as our own write.
-        let status = upkeep::ours(|| unsafe { set(self.ptr, raw_type, value) });
+        // Replacing the old value unlinks it: marked as our own write.
+        let status = upkeep::ours(|| {
+            // Redis owns the value from here (freed through the type's `free`).
+            // SAFETY: an open writable key and a value of our type.
+            unsafe { set(self.ptr, raw_type, value) }
+        });
         if status != raw::REDISMODULE_OK as c_int {
             // SAFETY: Redis did not take the value.
             drop(unsafe { Box::from_raw(value.cast::<Stored>()) });
@@ -366,8 +370,8 @@ impl Key {
             }
         });
         let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
-        // SAFETY: an open writable key (a stream or empty); `fields.len()` name/value pairs
-        // start at HEAD in `argv`, all live strings.
+        // `fields.len()` name/value pairs start at HEAD in `argv`, all live strings.
+        // SAFETY: an open writable key (a stream or empty) and the pairs above.
         let status = unsafe {
             add(
                 self.ptr,

@@ -94,7 +94,9 @@ impl Tables {
                 s
             }
         };
+        // SAFETY: reading a function pointer filled at load.
         if let Some(retain) = unsafe { raw::RedisModule_RetainString } {
+            // SAFETY: `s` is a live string this table holds a reference to.
             unsafe { retain(ptr::null_mut(), s) };
             return RedisString::from_redis_module_string(ptr::null_mut(), s);
         }

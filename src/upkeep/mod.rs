@@ -23,13 +23,13 @@
 pub mod events;
 pub mod registry;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 use redis_module::raw::{self, KeyType, RedisModuleCtx, RedisModuleString};
 use redis_module::{Context, ContextFlags, RedisString};
@@ -63,23 +63,29 @@ struct Queue {
 
 // Main thread only: commands, keyspace events, unlink callbacks and timers all run there.
 thread_local! {
-    static OURS: Cell<u32> = const { Cell::new(0) };
     static QUEUE: RefCell<Queue> = RefCell::new(Queue::default());
 }
+
+/// Nesting depth of the module's own writes. An atomic rather than a thread-local: it is
+/// read on every keyspace event of the server, and in a shared library each thread-local
+/// access is a call. Only the main thread touches it.
+static OURS: AtomicU32 = AtomicU32::new(0);
+/// The queue holds jobs (read on every keyspace event, for the same reason).
+static QUEUED: AtomicBool = AtomicBool::new(false);
 
 /// A context for arming timers from callbacks that have none (unlink).
 static DETACHED: AtomicPtr<RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
 
 /// Runs the module's own write: the events and unlinks it causes are not someone else's.
 pub fn ours<T>(f: impl FnOnce() -> T) -> T {
-    OURS.with(|n| n.set(n.get() + 1));
+    OURS.fetch_add(1, Ordering::Relaxed);
     let result = f();
-    OURS.with(|n| n.set(n.get().saturating_sub(1)));
+    OURS.fetch_sub(1, Ordering::Relaxed);
     result
 }
 
 fn is_ours() -> bool {
-    OURS.with(|n| n.get() > 0)
+    OURS.load(Ordering::Relaxed) > 0
 }
 
 fn push(db: i32, key: &[u8], kind: Kind) {
@@ -90,10 +96,7 @@ fn push(db: i32, key: &[u8], kind: Kind) {
             kind,
         })
     });
-}
-
-fn has_jobs() -> bool {
-    QUEUE.with(|q| !q.borrow().jobs.is_empty())
+    QUEUED.store(true, Ordering::Relaxed);
 }
 
 /// Subscribes to keyspace events and keeps a context for timers; called once at load.
@@ -102,8 +105,13 @@ pub fn start(ctx: &Context) -> Result<()> {
     // SAFETY: a live context at load; the detached context lives as long as the module.
     DETACHED.store(unsafe { detach(ctx.ctx) }, Ordering::Relaxed);
     let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents)?;
-    // Every class but key misses: any write to a cache key, and RENAME/MOVE/COPY/RESTORE.
-    let classes = raw::REDISMODULE_NOTIFY_ALL as c_int;
+    // Generic (DEL, RENAME, MOVE, COPY, RESTORE, EXPIRE...), string writes, expiry and
+    // eviction: every way a string can appear at, change at or leave a cache name, and a
+    // key set arrive under a new one. Writes of other types cannot put a document there.
+    let classes = (raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_STRING
+        | raw::REDISMODULE_NOTIFY_EXPIRED
+        | raw::REDISMODULE_NOTIFY_EVICTED) as c_int;
     // SAFETY: a live context and a callback with the expected signature.
     if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
         return Err(crate::error::Error::Api("RedisModule_SubscribeToKeyspaceEvents"));
@@ -142,22 +150,30 @@ unsafe extern "C" fn on_event(
     event: *const c_char,
     key: *mut RedisModuleString,
 ) -> c_int {
+    // Every keyspace event of the server comes here: the common case (not a cache key, not
+    // an arrival) must cost a few instructions.
     if is_ours() || key.is_null() || event.is_null() {
+        return raw::REDISMODULE_OK as c_int;
+    }
+    let name = RedisString::string_as_slice(key);
+    let cache = name.ends_with(Derived::Cache.suffix());
+    // SAFETY: Redis passes a NUL-terminated event name (at least its terminator).
+    let first = unsafe { *event } as u8;
+    if !cache && !matches!(first, b'r' | b'm' | b'c') && !QUEUED.load(Ordering::Relaxed) {
         return raw::REDISMODULE_OK as c_int;
     }
     guarded("keyspace event", || {
         let context = Context::new(ctx);
-        let name = RedisString::string_as_slice(key);
-        // SAFETY: Redis passes a NUL-terminated event name.
+        // SAFETY: as above.
         let event = unsafe { CStr::from_ptr(event) }.to_bytes();
-        if name.ends_with(Derived::Cache.suffix()) {
+        if cache {
             if let Some((Derived::Cache, owner)) = keys::owner(name) {
                 push(call::db(&context), &owner, Kind::Reconcile);
             }
         } else if matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore") {
             arrived(&context, name);
         }
-        if has_jobs() {
+        if QUEUED.load(Ordering::Relaxed) {
             arm_post(ctx);
         }
     });
@@ -207,10 +223,10 @@ fn arm_post(ctx: *mut RedisModuleCtx) {
         return;
     }
     let armed = match api!(RedisModule_AddPostNotificationJob) {
-        // SAFETY: a live context; the job takes no data.
         Ok(add) => {
-            (unsafe { add(ctx, Some(on_post_job), ptr::null_mut(), None) })
-                == raw::REDISMODULE_OK as c_int
+            // SAFETY: a live context; the job takes no data.
+            let status = unsafe { add(ctx, Some(on_post_job), ptr::null_mut(), None) };
+            status == raw::REDISMODULE_OK as c_int
         }
         Err(_) => false,
     };
@@ -241,6 +257,7 @@ fn select(ctx: &Context, db: i32) -> bool {
 
 fn drain(ctx: &Context) {
     let jobs = QUEUE.with(|q| std::mem::take(&mut q.borrow_mut().jobs));
+    QUEUED.store(false, Ordering::Relaxed);
     if jobs.is_empty() {
         return;
     }
