@@ -46,6 +46,7 @@ fn exporter_script_returns_numbers_and_never_errors() {
     let with = Server::start();
     let mut con = with.conn();
     rotate(&mut con, "a", &["ADD", &ec("k", 1)]).unwrap();
+    rotate(&mut con, "b", &["ADD", &ec("k", 1)]).unwrap();
     let _: i64 = cmd("JWKS.INVALIDATE", &["b"]).query(&mut con).unwrap();
     let flat: Vec<String> = cmd("EVAL", &[script.as_str(), "0"])
         .query(&mut con)
@@ -54,8 +55,8 @@ fn exporter_script_returns_numbers_and_never_errors() {
         .chunks(2)
         .map(|p| (p[0].as_str(), p[1].parse().expect("numeric value")))
         .collect();
-    assert_eq!(pairs["jwt_jwks_cache_invalidations_total"], 2.0);
-    assert_eq!(pairs["jwt_jwks_rotations_total"], 1.0);
+    assert_eq!(pairs["jwt_jwks_cache_invalidations_total"], 3.0);
+    assert_eq!(pairs["jwt_jwks_rotations_total"], 2.0);
     assert_eq!(pairs["jwt_jwks_key_sets"], 2.0);
     assert_eq!(pairs["jwt_jwks_module_up"], 1.0);
 

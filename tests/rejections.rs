@@ -1,5 +1,7 @@
 //! Every bad input gets a clear error naming the problem and changes nothing: the
-//! server's DEBUG DIGEST is identical before and after each rejected command.
+//! server's DEBUG DIGEST is identical before and after each rejected command, and another
+//! client's WATCH on the key set and its derived keys is not aborted (no key was opened
+//! for writing).
 
 mod common;
 
@@ -19,6 +21,7 @@ fn setup(con: &mut redis::Connection) {
     rotate(con, "w1", &["ADD", &ec("a", 1)]).unwrap();
     let _: () = cmd("DEL", &["{w1}:audit"]).query(con).unwrap();
     let _: () = cmd("SET", &["{w1}:audit", "oops"]).query(con).unwrap();
+    rotate(con, "w2", &["ADD", &ec("a", 1)]).unwrap();
     let _: () = cmd("LPUSH", &["{w2}:cache", "oops"]).query(con).unwrap();
     let _: () = cmd("SET", &["{w3}:metrics", "oops"]).query(con).unwrap();
 }
@@ -89,6 +92,14 @@ fn rejected_commands_change_nothing() {
             "WRONGTYPE key '{w2}:cache'",
         ),
         (
+            vec![b"JWKS.INVALIDATE".to_vec(), b"missing".to_vec()],
+            "NOKEYSET no key set at 'missing'",
+        ),
+        (
+            vec![b"JWKS.INVALIDATE".to_vec(), b"{ks}:cache".to_vec()],
+            "BADNAME",
+        ),
+        (
             vec![
                 b"JWKS.DEBUG".to_vec(),
                 b"FAIL-INVALIDATIONS".to_vec(),
@@ -115,7 +126,7 @@ fn rejected_commands_change_nothing() {
             rot(&["IFGEN", "0", "IFGEN", "0", "RETIRE", "b"]),
             "IFGEN given twice",
         ),
-        (rot(&["IFGEN", "7", "RETIRE", "b"]), "generation mismatch"),
+        (rot(&["IFGEN", "7", "RETIRE", "b"]), "GENMISMATCH generation mismatch"),
         (
             rot(&["REASON", "a", "REASON", "b", "RETIRE", "b"]),
             "REASON given twice",
@@ -187,7 +198,7 @@ fn rejected_commands_change_nothing() {
         ),
         (rot(&["PROMOTE", "nope"]), "unknown kid 'nope'"),
         (rot(&["RETIRE", "nope"]), "unknown kid 'nope'"),
-        (rot(&["PROMOTE", "a"]), "already current"),
+        (rot(&["PROMOTE", "a"]), "BADSTATE kid 'a' is already current"),
         (rot(&["RETIRE", "a"]), "cannot retire the current key 'a'"),
         (rot(&["ADD", &ec("c", 3), "RETIRE", "nope"]), "unknown kid"),
         (rot(&["REPLACE", "{}"]), "missing 'keys'"),
@@ -263,18 +274,38 @@ fn rejected_commands_change_nothing() {
         ],
         "invalid key set name",
     ));
-    all.push((
-        vec![
-            b"JWKS.ROTATE".to_vec(),
-            b"".to_vec(),
-            b"ADD".to_vec(),
-            ec("z", 7).into_bytes(),
-        ],
-        "invalid key set name",
-    ));
+    // Names no key set may have: derived names of any key set, the wrapped form, too long.
+    for name in [
+        &b""[..],
+        b"{ks}",
+        b"{ks}:cache",
+        b"jwks:{auth}:audit",
+        b"k:metrics",
+        b"k:events",
+        &[b'n'; 513],
+    ] {
+        all.push((
+            vec![
+                b"JWKS.ROTATE".to_vec(),
+                name.to_vec(),
+                b"ADD".to_vec(),
+                ec("z", 7).into_bytes(),
+            ],
+            "BADNAME invalid key set name",
+        ));
+    }
 
+    let mut watcher = server.conn();
     for (args, needle) in &all {
         let before = digest(&mut con);
+        let name = args.get(1).cloned().unwrap_or_default();
+        let mut watched = vec![name.clone(), b"ks".to_vec()];
+        for suffix in [":cache", ":audit", ":metrics"] {
+            watched.push([b"{", name.as_slice(), b"}", suffix.as_bytes()].concat());
+            watched.push([name.as_slice(), suffix.as_bytes()].concat());
+            watched.push(format!("{{ks}}{suffix}").into_bytes());
+        }
+        let _: () = cmd("WATCH", &watched).query(&mut watcher).unwrap();
         let mut c = redis::cmd(std::str::from_utf8(&args[0]).unwrap());
         for a in &args[1..] {
             c.arg(a.as_slice());
@@ -294,6 +325,10 @@ fn rejected_commands_change_nothing() {
             }
         }
         assert_eq!(digest(&mut con), before, "{shown:?} changed the dataset");
+        let _: () = redis::cmd("MULTI").query(&mut watcher).unwrap();
+        let _: () = redis::cmd("PING").query(&mut watcher).unwrap();
+        let exec: Option<Vec<String>> = redis::cmd("EXEC").query(&mut watcher).unwrap();
+        assert_eq!(exec, Some(vec!["PONG".to_string()]), "{shown:?} aborted a WATCH");
     }
     assert!(all.len() >= 60, "{} cases", all.len());
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();

@@ -379,3 +379,23 @@ impl Drop for Proc {
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// The name of a derived key (`cache`, `audit`, `metrics`) of key set `key`, as the module
+/// derives it: `K:<what>` if K has a hash tag, else `{K}:<what>`.
+pub fn derived(key: &str, what: &str) -> String {
+    let tagged = key
+        .find('{')
+        .and_then(|open| key[open + 1..].find('}').map(|close| close > 0))
+        .unwrap_or(false);
+    if tagged {
+        format!("{key}:{what}")
+    } else {
+        format!("{{{key}}}:{what}")
+    }
+}
+
+/// Valkey (and Redis 7.2+) run the module's clean-up right after the command that caused
+/// it; Redis 7.0 runs it in the next event-loop iteration.
+pub fn cleanup_is_immediate() -> bool {
+    server_bin().contains("valkey")
+}
