@@ -29,7 +29,9 @@ fn served(con: &mut Connection, key: &str) -> Option<Vec<String>> {
 }
 
 fn cache(con: &mut Connection, key: &str) -> Option<String> {
-    cmd("GET", &[derived(key, "cache")]).query(con).expect("GET cache")
+    cmd("GET", &[derived(key, "cache")])
+        .query(con)
+        .expect("GET cache")
 }
 
 /// The cache of `key` holds exactly what JWKS.GET serves, or nothing. Checked at once
@@ -64,7 +66,9 @@ fn two_sets(con: &mut Connection) {
 }
 
 fn run(con: &mut Connection, args: &[&str]) -> Value {
-    cmd(args[0], &args[1..]).query(con).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    cmd(args[0], &args[1..])
+        .query(con)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 #[test]
@@ -157,7 +161,10 @@ fn rename_and_renamenx_in_both_directions() {
     fill(&mut con, "c");
     // The cache keys themselves renamed: onto another set's cache, and away.
     two_sets(&mut con);
-    run(&mut con, &["RENAME", &derived("b", "cache"), &derived("a", "cache")]);
+    run(
+        &mut con,
+        &["RENAME", &derived("b", "cache"), &derived("a", "cache")],
+    );
     assert_cache_true(&mut con, "a");
     assert_cache_true(&mut con, "b");
     fill(&mut con, "a");
@@ -191,7 +198,15 @@ fn copy_with_and_without_replace_and_to_another_db() {
     run(&mut con, &["SELECT", "0"]);
     // Copying a cache key onto another's cache name.
     two_sets(&mut con);
-    run(&mut con, &["COPY", &derived("b", "cache"), &derived("a", "cache"), "REPLACE"]);
+    run(
+        &mut con,
+        &[
+            "COPY",
+            &derived("b", "cache"),
+            &derived("a", "cache"),
+            "REPLACE",
+        ],
+    );
     assert_cache_true(&mut con, "a");
 }
 
@@ -244,7 +259,9 @@ fn restore_replace_with_an_older_dump_and_a_cache_restored_alone() {
     let mut con = server.conn();
     two_sets(&mut con);
     let dump: Vec<u8> = cmd("DUMP", &["a"]).query(&mut con).unwrap();
-    let cache_dump: Vec<u8> = cmd("DUMP", &[derived("a", "cache")]).query(&mut con).unwrap();
+    let cache_dump: Vec<u8> = cmd("DUMP", &[derived("a", "cache")])
+        .query(&mut con)
+        .unwrap();
     rotate(&mut con, "a", &["ADD", &ec("a2", 4), "PROMOTE", "a2"]).unwrap();
     fill(&mut con, "a");
     let _: () = redis::cmd("RESTORE")
@@ -280,7 +297,8 @@ fn eviction_of_key_sets_and_caches_keeps_the_cache_true() {
     }
     let filler = "x".repeat(10_000);
     for i in 0..2_000 {
-        let _: redis::RedisResult<()> = cmd("SET", &[format!("junk{i}"), filler.clone()]).query(&mut con);
+        let _: redis::RedisResult<()> =
+            cmd("SET", &[format!("junk{i}"), filler.clone()]).query(&mut con);
         if i % 200 == 0 {
             for j in 0..20 {
                 let key = format!("set{j}");
@@ -325,7 +343,16 @@ fn migrate_moves_the_set_and_leaves_no_stale_cache_on_either_side() {
     // With its cache in the same MIGRATE.
     let _: Value = cmd(
         "MIGRATE",
-        &["127.0.0.1", &target.port.to_string(), "", "0", "5000", "KEYS", "b", &derived("b", "cache")],
+        &[
+            "127.0.0.1",
+            &target.port.to_string(),
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            "b",
+            &derived("b", "cache"),
+        ],
     )
     .query(&mut s)
     .unwrap();

@@ -152,10 +152,16 @@ fn random_command_sequences_keep_the_invariants() {
                 let code = e.code().unwrap_or_default();
                 assert!(
                     [
-                        "ERR", "BADJWK", "NOKID", "KIDCONFLICT", "BADSTATE", "FULL", "GENMISMATCH",
+                        "ERR",
+                        "BADJWK",
+                        "NOKID",
+                        "KIDCONFLICT",
+                        "BADSTATE",
+                        "FULL",
+                        "GENMISMATCH",
                         "NOKEYSET",
                     ]
-                        .contains(&code),
+                    .contains(&code),
                     "{e}"
                 );
                 assert_eq!(

@@ -126,7 +126,10 @@ fn rejected_commands_change_nothing() {
             rot(&["IFGEN", "0", "IFGEN", "0", "RETIRE", "b"]),
             "IFGEN given twice",
         ),
-        (rot(&["IFGEN", "7", "RETIRE", "b"]), "GENMISMATCH generation mismatch"),
+        (
+            rot(&["IFGEN", "7", "RETIRE", "b"]),
+            "GENMISMATCH generation mismatch",
+        ),
         (
             rot(&["REASON", "a", "REASON", "b", "RETIRE", "b"]),
             "REASON given twice",
@@ -198,7 +201,10 @@ fn rejected_commands_change_nothing() {
         ),
         (rot(&["PROMOTE", "nope"]), "unknown kid 'nope'"),
         (rot(&["RETIRE", "nope"]), "unknown kid 'nope'"),
-        (rot(&["PROMOTE", "a"]), "BADSTATE kid 'a' is already current"),
+        (
+            rot(&["PROMOTE", "a"]),
+            "BADSTATE kid 'a' is already current",
+        ),
         (rot(&["RETIRE", "a"]), "cannot retire the current key 'a'"),
         (rot(&["ADD", &ec("c", 3), "RETIRE", "nope"]), "unknown kid"),
         (rot(&["REPLACE", "{}"]), "missing 'keys'"),
@@ -328,7 +334,11 @@ fn rejected_commands_change_nothing() {
         let _: () = redis::cmd("MULTI").query(&mut watcher).unwrap();
         let _: () = redis::cmd("PING").query(&mut watcher).unwrap();
         let exec: Option<Vec<String>> = redis::cmd("EXEC").query(&mut watcher).unwrap();
-        assert_eq!(exec, Some(vec!["PONG".to_string()]), "{shown:?} aborted a WATCH");
+        assert_eq!(
+            exec,
+            Some(vec!["PONG".to_string()]),
+            "{shown:?} aborted a WATCH"
+        );
     }
     assert!(all.len() >= 60, "{} cases", all.len());
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();

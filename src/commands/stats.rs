@@ -11,27 +11,71 @@
 //!
 //! O(key sets): the registry lists them; no keyspace scan.
 
-use redis_module::raw::KeyType;
-use redis_module::{Context, RedisValue};
+use std::ffi::CString;
+
+use redis_module::raw::{self, KeyType};
+use redis_module::{Context, InfoContext, RedisResult, RedisValue};
 
 use crate::error::{Error, Result};
 use crate::glue::call::{self, Args};
 use crate::glue::key::{api, Key, Mode};
 use crate::keys::{self, Derived};
 use crate::observe::{metrics, stats};
-use crate::upkeep::registry;
+use crate::upkeep::{self, registry};
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() != 1 {
         return Err(Error::Arity("jwks.stats"));
     }
     let mut out = Vec::new();
-    let mut pair = |name: String, value: i64| {
+    for (name, value) in collect(ctx)? {
         out.push(RedisValue::BulkString(name));
         out.push(RedisValue::BulkString(value.to_string()));
+    }
+    Ok(RedisValue::Array(out))
+}
+
+/// The same numbers in `INFO jwks` (fields prefixed `jwks_` by Redis), which
+/// monitoring/jwks_exporter.lua reads: INFO needs no module command in the exporter's ACL,
+/// so its user can exist, and scrape, where the module is not loaded.
+#[redis_module_macros::info_command_handler]
+fn info(info: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+    info_section(info);
+    Ok(())
+}
+
+fn info_section(info: &InfoContext) {
+    let ctx = Context::new(upkeep::detached());
+    if ctx.ctx.is_null() {
+        return;
+    }
+    // SAFETY: reading function pointers filled at load.
+    let apis = unsafe {
+        (
+            raw::RedisModule_InfoAddSection,
+            raw::RedisModule_InfoAddFieldLongLong,
+        )
     };
+    let (Some(section), Some(field)) = apis else {
+        return;
+    };
+    // SAFETY: the INFO context of this call; an empty name is the module's own section.
+    if unsafe { section(info.ctx, c"".as_ptr()) } != raw::REDISMODULE_OK as i32 {
+        return;
+    }
+    for (name, value) in collect(&ctx).unwrap_or_default() {
+        if let Ok(name) = CString::new(name) {
+            // SAFETY: the INFO context of this call and a C string.
+            unsafe { field(info.ctx, name.as_ptr(), value) };
+        }
+    }
+}
+
+/// Every number, in order: node counters, key sets per db and in all, per key set.
+pub fn collect(ctx: &Context) -> Result<Vec<(String, i64)>> {
+    let mut out = Vec::new();
     for (counter, value) in stats::all() {
-        pair(counter.to_owned(), i64::try_from(value).unwrap_or(i64::MAX));
+        out.push((counter.to_owned(), i64::try_from(value).unwrap_or(i64::MAX)));
     }
     let home = call::db(ctx);
     let select = api!(RedisModule_SelectDb)?;
@@ -39,7 +83,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let mut per_key_set = Vec::new();
     for (db, names) in registry::snapshot() {
         // SAFETY: a live context; the db is switched back below.
-        if unsafe { select(ctx.ctx, db) } != redis_module::raw::REDISMODULE_OK as i32 {
+        if unsafe { select(ctx.ctx, db) } != raw::REDISMODULE_OK as i32 {
             continue;
         }
         let mut held = 0;
@@ -64,15 +108,13 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
             ));
         }
         total += held;
-        pair(format!("{}:{db}", metrics::KEY_SETS), held);
+        out.push((format!("{}:{db}", metrics::KEY_SETS), held));
     }
     // SAFETY: as above.
     unsafe { select(ctx.ctx, home) };
-    pair(metrics::KEY_SETS.to_owned(), total);
-    for (name, value) in per_key_set {
-        pair(name, value);
-    }
-    Ok(RedisValue::Array(out))
+    out.push((metrics::KEY_SETS.to_owned(), total));
+    out.extend(per_key_set);
+    Ok(out)
 }
 
 /// A key-set name as a Prometheus label value: UTF-8, with control characters, backslashes

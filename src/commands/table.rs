@@ -116,6 +116,14 @@ const fn option(name: &'static str, token: &'static str, kind: ArgType, summary:
 const KEY: Arg = arg("key", ArgType::Key, "the key set's name");
 const REASON: Arg = option("reason", "REASON", ArgType::String, "recorded in the audit trail and the log");
 const KEY_ONLY: &[Arg] = &[KEY];
+const GET_ARGS: &[Arg] = &[
+    KEY,
+    Arg {
+        optional: true,
+        token: Some("META"),
+        ..arg("meta", ArgType::Token, "reply with a map: document, etag, generation, ttl_ms")
+    },
+];
 const INVALIDATE_ARGS: &[Arg] = &[KEY, REASON];
 const SETSTATE_ARGS: &[Arg] = &[KEY, arg("state", ArgType::String, "the key set's stored form")];
 const DEBUG_ARGS: &[Arg] = &[Arg {
@@ -200,12 +208,12 @@ pub fn commands() -> [Command; 7] {
             entry: entry!(get::run),
             flags: "readonly fast",
             acl: "read fast jwks",
-            arity: 2,
+            arity: -2,
             key: Some(KeyUse::Read),
-            summary: "Returns the JWKS document of a key set",
+            summary: "Returns the JWKS document of a key set (with META: and its ETag, generation and TTL)",
             complexity: "O(1), O(N) for N keys the first time a version of the set is read",
             since: "0.1.0",
-            args: KEY_ONLY,
+            args: GET_ARGS,
         },
         Command {
             name: "jwks.info",

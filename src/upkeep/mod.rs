@@ -76,6 +76,12 @@ static QUEUED: AtomicBool = AtomicBool::new(false);
 /// A context for arming timers from callbacks that have none (unlink).
 static DETACHED: AtomicPtr<RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
 
+/// The module's detached context: for callbacks that get none (INFO, unlink), on the main
+/// thread only.
+pub fn detached() -> *mut RedisModuleCtx {
+    DETACHED.load(Ordering::Relaxed)
+}
+
 /// Runs the module's own write: the events and unlinks it causes are not someone else's.
 pub fn ours<T>(f: impl FnOnce() -> T) -> T {
     OURS.fetch_add(1, Ordering::Relaxed);

@@ -399,3 +399,24 @@ pub fn derived(key: &str, what: &str) -> String {
 pub fn cleanup_is_immediate() -> bool {
     server_bin().contains("valkey")
 }
+
+/// A PATH whose `redis-cli` is the real one talking to `server`, so a documented command
+/// (`redis-cli ACL SETUSER ...`) runs verbatim against the test's server.
+pub fn shim_path(server: &Server) -> String {
+    let dir = server.dir.join("shim");
+    std::fs::create_dir_all(&dir).expect("shim dir");
+    let real = std::env::var("JWKS_REDIS_CLI").unwrap_or_else(|_| "/usr/bin/redis-cli".into());
+    let shim = dir.join("redis-cli");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\nexec {real} -p {} \"$@\"\n", server.port),
+    )
+    .expect("shim");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
