@@ -27,15 +27,18 @@ class UnknownKid(JwksError):
     """PROMOTE/RETIRE named a kid that is not in the key set."""
 
 
+# The module's error codes (the first word of the reply) and the exceptions they become.
+_CODES = {
+    "GENMISMATCH": lambda t: GenerationMismatch(t),
+    "NOKID": lambda t: UnknownKid(t),
+    "BADJWK": lambda t: InvalidJwk(t),
+}
+
+
 def _translate(err: redis.ResponseError) -> JwksError:
     text = str(err)
-    if "generation mismatch" in text:
-        return GenerationMismatch(text)
-    if "unknown kid" in text:
-        return UnknownKid(text)
-    if "invalid JWK" in text or "private member" in text:
-        return InvalidJwk(text)
-    return JwksError(text)
+    code = text.split(" ", 1)[0]
+    return _CODES.get(code, JwksError)(text)
 
 
 # --------------------------------------------------------------------------- operations

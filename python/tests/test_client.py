@@ -67,9 +67,11 @@ def test_async_client(server, tmp_path):
     asyncio.run(run())
 
 
-def test_invalidate_jwks_cache_sync_never_raises(server, caplog):
+def test_invalidate_jwks_cache_sync_never_raises(server, caplog, tmp_path):
     caplog.set_level("INFO")
     client = server.client()
+    a = KeyStore(tmp_path / "keys").generate()
+    JwksClient(client).rotate(KEY, [Add(a), Promote(a["kid"])])
     ok_before, err_before = INVALIDATIONS._value.get(), INVALIDATION_ERRORS._value.get()
     assert invalidate_jwks_cache_sync("deploy", client=client, key=KEY) is True
     assert INVALIDATIONS._value.get() == ok_before + 1
