@@ -2,6 +2,7 @@
 //! RFC 7638 thumbprint, and parse a whole JWKS document for `REPLACE`. No Redis types here.
 
 mod b64;
+mod eddsa;
 mod material;
 mod members;
 mod thumbprint;
@@ -210,3 +211,6 @@ pub(crate) mod fixtures;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod eddsa_tests;
