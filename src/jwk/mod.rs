@@ -6,6 +6,7 @@ mod eddsa;
 mod material;
 mod members;
 mod thumbprint;
+mod x5c;
 
 use std::sync::Arc;
 
@@ -133,6 +134,7 @@ impl Jwk {
         members::check_known(kty, &members).map_err(|e| with_kid(e, &members))?;
         material::check(kty, &members, policy).map_err(|e| with_kid(e, &members))?;
         members::check_optional(kty, &members).map_err(|e| with_kid(e, &members))?;
+        x5c::check(kty, &members).map_err(|e| with_kid(e, &members))?;
         let kid = match members.get("kid") {
             Some(Value::String(kid)) => kid.clone(),
             Some(_) => return Err(Error::Jwk("'kid' must be a string".into())),
@@ -214,3 +216,6 @@ mod tests;
 
 #[cfg(test)]
 mod eddsa_tests;
+
+#[cfg(test)]
+mod x5c_tests;
