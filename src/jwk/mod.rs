@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, Shown};
+use crate::keyset::MAX_KEYS;
 
 pub use material::Kty;
 pub use thumbprint::thumbprint;
@@ -131,9 +132,14 @@ impl Jwk {
             },
             (e, _) => e,
         };
+        // Cheapest first: member names, the kid, the optional members, then the key
+        // material (sizes before curve arithmetic), and the certificate chain last.
         members::check_known(kty, &members).map_err(|e| with_kid(e, &members))?;
-        material::check(kty, &members, policy).map_err(|e| with_kid(e, &members))?;
+        if let Some(Value::String(kid)) = members.get("kid") {
+            check_kid(kid)?;
+        }
         members::check_optional(kty, &members).map_err(|e| with_kid(e, &members))?;
+        material::check(kty, &members, policy).map_err(|e| with_kid(e, &members))?;
         x5c::check(kty, &members).map_err(|e| with_kid(e, &members))?;
         let kid = match members.get("kid") {
             Some(Value::String(kid)) => kid.clone(),
@@ -196,6 +202,11 @@ pub fn parse_document(text: &str, policy: &Policy) -> Result<Vec<Jwk>> {
             "unknown member {}",
             Shown::new(extra)
         )));
+    }
+    // No set may hold more keys: refuse before validating any of them, which is where
+    // the time goes.
+    if keys.len() > MAX_KEYS {
+        return Err(Error::TooManyKeys(MAX_KEYS));
     }
     let mut jwks: Vec<Jwk> = Vec::with_capacity(keys.len());
     for key in keys {
