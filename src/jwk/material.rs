@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{b64, Policy, MAX_RSA_BITS};
+use super::{b64, eddsa, Policy, MAX_RSA_BITS};
 use crate::error::{Error, Result, Shown};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,31 +141,17 @@ fn check_ec(members: &Map<String, Value>) -> Result<()> {
 
 fn check_okp(members: &Map<String, Value>) -> Result<()> {
     let crv = str_member(members, "crv")?;
-    let x = b64::decode_url("x", str_member(members, "x")?)?;
-    match crv {
-        "Ed25519" => {
-            let bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| {
-                Error::Jwk(format!("Ed25519 'x' must be 32 octets, not {}", x.len()))
-            })?;
-            if curve25519_dalek::edwards::CompressedEdwardsY(bytes)
-                .decompress()
-                .is_none()
-            {
-                return Err(Error::Jwk("'x' is not a point on Ed25519".into()));
-            }
-            Ok(())
+    let check: fn(&[u8]) -> Result<()> = match crv {
+        "Ed25519" => eddsa::check_ed25519,
+        "Ed448" => eddsa::check_ed448,
+        other => {
+            return Err(Error::Jwk(format!(
+                "unsupported OKP crv {} (Ed25519 or Ed448)",
+                Shown::new(other)
+            )))
         }
-        // No maintained pure-Rust Ed448 point decoder: the length is what we can check.
-        "Ed448" if x.len() == 57 => Ok(()),
-        "Ed448" => Err(Error::Jwk(format!(
-            "Ed448 'x' must be 57 octets, not {}",
-            x.len()
-        ))),
-        other => Err(Error::Jwk(format!(
-            "unsupported OKP crv {} (Ed25519 or Ed448)",
-            Shown::new(other)
-        ))),
-    }
+    };
+    check(&b64::decode_url("x", str_member(members, "x")?)?)
 }
 
 /// What an `alg` means for a key: the `use` it implies, and whether it fits this key.

@@ -14,8 +14,6 @@ const COMMON: &[&str] = &[
     "kty", "kid", "use", "alg", "key_ops", "x5c", "x5t", "x5t#S256",
 ];
 
-const MAX_X5C_CERTS: usize = 10;
-
 pub fn reject_private(members: &Map<String, Value>) -> Result<()> {
     match PRIVATE.iter().find(|m| members.contains_key(**m)) {
         Some(m) => Err(Error::PrivateMember(m)),
@@ -83,9 +81,6 @@ pub fn check_optional(kty: Kty, members: &Map<String, Value>) -> Result<()> {
     if let Some(ops) = members.get("key_ops") {
         check_key_ops(ops, effective_use)?;
     }
-    if let Some(x5c) = members.get("x5c") {
-        check_x5c(x5c)?;
-    }
     for (name, len) in [("x5t", 20), ("x5t#S256", 32)] {
         if members.contains_key(name) {
             let digest = b64::decode_url(name, str_member(members, name)?)?;
@@ -121,26 +116,6 @@ fn check_key_ops(ops: &Value, declared_use: Option<&str>) -> Result<()> {
             )));
         }
         seen.push(op);
-    }
-    Ok(())
-}
-
-fn check_x5c(x5c: &Value) -> Result<()> {
-    let Value::Array(certs) = x5c else {
-        return Err(Error::Jwk("'x5c' must be an array of strings".into()));
-    };
-    if certs.is_empty() || certs.len() > MAX_X5C_CERTS {
-        return Err(Error::Jwk(format!(
-            "'x5c' must hold 1 to {MAX_X5C_CERTS} certificates"
-        )));
-    }
-    for cert in certs {
-        let Value::String(cert) = cert else {
-            return Err(Error::Jwk("'x5c' must be an array of strings".into()));
-        };
-        if b64::decode_std("x5c", cert)?.is_empty() {
-            return Err(Error::Jwk("'x5c' entries must not be empty".into()));
-        }
     }
     Ok(())
 }

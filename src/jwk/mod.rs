@@ -2,9 +2,11 @@
 //! RFC 7638 thumbprint, and parse a whole JWKS document for `REPLACE`. No Redis types here.
 
 mod b64;
+mod eddsa;
 mod material;
 mod members;
 mod thumbprint;
+mod x5c;
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, Shown};
+use crate::keyset::MAX_KEYS;
 
 pub use material::Kty;
 pub use thumbprint::thumbprint;
@@ -129,9 +132,15 @@ impl Jwk {
             },
             (e, _) => e,
         };
+        // Cheapest first: member names, the kid, the optional members, then the key
+        // material (sizes before curve arithmetic), and the certificate chain last.
         members::check_known(kty, &members).map_err(|e| with_kid(e, &members))?;
-        material::check(kty, &members, policy).map_err(|e| with_kid(e, &members))?;
+        if let Some(Value::String(kid)) = members.get("kid") {
+            check_kid(kid)?;
+        }
         members::check_optional(kty, &members).map_err(|e| with_kid(e, &members))?;
+        material::check(kty, &members, policy).map_err(|e| with_kid(e, &members))?;
+        x5c::check(kty, &members).map_err(|e| with_kid(e, &members))?;
         let kid = match members.get("kid") {
             Some(Value::String(kid)) => kid.clone(),
             Some(_) => return Err(Error::Jwk("'kid' must be a string".into())),
@@ -194,6 +203,11 @@ pub fn parse_document(text: &str, policy: &Policy) -> Result<Vec<Jwk>> {
             Shown::new(extra)
         )));
     }
+    // No set may hold more keys: refuse before validating any of them, which is where
+    // the time goes.
+    if keys.len() > MAX_KEYS {
+        return Err(Error::TooManyKeys(MAX_KEYS));
+    }
     let mut jwks: Vec<Jwk> = Vec::with_capacity(keys.len());
     for key in keys {
         let jwk = Jwk::from_value(key, policy)?;
@@ -210,3 +224,9 @@ pub(crate) mod fixtures;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod eddsa_tests;
+
+#[cfg(test)]
+mod x5c_tests;

@@ -136,7 +136,8 @@ fn key_ops_x5c_x5t() {
     assert!(err(with(rfc7517_rsa(), "key_ops", json!(["verify", "verify"]))).contains("repeats"));
     assert!(err(with(rfc7517_rsa(), "key_ops", json!(["encrypt"]))).contains("inconsistent"));
     assert!(err(with(rfc7517_rsa(), "key_ops", json!("verify"))).contains("array"));
-    parse(with(rfc7517_rsa(), "x5c", json!(["MIIB"]))).unwrap();
+    // Valid base64 but no certificate (the x5c checks proper are in x5c_tests.rs).
+    assert!(err(with(rfc7517_rsa(), "x5c", json!(["MIIB"]))).contains("not a DER X.509"));
     assert!(err(with(rfc7517_rsa(), "x5c", json!([]))).contains("1 to 10"));
     assert!(err(with(rfc7517_rsa(), "x5c", json!(["***"]))).contains("standard base64"));
     let sha1 = super::b64::encode_url(&[7u8; 20]);
@@ -189,10 +190,81 @@ fn documents() {
 }
 
 #[test]
+fn documents_with_too_many_keys_are_refused_before_any_key_is_validated() {
+    use crate::keyset::MAX_KEYS;
+    // 5,000 keys, each of which would take time to validate (and the first of which is
+    // invalid): the count alone refuses the document.
+    let mut keys = vec![json!({"kty": "nonsense"})];
+    keys.extend((1..5_000).map(|i| with(rfc8037_ed25519(), "kid", json!(format!("k{i}")))));
+    let doc = json!({ "keys": keys }).to_string();
+    assert!(doc.len() <= MAX_DOCUMENT_BYTES);
+    assert_eq!(
+        parse_document(&doc, &POLICY),
+        Err(Error::TooManyKeys(MAX_KEYS))
+    );
+    // The limit itself: MAX_KEYS keys are accepted, one more is refused.
+    let keys: Vec<Value> = (1..=MAX_KEYS as u64 + 1)
+        .map(|i| rsa(&format!("r{i}"), i, 2048))
+        .collect();
+    let doc = json!({ "keys": keys[..MAX_KEYS] }).to_string();
+    assert_eq!(parse_document(&doc, &POLICY).unwrap().len(), MAX_KEYS);
+    let doc = json!({ "keys": keys }).to_string();
+    assert_eq!(
+        parse_document(&doc, &POLICY),
+        Err(Error::TooManyKeys(MAX_KEYS))
+    );
+}
+
+#[test]
 fn same_key_ignores_optional_members() {
     let a = parse(rfc7517_rsa()).unwrap();
     let b = parse(with(rfc7517_rsa(), "use", json!("sig"))).unwrap();
     let c = parse(with(rsa("2011-04-29", 9, 2048), "alg", json!("RS256"))).unwrap();
     assert!(a.same_key(&b));
     assert!(!a.same_key(&c));
+}
+
+#[test]
+fn hardening_fuzz_seeds_are_what_their_names_say() {
+    let seed = |dir: &str, name: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(dir)
+            .join(name);
+        std::fs::read_to_string(path).unwrap()
+    };
+    for (name, why) in [
+        ("ed25519_small_order", "small-order"),
+        ("ed25519_order8", "small-order"),
+        ("ed25519_non_canonical", "non-canonical"),
+        ("ed448_small_order", "small-order"),
+        (
+            "x5c_mismatch",
+            "the first x5c certificate's key is not this JWK's key",
+        ),
+        ("x5c", "not the SHA-1 thumbprint"),
+    ] {
+        let e = Jwk::parse(&seed("jwk", name), &POLICY)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{name}: {e}");
+    }
+    for name in [
+        "ed448_rfc8032",
+        "x5c_rsa_chain",
+        "x5c_p256_compressed",
+        "x5c_ed448",
+    ] {
+        Jwk::parse(&seed("jwk", name), &POLICY).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(
+        parse_document(&seed("document", "x5c_and_eddsa"), &POLICY)
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        parse_document(&seed("document", "too_many_keys"), &POLICY),
+        Err(Error::TooManyKeys(crate::keyset::MAX_KEYS))
+    );
 }
