@@ -16,6 +16,21 @@ use crate::upkeep;
 /// Bump only with a loader for the old version in `rdb_load`.
 const ENCODING_VERSION: c_int = 1;
 
+/// The registered type, for comparing with a key's type on every read (the crate keeps
+/// it behind a RefCell, which costs a borrow each time).
+static RAW_TYPE: std::sync::atomic::AtomicPtr<raw::RedisModuleType> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+pub fn raw_type() -> *mut raw::RedisModuleType {
+    let cached = RAW_TYPE.load(Ordering::Relaxed);
+    if !cached.is_null() {
+        return cached;
+    }
+    let registered = *KEYSET_TYPE.raw_type.borrow();
+    RAW_TYPE.store(registered, Ordering::Relaxed);
+    registered
+}
+
 /// The command that AOF rewrite emits and that replicas receive; see `commands::setstate`.
 pub const SETSTATE_COMMAND: &str = "JWKS.SETSTATE";
 

@@ -15,7 +15,7 @@ use redis_module::raw::{self, KeyType, RedisModuleKey, RedisModuleString};
 use redis_module::{Context, RedisString};
 
 use super::strings::{self, fixed};
-use crate::datatype::{Stored, KEYSET_TYPE};
+use crate::datatype::Stored;
 use crate::error::{Error, Result, Shown};
 use crate::observe::audit::{Fields, Value};
 use crate::upkeep;
@@ -128,18 +128,18 @@ impl Key {
         if self.ptr.is_null() {
             return Ok(None);
         }
-        let (get_type, get_value) = (
-            api!(RedisModule_ModuleTypeGetType)?,
-            api!(RedisModule_ModuleTypeGetValue)?,
-        );
+        let get_type = api!(RedisModule_ModuleTypeGetType)?;
+        // NULL unless the key holds a module value: one call for the common case.
+        // SAFETY: an open key.
+        let found = unsafe { get_type(self.ptr) };
+        if !found.is_null() && found == crate::datatype::raw_type() {
+            let get_value = api!(RedisModule_ModuleTypeGetValue)?;
+            // The value lives while the key is open and unchanged.
+            // SAFETY: a value of our type, which is a Stored.
+            return Ok(unsafe { get_value(self.ptr).cast::<Stored>().as_ref() });
+        }
         match self.kind() {
             KeyType::Empty => Ok(None),
-            // SAFETY: an open module key.
-            KeyType::Module if unsafe { get_type(self.ptr) } == *KEYSET_TYPE.raw_type.borrow() => {
-                // The value lives while the key is open and unchanged.
-                // SAFETY: a value of our type, which is a Stored.
-                Ok(unsafe { get_value(self.ptr).cast::<Stored>().as_ref() })
-            }
             _ => Err(Error::WrongType(
                 Shown::bytes(self.name()),
                 "not a JWKS key set",
@@ -253,7 +253,7 @@ impl Key {
     pub fn set_keyset(&self, value: Stored) -> Result<()> {
         self.writable()?;
         let set = api!(RedisModule_ModuleTypeSetValue)?;
-        let raw_type = *KEYSET_TYPE.raw_type.borrow();
+        let raw_type = crate::datatype::raw_type();
         let value = Box::into_raw(Box::new(value)).cast::<c_void>();
         // Replacing the old value unlinks it: marked as our own write.
         let status = upkeep::ours(|| {
