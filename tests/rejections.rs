@@ -50,7 +50,7 @@ fn rejected_commands_change_nothing() {
         (vec![b"JWKS.GET".to_vec()], "wrong number of arguments"),
         (
             vec![b"JWKS.GET".to_vec(), b"ks".to_vec(), b"x".to_vec()],
-            "wrong number of arguments",
+            "unknown option 'x' (META)",
         ),
         (vec![b"JWKS.INFO".to_vec()], "wrong number of arguments"),
         (
