@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result, Shown};
 use crate::jwk::{self, Jwk, Policy};
-use crate::keyset::Op;
+use crate::keyset::{Op, MAX_KEYS};
 
 pub const DEFAULT_REASON: &str = "key_rotation";
 pub const MAX_REASON_BYTES: usize = 128;
@@ -14,6 +14,10 @@ pub const MAX_OPS: usize = 256;
 pub struct RotateRequest {
     pub if_gen: Option<u64>,
     pub reason: String,
+    /// Override the lifecycle policy's guards (emergency revocation).
+    pub force: bool,
+    /// Validate and reply, write nothing.
+    pub dry_run: bool,
     pub ops: Vec<Op>,
 }
 
@@ -59,20 +63,42 @@ fn value<'a>(rest: &mut std::slice::Iter<'a, &'a [u8]>, keyword: &str) -> Result
         .ok_or_else(|| Error::Syntax(format!("{keyword} needs a value")))
 }
 
-/// `[IFGEN generation] [REASON reason] op [op ...]`, the arguments after the key.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Add,
+    Promote,
+    Retire,
+    Replace,
+}
+
+/// `[IFGEN generation] [REASON reason] [FORCE] [DRYRUN] op [op ...]`, the arguments after
+/// the key. The syntax and every count are checked first; only then is any JWK parsed and
+/// validated (JSON, curve arithmetic), so an oversized command is refused cheaply.
 pub fn parse_rotate(args: &[&[u8]], policy: &Policy) -> Result<RotateRequest> {
+    if args.len() > 2 * MAX_OPS + 8 {
+        return Err(Error::Syntax(format!("more than {MAX_OPS} operations")));
+    }
     let mut req = RotateRequest {
         if_gen: None,
         reason: DEFAULT_REASON.to_owned(),
+        force: false,
+        dry_run: false,
         ops: Vec::new(),
     };
     let mut reason_seen = false;
+    let mut raw: Vec<(Kind, &[u8])> = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let keyword = word(arg);
         // Options come before the first operation, so an op's value can never be
         // mistaken for an option.
-        let options_allowed = req.ops.is_empty();
+        let options_allowed = raw.is_empty();
+        let flag = |seen: bool, name: &str| -> Result<bool> {
+            match seen {
+                true => Err(Error::Syntax(format!("{name} given twice"))),
+                false => Ok(true),
+            }
+        };
         match keyword.as_str() {
             "IFGEN" if options_allowed => {
                 if req.if_gen.is_some() {
@@ -81,47 +107,48 @@ pub fn parse_rotate(args: &[&[u8]], policy: &Policy) -> Result<RotateRequest> {
                 req.if_gen = Some(parse_generation(value(&mut rest, "IFGEN")?)?);
             }
             "REASON" if options_allowed => {
-                if reason_seen {
-                    return Err(Error::Syntax("REASON given twice".into()));
-                }
-                reason_seen = true;
+                reason_seen = flag(reason_seen, "REASON")?;
                 req.reason = parse_reason(value(&mut rest, "REASON")?)?;
             }
-            "IFGEN" | "REASON" => {
+            "FORCE" if options_allowed => req.force = flag(req.force, "FORCE")?,
+            "DRYRUN" if options_allowed => req.dry_run = flag(req.dry_run, "DRYRUN")?,
+            "IFGEN" | "REASON" | "FORCE" | "DRYRUN" => {
                 return Err(Error::Syntax(format!(
                     "{keyword} must come before the first operation"
                 )))
             }
-            "ADD" => {
-                let text = utf8("JWK", value(&mut rest, "ADD")?)?;
-                req.ops.push(Op::Add(Jwk::parse(text, policy)?));
-            }
-            "PROMOTE" => req
-                .ops
-                .push(Op::Promote(jwk::parse_kid(value(&mut rest, "PROMOTE")?)?)),
-            "RETIRE" => req
-                .ops
-                .push(Op::Retire(jwk::parse_kid(value(&mut rest, "RETIRE")?)?)),
-            "REPLACE" => {
-                let text = utf8("JWKS document", value(&mut rest, "REPLACE")?)?;
-                req.ops
-                    .push(Op::Replace(jwk::parse_document(text, policy)?));
-            }
+            "ADD" => raw.push((Kind::Add, value(&mut rest, "ADD")?)),
+            "PROMOTE" => raw.push((Kind::Promote, value(&mut rest, "PROMOTE")?)),
+            "RETIRE" => raw.push((Kind::Retire, value(&mut rest, "RETIRE")?)),
+            "REPLACE" => raw.push((Kind::Replace, value(&mut rest, "REPLACE")?)),
             _ => {
                 return Err(Error::Syntax(format!(
-                    "unknown option or operation {} (IFGEN, REASON, ADD, PROMOTE, RETIRE, REPLACE)",
+                    "unknown option or operation {} (IFGEN, REASON, FORCE, DRYRUN, ADD, PROMOTE, RETIRE, REPLACE)",
                     Shown::bytes(arg)
                 )))
             }
         }
-        if req.ops.len() > MAX_OPS {
-            return Err(Error::Syntax(format!("more than {MAX_OPS} operations")));
-        }
     }
-    if req.ops.is_empty() {
+    if raw.is_empty() {
         return Err(Error::Syntax(
             "JWKS.ROTATE needs at least one operation (ADD, PROMOTE, RETIRE, REPLACE)".into(),
         ));
+    }
+    if raw.len() > MAX_OPS {
+        return Err(Error::Syntax(format!("more than {MAX_OPS} operations")));
+    }
+    if raw.iter().filter(|(k, _)| *k == Kind::Add).count() > MAX_KEYS {
+        return Err(Error::TooManyKeys(MAX_KEYS));
+    }
+    for (kind, value) in raw {
+        req.ops.push(match kind {
+            Kind::Add => Op::Add(Jwk::parse(utf8("JWK", value)?, policy)?),
+            Kind::Promote => Op::Promote(jwk::parse_kid(value)?),
+            Kind::Retire => Op::Retire(jwk::parse_kid(value)?),
+            Kind::Replace => {
+                Op::Replace(jwk::parse_document(utf8("JWKS document", value)?, policy)?)
+            }
+        });
     }
     Ok(req)
 }
@@ -174,6 +201,27 @@ mod tests {
         assert_eq!(req.reason, "scheduled");
         assert_eq!(req.ops.len(), 2);
         assert_eq!(parse(&["RETIRE", "x"]).unwrap().reason, DEFAULT_REASON);
+        let req = parse(&["dryrun", "FORCE", "RETIRE", "x"]).unwrap();
+        assert!(req.dry_run && req.force);
+    }
+
+    #[test]
+    fn counts_are_checked_before_any_jwk_is_validated() {
+        // Invalid JWKs: had they been validated first, the error would name the JWK.
+        let many_adds: Vec<&str> = std::iter::repeat(["ADD", "{}"])
+            .take(101)
+            .flatten()
+            .collect();
+        assert!(matches!(parse(&many_adds), Err(Error::TooManyKeys(100))));
+        let many_ops: Vec<&str> = std::iter::repeat(["RETIRE", "a"])
+            .take(MAX_OPS + 1)
+            .flatten()
+            .chain(["ADD", "{}"])
+            .collect();
+        let e = parse(&many_ops).unwrap_err().to_string();
+        assert!(e.contains("more than 256 operations"), "{e}");
+        let huge: Vec<&str> = std::iter::repeat("x").take(100_000).collect();
+        assert!(parse(&huge).unwrap_err().to_string().contains("operations"));
     }
 
     #[test]
@@ -197,6 +245,8 @@ mod tests {
             ),
             (&["RETIRE"], "RETIRE needs a value"),
             (&["RETIRE", ""], "unknown kid"),
+            (&["FORCE", "FORCE", "RETIRE", "a"], "FORCE given twice"),
+            (&["RETIRE", "a", "DRYRUN"], "before the first operation"),
             (&["FROB", "a"], "unknown option or operation 'FROB'"),
             (&["ADD", "{}"], "missing 'kty'"),
             (&["REPLACE", "[]"], "JWKS document"),
