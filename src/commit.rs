@@ -147,6 +147,7 @@ mod tests {
             reason: "test".into(),
             generation: 2,
             user: "u".into(),
+            forced: false,
         }
     }
 

@@ -99,6 +99,14 @@ pub enum Error {
     WrongType(Shown, &'static str),
     State(String),
     NoKeySet(Shown),
+    /// A manual change the lifecycle policy does not allow yet.
+    TooEarly {
+        kid: Shown,
+        ago_ms: i64,
+        window: &'static str,
+        window_ms: u64,
+        remaining_ms: i64,
+    },
     NoPerm {
         user: Shown,
         access: Access,
@@ -142,6 +150,7 @@ impl Error {
             Error::WrongType(..) => "WRONGTYPE",
             Error::State(_) => "CORRUPT",
             Error::NoKeySet(_) => "NOKEYSET",
+            Error::TooEarly { .. } => "TOOEARLY",
             Error::NoPerm { .. } => "NOPERM",
             Error::AuditFull(_) => "AUDITFULL",
         }
@@ -173,6 +182,10 @@ impl fmt::Display for Error {
             Error::WrongType(a0, a1) => write!(f, "key {a0} holds the wrong kind of value: {a1}"),
             Error::State(a0) => write!(f, "corrupt key set state: {a0}"),
             Error::NoKeySet(a0) => write!(f, "no key set at {a0}"),
+            Error::TooEarly { kid, ago_ms, window, window_ms, remaining_ms } => {
+                let what = if *window == "PROMOTE-AFTER" { "published" } else { "demoted" };
+                write!(f, "kid {kid} was {what} {ago_ms} ms ago and {window} is {window_ms} ms: {remaining_ms} ms remain (FORCE overrides)")
+            }
             Error::NoPerm { user, access, key } => write!(f, "user {user} has no permission to {} {key}, which this command uses for the key set", access.verb()),
             Error::AuditFull(a0) => write!(f, "audit stream {a0} cannot take new entries (its last ID is at the maximum); nothing was changed"),
             Error::InvalidationFailed(a0) => write!(f, "cache invalidation failed: {a0} (audited; the cached JWKS expires within jwks.cache-ttl)"),

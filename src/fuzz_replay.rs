@@ -41,7 +41,7 @@ fn document_inputs() {
             continue;
         };
         if let Ok(jwks) = parse_document(text, &Policy { min_rsa_bits: 0 }) {
-            if let Ok((set, _)) = KeySet::default().apply(&[Op::Replace(jwks)], 0) {
+            if let Ok((set, _)) = KeySet::default().apply(&[Op::Replace(jwks)], 0, false) {
                 assert!(parse_document(&set.render(), &Policy { min_rsa_bits: 0 }).is_ok());
             }
         }

@@ -8,7 +8,7 @@ use redis_jwks::keyset::{KeySet, Op};
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(jwks) = parse_document(text, &Policy { min_rsa_bits: 0 }) else { return };
-    let Ok((set, _)) = KeySet::default().apply(&[Op::Replace(jwks)], 0) else { return };
+    let Ok((set, _)) = KeySet::default().apply(&[Op::Replace(jwks)], 0, false) else { return };
     let rendered = set.render();
     let back = parse_document(&rendered, &Policy { min_rsa_bits: 0 }).expect("rendered JWKS parses");
     assert_eq!(back.len(), set.published_kids().len());

@@ -12,10 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(req) = parse_rotate(&args, &policy) else { return };
     let base_key = Jwk::from_value(redis_jwks::testkeys::ec("a", 1), &policy).expect("fixture");
     let (base, _) = KeySet::default()
-        .apply(&[Op::Add(base_key), Op::Promote("a".into())], 0)
+        .apply(&[Op::Add(base_key), Op::Promote("a".into())], 0, false)
         .expect("fixture");
     let before = base.clone();
-    match base.apply(&req.ops, 1) {
+    match base.apply(&req.ops, 1, false) {
         Ok((next, changes)) => {
             assert!(next.entries().iter().filter(|e| e.state.name() == "current").count() <= 1);
             assert_eq!(next.generation() > base.generation(), !changes.is_empty());

@@ -47,6 +47,8 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
         .put("current", set.current_kid().map_or(RedisValue::Null, text))
         .put("keys", RedisValue::Array(set.published().map(entry).collect()))
         .put("etag", text(&stored.rendered().etag));
+    m.put("policy", super::policy::policy(set))
+        .put("next_change", super::policy::next_change(set));
     // A key set moved (RENAME, MOVE) to a name no key set may have keeps no derived keys.
     if keys::check_name(name).is_err() {
         m.put("derived_keys", RedisValue::Null);

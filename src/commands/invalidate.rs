@@ -30,6 +30,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         reason,
         generation: stored.set().generation(),
         user: caller.name(),
+        forced: false,
     };
     let plan = Plan {
         actx: &actx,

@@ -6,6 +6,7 @@ pub mod debug;
 pub mod get;
 pub mod info;
 pub mod invalidate;
+pub mod policy;
 pub mod rotate;
 pub mod setstate;
 pub mod stats;
@@ -109,9 +110,12 @@ impl Effects for RedisEffects<'_> {
             return Ok(());
         };
         let state = value.set().to_stored();
+        let next_change = value.set().next_change().map(|d| d.at_ms);
         Key::named(self.ctx, &self.targets.key, Mode::Write)?.set_keyset(value)?;
         setstate::replicate(self.ctx, &self.targets.key, &state);
-        crate::upkeep::registry::add(crate::glue::call::db(self.ctx), &self.targets.key);
+        let db = crate::glue::call::db(self.ctx);
+        crate::upkeep::registry::add(db, &self.targets.key);
+        crate::upkeep::schedule::set(db, &self.targets.key, next_change);
         Ok(())
     }
 

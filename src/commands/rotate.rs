@@ -1,5 +1,7 @@
-//! `JWKS.ROTATE K [IFGEN generation] [REASON reason] op [op ...]`: validates every op,
-//! swaps the key set, and deletes the cached JWKS, all in one command.
+//! `JWKS.ROTATE K [IFGEN generation] [REASON reason] [FORCE] [DRYRUN] op [op ...]`:
+//! validates every op, swaps the key set, and deletes the cached JWKS, all in one command.
+//! DRYRUN replies as the real command would (plus the resulting document) and writes
+//! nothing. The scheduler applies lifecycle changes through `commit_change` too.
 
 use redis_module::{Context, RedisValue};
 
@@ -12,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::glue::call::{now_ms, Args, Caller};
 use crate::glue::key::{Key, Mode};
 use crate::keys;
-use crate::keyset::KeySet;
+use crate::keyset::{Change, KeySet};
 use crate::observe::{audit, log};
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
@@ -36,37 +38,64 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         }
     }
     let now = now_ms();
-    let (next, changes) = set.apply(&req.ops, now)?;
+    let (next, changes) = set.apply(&req.ops, now, req.force)?;
     drop(key);
     if changes.is_empty() {
-        return Ok(reply(&next, 0, None));
+        return Ok(reply(&next, 0, None, req.dry_run));
     }
 
     let caller = Caller::new(ctx);
     let targets = Targets::check(ctx, &caller, name)?;
+    if req.dry_run {
+        let predicted = Outcome {
+            deleted: targets.cached(ctx)?,
+            error: None,
+            incomplete: None,
+        };
+        return Ok(reply(&next, changes.len(), Some(predicted), true));
+    }
     let actx = audit::Context {
         timestamp: audit::timestamp(now),
         reason: req.reason,
         generation: next.generation(),
         user: caller.name(),
+        forced: req.force,
     };
+    let outcome = commit_change(ctx, &targets, &next, &changes, &actx)?;
+    Ok(reply(&next, changes.len(), Some(outcome), false))
+}
+
+/// Commits a change whose targets were checked: audit, swap, invalidate, count, log.
+pub fn commit_change(
+    ctx: &Context,
+    targets: &Targets,
+    next: &KeySet,
+    changes: &[Change],
+    actx: &audit::Context,
+) -> Result<Outcome> {
     let plan = Plan {
-        actx: &actx,
-        changes: &changes,
+        actx,
+        changes,
         cached: targets.cached(ctx)?,
         fault: debug::take_injected_failure(),
     };
     let mut effects = RedisEffects {
         ctx,
-        targets: &targets,
+        targets,
         new_set: Some(Stored::new(next.clone())),
     };
     let outcome = commit::commit(&mut effects, &plan)?;
-    log::invalidation(name, &actx.reason, actx.generation, changes.len(), &outcome);
-    Ok(reply(&next, changes.len(), Some(outcome)))
+    log::invalidation(
+        &targets.key,
+        &actx.reason,
+        actx.generation,
+        changes.len(),
+        &outcome,
+    );
+    Ok(outcome)
 }
 
-fn reply(set: &KeySet, changed: usize, outcome: Option<Outcome>) -> RedisValue {
+fn reply(set: &KeySet, changed: usize, outcome: Option<Outcome>, dry_run: bool) -> RedisValue {
     let mut map = Map::default();
     map.put("generation", int(set.generation()))
         .put("current", set.current_kid().map_or(RedisValue::Null, text))
@@ -83,6 +112,9 @@ fn reply(set: &KeySet, changed: usize, outcome: Option<Outcome>) -> RedisValue {
         .put("cache_deleted", RedisValue::Integer(i64::from(deleted)));
     if let Some(e) = error {
         map.put("invalidation_error", RedisValue::BulkString(e));
+    }
+    if dry_run {
+        map.put("document", text(&set.render()));
     }
     map.done()
 }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::glue::call::{self, Args};
 use crate::glue::key::{replicate as propagate, Key, Mode};
 use crate::keyset::KeySet;
-use crate::upkeep::registry;
+use crate::upkeep::{registry, schedule};
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !ctx
@@ -29,8 +29,12 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let set = KeySet::from_stored(text)?;
     let key = Key::arg(ctx, name, Mode::Write)?;
     key.keyset()?;
+    let db = call::db(ctx);
+    let next_change = set.next_change().map(|d| d.at_ms);
+    // Replacing the old value unlinks it (and unschedules the name): schedule after.
     key.set_keyset(Stored::new(set))?;
-    registry::add(call::db(ctx), args.bytes(1));
+    registry::add(db, args.bytes(1));
+    schedule::set(db, args.bytes(1), next_change);
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 

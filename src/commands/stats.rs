@@ -7,7 +7,9 @@
 //!   them.
 //! - `jwt_jwks_key_sets` and `jwt_jwks_key_sets:<db>`: key sets held, in all and per db.
 //! - per key set, `<series>:<db>:<name>`: its invalidation errors as its counters hash says
-//!   (so an alert can name it), with the name escaped for a Prometheus label.
+//!   (so an alert can name it), and for a key set with a lifecycle policy the current key's
+//!   age, whether a next key is published and PROMOTE-AFTER (the stall alert), with the
+//!   name escaped for a Prometheus label.
 //!
 //! O(key sets): the registry lists them; no keyspace scan.
 
@@ -20,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::glue::call::{self, Args};
 use crate::glue::key::{api, Key, Mode};
 use crate::keys::{self, Derived};
+use crate::keyset::State;
 use crate::observe::{metrics, stats};
 use crate::upkeep::{self, registry};
 
@@ -87,25 +90,38 @@ pub fn collect(ctx: &Context) -> Result<Vec<(String, i64)>> {
             continue;
         }
         let mut held = 0;
+        let now = call::now_ms();
         for name in names {
             let key = Key::named(ctx, &name, Mode::Peek)?;
-            if !matches!(key.keyset(), Ok(Some(_))) {
+            let Ok(Some(stored)) = key.keyset() else {
                 registry::remove(db, &name);
                 continue;
-            }
+            };
             held += 1;
             if keys::check_name(&name).is_err() {
                 continue;
+            }
+            let series = |metric: &str| format!("{metric}:{db}:{}", label(&name));
+            let set = stored.set();
+            let policy = set.lifecycle();
+            // Lifecycle gauges for key sets with a policy: what the stall alert reads.
+            if policy.is_set() {
+                let current = set.entries().iter().find(|e| e.state == State::Current);
+                if let Some(promoted) = current.map(|e| e.promoted_ms.unwrap_or(e.added_ms)) {
+                    let age = now.saturating_sub(promoted).max(0) / 1000;
+                    per_key_set.push((series(metrics::KEYSET_CURRENT_AGE), age));
+                }
+                let next = set.entries().iter().any(|e| e.state == State::Next);
+                per_key_set.push((series(metrics::KEYSET_NEXT_PUBLISHED), i64::from(next)));
+                let promote_after = i64::try_from(policy.promote_after_ms / 1000).unwrap_or(i64::MAX);
+                per_key_set.push((series(metrics::KEYSET_PROMOTE_AFTER), promote_after));
             }
             let counters = Key::named(ctx, &keys::derived(&name, Derived::Metrics), Mode::Peek)?;
             let errors = match counters.kind() {
                 KeyType::Hash => counters.hash_int(metrics::INVALIDATION_ERRORS),
                 _ => 0,
             };
-            per_key_set.push((
-                format!("{}:{db}:{}", metrics::KEYSET_ERRORS, label(&name)),
-                errors,
-            ));
+            per_key_set.push((series(metrics::KEYSET_ERRORS), errors));
         }
         total += held;
         out.push((format!("{}:{db}", metrics::KEY_SETS), held));

@@ -9,7 +9,7 @@ use std::ptr;
 use redis_module::raw::{self, RedisModuleCtx, RedisModuleString};
 use redis_module::Context;
 
-use super::{debug, get, info, invalidate, rotate, setstate, stats};
+use super::{debug, get, info, invalidate, policy, rotate, setstate, stats};
 use crate::error::{Error, Result};
 use crate::glue::call::{dispatch, Handler};
 use crate::glue::key::api;
@@ -170,13 +170,39 @@ const ROTATE_ARGS: &[Arg] = &[
     option("generation", "IFGEN", ArgType::Integer, "apply only if the key set is at this generation"),
     REASON,
     Arg {
+        optional: true,
+        token: Some("FORCE"),
+        ..arg("force", ArgType::Token, "override the lifecycle policy's guards (emergency revocation)")
+    },
+    Arg {
+        optional: true,
+        token: Some("DRYRUN"),
+        ..arg("dryrun", ArgType::Token, "reply as the real command would, with the resulting document; write nothing")
+    },
+    Arg {
         multiple: true,
         sub: ROTATE_OPS,
         ..arg("operation", ArgType::OneOf, "an operation, applied in order")
     },
 ];
 
-pub fn commands() -> [Command; 7] {
+const POLICY_ARGS: &[Arg] = &[
+    KEY,
+    option(
+        "promote-after",
+        "PROMOTE-AFTER",
+        ArgType::Integer,
+        "ms after it was added that a next key becomes current (0: off)",
+    ),
+    option(
+        "retire-after",
+        "RETIRE-AFTER",
+        ArgType::Integer,
+        "ms after it was demoted that a previous key is retired (0: off)",
+    ),
+];
+
+pub fn commands() -> [Command; 8] {
     [
         Command {
             name: "jwks.rotate",
@@ -214,6 +240,18 @@ pub fn commands() -> [Command; 7] {
             complexity: "O(1), O(N) for N keys the first time a version of the set is read",
             since: "0.1.0",
             args: GET_ARGS,
+        },
+        Command {
+            name: "jwks.policy",
+            entry: entry!(policy::run),
+            flags: "write deny-oom",
+            acl: "write slow jwks",
+            arity: -2,
+            key: Some(KeyUse::Write),
+            summary: "Sets a key set's lifecycle policy: scheduled promotion and retirement, and guards",
+            complexity: "O(N) with N the keys in the set",
+            since: "0.2.0",
+            args: POLICY_ARGS,
         },
         Command {
             name: "jwks.info",

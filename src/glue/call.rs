@@ -114,8 +114,11 @@ pub fn db(ctx: &Context) -> i32 {
 /// command names (Redis checks that one itself), and for the audit trail.
 pub struct Caller<'c> {
     ctx: &'c Context,
-    /// The ACL user, fetched on first use; `None` inside: unrestricted (replication, AOF).
+    /// The ACL user, fetched on first use; `None` inside: unrestricted (replication, AOF,
+    /// the lifecycle schedule).
     user: OnceCell<Option<(RedisString, Option<NonNull<RedisModuleUser>>)>>,
+    /// Who an unrestricted caller is, for the audit trail.
+    unrestricted: &'static str,
 }
 
 impl<'c> Caller<'c> {
@@ -123,6 +126,18 @@ impl<'c> Caller<'c> {
         Caller {
             ctx,
             user: OnceCell::new(),
+            unrestricted: "(replication)",
+        }
+    }
+
+    /// The module's own lifecycle schedule: no ACL user, named `(schedule)` in the audit.
+    pub fn schedule(ctx: &'c Context) -> Caller<'c> {
+        let user = OnceCell::new();
+        let _ = user.set(None);
+        Caller {
+            ctx,
+            user,
+            unrestricted: "(schedule)",
         }
     }
 
@@ -155,7 +170,7 @@ impl<'c> Caller<'c> {
     pub fn name(&self) -> String {
         match self.user() {
             Some((name, _)) => String::from_utf8_lossy(name.as_slice()).into_owned(),
-            None => "(replication)".into(),
+            None => self.unrestricted.into(),
         }
     }
 

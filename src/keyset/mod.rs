@@ -7,9 +7,12 @@ use serde_json::value::RawValue;
 use crate::error::{Error, Result, Shown};
 use crate::jwk::Jwk;
 
+mod lifecycle;
 mod persist;
 #[cfg(test)]
 mod tests;
+
+pub use lifecycle::{Action, Due, Lifecycle};
 
 /// Most keys one set may hold: verifiers fetch the whole document on every miss.
 pub const MAX_KEYS: usize = 100;
@@ -100,6 +103,7 @@ pub struct KeySet {
     generation: u64,
     /// Insertion order; the published order is derived from it.
     entries: Vec<Entry>,
+    lifecycle: Lifecycle,
 }
 
 impl KeySet {
@@ -147,12 +151,6 @@ impl KeySet {
         serde_json::to_string(&doc).unwrap_or_default()
     }
 
-    /// Until when a cached copy of the document may be kept, filled at `now_ms` with a TTL
-    /// of `ttl_ms`.
-    pub fn cache_until(&self, now_ms: i64, ttl_ms: i64) -> i64 {
-        now_ms.saturating_add(ttl_ms)
-    }
-
     /// The document with its HTTP entity tag.
     pub fn rendered(&self) -> Rendered {
         let doc = self.render();
@@ -162,15 +160,16 @@ impl KeySet {
 
     /// Applies `ops` in order to a copy. All or nothing: the first error leaves `self` as is.
     /// Returns the new set (generation bumped if anything changed) and the changes made.
-    pub fn apply(&self, ops: &[Op], now_ms: i64) -> Result<(KeySet, Vec<Change>)> {
+    /// `force` overrides the lifecycle policy's guards.
+    pub fn apply(&self, ops: &[Op], now_ms: i64, force: bool) -> Result<(KeySet, Vec<Change>)> {
         let mut next = self.clone();
         let mut changes = Vec::new();
         for op in ops {
             match op {
                 Op::Add(jwk) => next.add(jwk.clone(), now_ms, &mut changes)?,
-                Op::Promote(kid) => next.promote(kid, now_ms, &mut changes)?,
-                Op::Retire(kid) => next.retire(kid, &mut changes)?,
-                Op::Replace(jwks) => next.replace(jwks, now_ms, &mut changes)?,
+                Op::Promote(kid) => next.promote(kid, now_ms, force, &mut changes)?,
+                Op::Retire(kid) => next.retire(kid, now_ms, force, &mut changes)?,
+                Op::Replace(jwks) => next.replace(jwks, now_ms, force, &mut changes)?,
             }
         }
         if let Some(old) = self.current_kid() {
@@ -204,12 +203,22 @@ impl KeySet {
         Ok(())
     }
 
-    fn promote(&mut self, kid: &str, now_ms: i64, changes: &mut Vec<Change>) -> Result<()> {
+    fn promote(
+        &mut self,
+        kid: &str,
+        now_ms: i64,
+        force: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
         let at = self
             .position(kid)
             .ok_or_else(|| Error::UnknownKid(Shown::new(kid)))?;
         if self.entries[at].state == State::Current {
             return Err(Error::AlreadyCurrent(Shown::new(kid)));
+        }
+        if !force {
+            let has_current = self.current_kid().is_some();
+            lifecycle::check_promote(self.lifecycle, &self.entries[at], has_current, now_ms)?;
         }
         let mut demoted = None;
         for e in self
@@ -232,10 +241,19 @@ impl KeySet {
         Ok(())
     }
 
-    fn retire(&mut self, kid: &str, changes: &mut Vec<Change>) -> Result<()> {
+    fn retire(
+        &mut self,
+        kid: &str,
+        now_ms: i64,
+        force: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
         let at = self
             .position(kid)
             .ok_or_else(|| Error::UnknownKid(Shown::new(kid)))?;
+        if !force {
+            lifecycle::check_retire(self.lifecycle, &self.entries[at], now_ms)?;
+        }
         let removed = self.entries.remove(at);
         changes.push(Change::Retired {
             kid: kid.to_owned(),
@@ -246,7 +264,13 @@ impl KeySet {
 
     /// Makes the published set exactly `jwks`: present keys keep their state, new ones
     /// become `next`, missing ones are retired.
-    fn replace(&mut self, jwks: &[Jwk], now_ms: i64, changes: &mut Vec<Change>) -> Result<()> {
+    fn replace(
+        &mut self,
+        jwks: &[Jwk],
+        now_ms: i64,
+        force: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
         for jwk in jwks {
             if let Some(at) = self.position(jwk.kid()) {
                 // A reused kid with other key material would silently swap what verifiers
@@ -263,7 +287,7 @@ impl KeySet {
             .filter(|kid| !jwks.iter().any(|j| j.kid() == kid))
             .collect();
         for kid in gone {
-            self.retire(&kid, changes)?;
+            self.retire(&kid, now_ms, force, changes)?;
         }
         for jwk in jwks {
             match self.position(jwk.kid()) {

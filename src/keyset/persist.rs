@@ -4,17 +4,22 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Entry, KeySet, State, MAX_KEYS};
+use super::{Entry, KeySet, Lifecycle, State, MAX_KEYS};
 use crate::error::{Error, Result, Shown};
 use crate::jwk::{Jwk, Policy};
 
+/// Format 1: generation and keys. Format 2 adds the lifecycle `policy`; a set without one
+/// is still written as format 1, so what older builds wrote and read does not change.
 const FORMAT_VERSION: u32 = 1;
+const FORMAT_WITH_POLICY: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredSet<E> {
     v: u32,
     generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<Lifecycle>,
     keys: Vec<E>,
 }
 
@@ -34,9 +39,15 @@ struct StoredEntry<J> {
 
 impl KeySet {
     pub fn to_stored(&self) -> String {
+        let policy = self.lifecycle.is_set().then_some(self.lifecycle);
         let stored = StoredSet {
-            v: FORMAT_VERSION,
+            v: if policy.is_some() {
+                FORMAT_WITH_POLICY
+            } else {
+                FORMAT_VERSION
+            },
             generation: self.generation,
+            policy,
             keys: self
                 .entries
                 .iter()
@@ -58,8 +69,10 @@ impl KeySet {
     pub fn from_stored(text: &str) -> Result<KeySet> {
         let stored: StoredSet<StoredEntry<Value>> =
             serde_json::from_str(text).map_err(|e| Error::State(e.to_string()))?;
-        if stored.v != FORMAT_VERSION {
-            return Err(Error::State(format!("unknown format version {}", stored.v)));
+        match (stored.v, &stored.policy) {
+            (FORMAT_VERSION, None) | (FORMAT_WITH_POLICY, Some(_)) => {}
+            (FORMAT_VERSION, Some(_)) => return Err(Error::State("format 1 has no policy".into())),
+            (v, _) => return Err(Error::State(format!("unknown format version {v}"))),
         }
         if stored.keys.len() > MAX_KEYS {
             return Err(Error::State(format!("more than {MAX_KEYS} keys")));
@@ -68,6 +81,7 @@ impl KeySet {
         let mut set = KeySet {
             generation: stored.generation,
             entries: Vec::with_capacity(stored.keys.len()),
+            lifecycle: stored.policy.unwrap_or_default(),
         };
         for key in stored.keys {
             let jwk = Jwk::from_value(key.jwk, &policy)?;

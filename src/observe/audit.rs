@@ -15,6 +15,7 @@ pub enum Action {
     KeyPromoted,
     KeyRetired,
     KeyUpdated,
+    PolicySet,
 }
 
 impl Action {
@@ -26,6 +27,7 @@ impl Action {
             Action::KeyPromoted => "JWKS_KEY_PROMOTED",
             Action::KeyRetired => "JWKS_KEY_RETIRED",
             Action::KeyUpdated => "JWKS_KEY_UPDATED",
+            Action::PolicySet => "JWKS_POLICY_SET",
         }
     }
 }
@@ -38,8 +40,10 @@ pub struct Context {
     pub reason: String,
     /// Generation after the command (unchanged for a plain invalidation).
     pub generation: u64,
-    /// The ACL user that ran the command.
+    /// The ACL user that ran the command (`(schedule)` for a lifecycle change).
     pub user: String,
+    /// FORCE overrode the lifecycle policy's guards.
+    pub forced: bool,
 }
 
 /// A field value. Fixed texts (actions, flags) are told apart so the Redis side can create
@@ -75,6 +79,9 @@ fn base(action: Action, ctx: &Context) -> Fields<'_> {
         ("generation", Value::Text(Cow::Owned(ctx.generation.to_string()))),
         ("user", text(&ctx.user)),
     ]);
+    if ctx.forced {
+        fields.push(("forced", Value::Fixed("1")));
+    }
     fields
 }
 
@@ -106,6 +113,20 @@ pub fn key_change<'a>(change: &'a Change, ctx: &'a Context) -> Fields<'a> {
             f
         }
     }
+}
+
+/// The lifecycle policy was set.
+pub fn policy_set(ctx: &Context, policy: crate::keyset::Lifecycle) -> Fields<'_> {
+    let mut f = base(Action::PolicySet, ctx);
+    f.push((
+        "promote_after_ms",
+        Value::Text(Cow::Owned(policy.promote_after_ms.to_string())),
+    ));
+    f.push((
+        "retire_after_ms",
+        Value::Text(Cow::Owned(policy.retire_after_ms.to_string())),
+    ));
+    f
 }
 
 /// The kids a change touched, for the invalidation entry's context.
@@ -179,6 +200,7 @@ mod tests {
             reason: "key_rotation".into(),
             generation: 3,
             user: "default".into(),
+            forced: false,
         };
         let f = invalidation_failed(&ctx, &["a", "b"], "boom");
         let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());

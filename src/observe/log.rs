@@ -290,6 +290,14 @@ pub fn reserved_name(name: &[u8]) {
     ));
 }
 
+pub fn scheduled_change_failed(key: &[u8], error: &str) {
+    warning(format!(
+        "redis-jwks could not apply the scheduled change of key set {}: {} (retrying)",
+        Shown::bytes(key),
+        Shown::new(error)
+    ));
+}
+
 pub fn internal_error(context: &str) {
     warning(format!(
         "redis-jwks internal error (panic caught) in {context}; the command was aborted"

@@ -5,11 +5,27 @@ pub const INVALIDATIONS: &str = "jwt_jwks_cache_invalidations_total";
 pub const INVALIDATION_ERRORS: &str = "jwt_jwks_cache_invalidation_errors_total";
 pub const ROTATIONS: &str = "jwt_jwks_rotations_total";
 pub const CACHE_FILLS: &str = "jwt_jwks_cache_fills_total";
+/// JWKS.STATS only (a node counter): lifecycle changes the schedule applied.
+pub const SCHEDULED_CHANGES: &str = "jwt_jwks_scheduled_changes_total";
 
-/// Every counter, in the order `JWKS.INFO` and the exporter list them.
+/// Every counter of a key set's hash, in the order `JWKS.INFO` and the exporter list them.
 pub const ALL: [&str; 4] = [INVALIDATIONS, INVALIDATION_ERRORS, ROTATIONS, CACHE_FILLS];
+/// Every node counter JWKS.STATS reports.
+pub const NODE: [&str; 5] = [
+    INVALIDATIONS,
+    INVALIDATION_ERRORS,
+    ROTATIONS,
+    CACHE_FILLS,
+    SCHEDULED_CHANGES,
+];
 
 /// JWKS.STATS only: how many key sets this node holds (in all, and `:<db>` per db).
 pub const KEY_SETS: &str = "jwt_jwks_key_sets";
 /// JWKS.STATS only, per key set (`:<db>:<name>`): its invalidation errors.
 pub const KEYSET_ERRORS: &str = "jwt_jwks_keyset_cache_invalidation_errors_total";
+/// JWKS.STATS only, per key set with a policy: seconds since the current key was promoted.
+pub const KEYSET_CURRENT_AGE: &str = "jwt_jwks_keyset_current_key_age_seconds";
+/// ... 1 if a `next` key is published.
+pub const KEYSET_NEXT_PUBLISHED: &str = "jwt_jwks_keyset_next_key_published";
+/// ... PROMOTE-AFTER in seconds.
+pub const KEYSET_PROMOTE_AFTER: &str = "jwt_jwks_keyset_promote_after_seconds";

@@ -56,6 +56,9 @@ unsafe extern "C" fn on_role(
 ) {
     let replica = subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA;
     REPLICA.store(replica, Ordering::Relaxed);
+    if !replica {
+        guarded("role event", super::schedule::on_promoted);
+    }
 }
 
 unsafe extern "C" fn on_flush(
@@ -69,7 +72,10 @@ unsafe extern "C" fn on_flush(
     }
     // SAFETY: the FLUSHDB event's data is a RedisModuleFlushInfo.
     let info = unsafe { &*data.cast::<raw::RedisModuleFlushInfo>() };
-    guarded("flush event", || registry::clear(info.dbnum));
+    guarded("flush event", || {
+        registry::clear(info.dbnum);
+        super::schedule::clear(info.dbnum);
+    });
 }
 
 unsafe extern "C" fn on_swapdb(
@@ -84,7 +90,8 @@ unsafe extern "C" fn on_swapdb(
     // SAFETY: the SWAPDB event's data is a RedisModuleSwapDbInfo.
     let info = unsafe { &*data.cast::<raw::RedisModuleSwapDbInfo>() };
     guarded("swapdb event", || {
-        registry::swap(info.dbnum_first, info.dbnum_second)
+        registry::swap(info.dbnum_first, info.dbnum_second);
+        super::schedule::swap(info.dbnum_first, info.dbnum_second);
     });
 }
 
@@ -101,7 +108,10 @@ unsafe extern "C" fn on_loading(
             | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
             | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START
     ) {
-        guarded("loading event", || registry::clear(-1));
+        guarded("loading event", || {
+            registry::clear(-1);
+            super::schedule::clear(-1);
+        });
     }
 }
 

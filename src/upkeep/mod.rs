@@ -22,6 +22,7 @@
 
 pub mod events;
 pub mod registry;
+pub mod schedule;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -74,7 +75,7 @@ static OURS: AtomicU32 = AtomicU32::new(0);
 static QUEUED: AtomicBool = AtomicBool::new(false);
 
 /// A context for arming timers from callbacks that have none (unlink).
-static DETACHED: AtomicPtr<RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
+pub(super) static DETACHED: AtomicPtr<RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
 
 /// The module's detached context: for callbacks that get none (INFO, unlink), on the main
 /// thread only.
@@ -136,6 +137,7 @@ fn guarded(what: &str, f: impl FnOnce()) {
 pub fn on_unlink(db: i32, name: &[u8]) {
     guarded("unlink", || {
         registry::remove(db, name);
+        schedule::remove(db, name);
         if is_ours() {
             return;
         }
@@ -196,6 +198,7 @@ fn arrived(ctx: &Context, name: &[u8]) {
         stored.set_cache_ok(false);
         let db = call::db(ctx);
         registry::add(db, name);
+        schedule::track(db, name, stored.set());
         if keys::check_name(name).is_ok() {
             push(db, name, Kind::Reconcile);
         } else {
@@ -253,7 +256,7 @@ unsafe extern "C" fn on_post_job(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
     guarded("upkeep job", || drain(&Context::new(ctx)));
 }
 
-fn select(ctx: &Context, db: i32) -> bool {
+pub(super) fn select(ctx: &Context, db: i32) -> bool {
     match api!(RedisModule_SelectDb) {
         // SAFETY: a live context.
         Ok(f) => (unsafe { f(ctx.ctx, db) }) == raw::REDISMODULE_OK as c_int,
@@ -337,6 +340,11 @@ fn fill(ctx: &Context, name: &[u8], flags: &ContextFlags) -> Result<()> {
             drop(cache);
             let now = now_ms();
             let until = stored.set().cache_until(now, config::cache_ttl_ms());
+            if until <= now {
+                // The set changes now: a copy would be stale at once.
+                stored.release_fill();
+                return Ok(());
+            }
             Key::named(ctx, &cache_name, Mode::Write)?.set_string_until(doc, until)?;
             let metrics_name = keys::derived(name, Derived::Metrics);
             let counters = Key::named(ctx, &metrics_name, Mode::Write)?;

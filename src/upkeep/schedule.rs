@@ -1,0 +1,195 @@
+//! The lifecycle scheduler: every key set's next policy change, in time order, and one timer
+//! for the earliest. No per-key-set polling: 10,000 key sets with policies cost one timer.
+//!
+//! Entries follow the key-set values (rotation, POLICY, replication, RDB/AOF load, RESTORE,
+//! COPY, RENAME, MOVE; removed on unlink, flush, load), on replicas too, so a replica that
+//! becomes primary takes the schedule over. Only a primary applies changes; each is an
+//! ordinary change (audit, cache invalidation, counters, log, replication as effects),
+//! stamped with its due time, so changes that fell due while the server was down are
+//! applied at start, in order, with their real times.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::raw::c_void;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+use redis_module::raw::RedisModuleCtx;
+use redis_module::Context;
+
+use super::{events, guarded, select, DETACHED};
+use crate::commands::{rotate, Targets};
+use crate::error::Result;
+use crate::glue::call::{self, now_ms, Caller};
+use crate::glue::key::{api, Key, Mode};
+use crate::keys;
+use crate::observe::{audit, log, metrics, stats};
+
+type Entry = (i32, Vec<u8>);
+
+#[derive(Default)]
+struct Schedule {
+    at: HashMap<Entry, i64>,
+    queue: BTreeSet<(i64, i32, Vec<u8>)>,
+    /// The armed timer and when it fires.
+    timer: Option<(u64, i64)>,
+}
+
+static SCHEDULE: Mutex<Option<Schedule>> = Mutex::new(None);
+
+/// How long to wait before retrying a change that could not be applied (a derived key of
+/// the wrong type, say): the scheduler must not spin on it.
+const RETRY_MS: i64 = 1000;
+
+fn with<T>(f: impl FnOnce(&mut Schedule) -> T) -> T {
+    f(SCHEDULE.lock().get_or_insert_with(Schedule::default))
+}
+
+/// Records when the key set at (`db`, `name`) next changes (`None`: never), and arms the
+/// timer if that is now the earliest.
+pub fn set(db: i32, name: &[u8], at: Option<i64>) {
+    with(|s| {
+        if let Some(old) = s.at.remove(&(db, name.to_vec())) {
+            s.queue.remove(&(old, db, name.to_vec()));
+        }
+        if let Some(at) = at {
+            s.at.insert((db, name.to_vec()), at);
+            s.queue.insert((at, db, name.to_vec()));
+        }
+    });
+    arm();
+}
+
+pub fn remove(db: i32, name: &[u8]) {
+    set(db, name, None);
+}
+
+/// Forgets db `db`, or every db for -1.
+pub fn clear(db: i32) {
+    with(|s| {
+        s.at.retain(|(d, _), _| db >= 0 && *d != db);
+        s.queue.retain(|(_, d, _)| db >= 0 && *d != db);
+    });
+}
+
+pub fn swap(a: i32, b: i32) {
+    with(|s| {
+        let moved = |d: i32| match d {
+            d if d == a => b,
+            d if d == b => a,
+            d => d,
+        };
+        s.at = std::mem::take(&mut s.at)
+            .into_iter()
+            .map(|((d, n), at)| ((moved(d), n), at))
+            .collect();
+        s.queue = std::mem::take(&mut s.queue)
+            .into_iter()
+            .map(|(at, d, n)| (at, moved(d), n))
+            .collect();
+    });
+}
+
+/// Arms the timer for the earliest entry (on a primary).
+pub fn arm() {
+    if events::is_replica() {
+        return;
+    }
+    let ctx = DETACHED.load(Ordering::Relaxed);
+    let Some(earliest) = with(|s| s.queue.first().map(|(at, _, _)| *at)) else {
+        return;
+    };
+    let now = now_ms();
+    let stale = with(|s| match s.timer {
+        Some((_, fires)) if fires <= earliest => None,
+        other => Some(other),
+    });
+    let Some(old) = stale else { return };
+    let (Ok(create), Ok(stop)) = (api!(RedisModule_CreateTimer), api!(RedisModule_StopTimer)) else {
+        return;
+    };
+    if ctx.is_null() {
+        return;
+    }
+    if let Some((id, _)) = old {
+        // SAFETY: a timer this module created; its data is null.
+        unsafe { stop(ctx, id, std::ptr::null_mut()) };
+    }
+    let period = earliest.saturating_sub(now).max(0);
+    // SAFETY: the module's detached context; the callback takes no data.
+    let id = unsafe { create(ctx, period, Some(on_timer), std::ptr::null_mut()) };
+    with(|s| s.timer = Some((id, now.saturating_add(period))));
+}
+
+unsafe extern "C" fn on_timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
+    with(|s| s.timer = None);
+    guarded("lifecycle timer", || run_due(&Context::new(ctx)));
+    arm();
+}
+
+/// Applies every change that is due (on a primary; a replica waits to be promoted).
+fn run_due(ctx: &Context) {
+    if events::is_replica() || ctx.get_flags().contains(redis_module::ContextFlags::LOADING) {
+        return;
+    }
+    let now = now_ms();
+    let due: Vec<Entry> = with(|s| {
+        let due: Vec<(i64, i32, Vec<u8>)> =
+            s.queue.iter().take_while(|(at, _, _)| *at <= now).cloned().collect();
+        for entry in &due {
+            s.queue.remove(entry);
+            s.at.remove(&(entry.1, entry.2.clone()));
+        }
+        due.into_iter().map(|(_, db, name)| (db, name)).collect()
+    });
+    let home = call::db(ctx);
+    for (db, name) in due {
+        if !select(ctx, db) {
+            continue;
+        }
+        if let Err(e) = apply(ctx, db, &name, now) {
+            log::scheduled_change_failed(&name, &e.to_string());
+            set(db, &name, Some(now.saturating_add(RETRY_MS)));
+        }
+    }
+    select(ctx, home);
+}
+
+/// Applies the due changes of one key set, in order, each as an ordinary change.
+fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
+    if keys::check_name(name).is_err() {
+        return Ok(());
+    }
+    loop {
+        let key = Key::named(ctx, name, Mode::Peek)?;
+        let Some(stored) = key.keyset().ok().flatten() else {
+            return Ok(());
+        };
+        let Some((next, changes, due)) = stored.set().apply_due(now) else {
+            set(db, name, stored.set().next_change().map(|d| d.at_ms));
+            return Ok(());
+        };
+        drop(key);
+        let caller = Caller::schedule(ctx);
+        let targets = Targets::check(ctx, &caller, name)?;
+        let actx = audit::Context {
+            timestamp: audit::timestamp(due.at_ms),
+            reason: "policy".into(),
+            generation: next.generation(),
+            user: caller.name(),
+            forced: false,
+        };
+        rotate::commit_change(ctx, &targets, &next, &changes, &actx)?;
+        stats::count(metrics::SCHEDULED_CHANGES);
+    }
+}
+
+/// After a failover: this node now owns its key sets' schedules.
+pub fn on_promoted() {
+    with(|s| s.timer = None);
+    arm();
+}
+
+/// Registers the key set at (`db`, `name`) from its value (load, copy, arrival, change).
+pub fn track(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+    self::set(db, name, set.next_change().map(|d| d.at_ms));
+}
