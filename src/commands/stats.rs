@@ -33,7 +33,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let mut out = Vec::new();
     for (name, value) in collect(ctx)? {
         out.push(RedisValue::BulkString(name));
-        out.push(RedisValue::BulkString(value.to_string()));
+        out.push(RedisValue::BulkString(value.text()));
     }
     Ok(RedisValue::Array(out))
 }
@@ -56,7 +56,7 @@ fn info_section(info: &InfoContext) {
     let apis = unsafe {
         (
             raw::RedisModule_InfoAddSection,
-            raw::RedisModule_InfoAddFieldLongLong,
+            raw::RedisModule_InfoAddFieldCString,
         )
     };
     let (Some(section), Some(field)) = apis else {
@@ -67,18 +67,34 @@ fn info_section(info: &InfoContext) {
         return;
     }
     for (name, value) in collect(&ctx).unwrap_or_default() {
-        if let Ok(name) = CString::new(name) {
-            // SAFETY: the INFO context of this call and a C string.
-            unsafe { field(info.ctx, name.as_ptr(), value) };
+        if let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value.text())) {
+            // SAFETY: the INFO context of this call and two C strings.
+            unsafe { field(info.ctx, name.as_ptr(), value.as_ptr()) };
+        }
+    }
+}
+
+/// A number as exported: a count, or seconds with millisecond precision.
+#[derive(Debug, Clone, Copy)]
+pub enum Number {
+    Count(i64),
+    Seconds(i64),
+}
+
+impl Number {
+    fn text(self) -> String {
+        match self {
+            Number::Count(n) => n.to_string(),
+            Number::Seconds(ms) => format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000)),
         }
     }
 }
 
 /// Every number, in order: node counters, key sets per db and in all, per key set.
-pub fn collect(ctx: &Context) -> Result<Vec<(String, i64)>> {
+pub fn collect(ctx: &Context) -> Result<Vec<(String, Number)>> {
     let mut out = Vec::new();
     for (counter, value) in stats::all() {
-        out.push((counter.to_owned(), i64::try_from(value).unwrap_or(i64::MAX)));
+        out.push((counter.to_owned(), Number::Count(i64::try_from(value).unwrap_or(i64::MAX))));
     }
     let home = call::db(ctx);
     let select = api!(RedisModule_SelectDb)?;
@@ -108,27 +124,31 @@ pub fn collect(ctx: &Context) -> Result<Vec<(String, i64)>> {
             if policy.is_set() {
                 let current = set.entries().iter().find(|e| e.state == State::Current);
                 if let Some(promoted) = current.map(|e| e.promoted_ms.unwrap_or(e.added_ms)) {
-                    let age = now.saturating_sub(promoted).max(0) / 1000;
-                    per_key_set.push((series(metrics::KEYSET_CURRENT_AGE), age));
+                    let age = now.saturating_sub(promoted).max(0);
+                    per_key_set.push((series(metrics::KEYSET_CURRENT_AGE), Number::Seconds(age)));
                 }
                 let next = set.entries().iter().any(|e| e.state == State::Next);
-                per_key_set.push((series(metrics::KEYSET_NEXT_PUBLISHED), i64::from(next)));
-                let promote_after = i64::try_from(policy.promote_after_ms / 1000).unwrap_or(i64::MAX);
-                per_key_set.push((series(metrics::KEYSET_PROMOTE_AFTER), promote_after));
+                let next = Number::Count(i64::from(next));
+                per_key_set.push((series(metrics::KEYSET_NEXT_PUBLISHED), next));
+                let promote_after = i64::try_from(policy.promote_after_ms).unwrap_or(i64::MAX);
+                per_key_set.push((
+                    series(metrics::KEYSET_PROMOTE_AFTER),
+                    Number::Seconds(promote_after),
+                ));
             }
             let counters = Key::named(ctx, &keys::derived(&name, Derived::Metrics), Mode::Peek)?;
             let errors = match counters.kind() {
                 KeyType::Hash => counters.hash_int(metrics::INVALIDATION_ERRORS),
                 _ => 0,
             };
-            per_key_set.push((series(metrics::KEYSET_ERRORS), errors));
+            per_key_set.push((series(metrics::KEYSET_ERRORS), Number::Count(errors)));
         }
         total += held;
-        out.push((format!("{}:{db}", metrics::KEY_SETS), held));
+        out.push((format!("{}:{db}", metrics::KEY_SETS), Number::Count(held)));
     }
     // SAFETY: as above.
     unsafe { select(ctx.ctx, home) };
-    out.push((metrics::KEY_SETS.to_owned(), total));
+    out.push((metrics::KEY_SETS.to_owned(), Number::Count(total)));
     out.extend(per_key_set);
     Ok(out)
 }
@@ -157,6 +177,13 @@ pub fn label(name: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn seconds_keep_milliseconds() {
+        assert_eq!(super::Number::Seconds(300).text(), "0.300");
+        assert_eq!(super::Number::Seconds(86_400_123).text(), "86400.123");
+        assert_eq!(super::Number::Count(-2).text(), "-2");
+    }
+
     #[test]
     fn labels_are_utf8_and_distinct() {
         assert_eq!(super::label(b"jwks:{auth}"), "jwks:{auth}");
