@@ -18,6 +18,8 @@ pub trait Effects {
     fn delete_cache(&mut self) -> Result<bool>;
     /// Adds one to a counter of the key set.
     fn count(&mut self, counter: &'static str) -> Result<()>;
+    /// Publishes the change event, last: a subscriber that reloads on it sees the change.
+    fn announce(&mut self) -> Result<()>;
 }
 
 /// What is known before anything is written.
@@ -43,7 +45,7 @@ pub struct Outcome {
 
 /// Writes a change: audit entries first (if the stream refuses the first one, nothing has
 /// been written and the command is refused), then the key set, then the invalidation, then
-/// the counters. After the first entry the change is committed: a later failure is
+/// the counters, then the change event. After the first entry the change is committed: a later failure is
 /// reported in the outcome and the log, never raised.
 pub fn commit(effects: &mut impl Effects, plan: &Plan) -> Result<Outcome> {
     let mut kids: Vec<&str> = Vec::with_capacity(plan.changes.len());
@@ -98,6 +100,9 @@ pub fn commit(effects: &mut impl Effects, plan: &Plan) -> Result<Outcome> {
             errors.push(e.to_string());
         }
     }
+    if let Err(e) = effects.announce() {
+        errors.push(e.to_string());
+    }
     outcome.incomplete = errors.into_iter().next();
     Ok(outcome)
 }
@@ -139,6 +144,10 @@ mod tests {
             self.writes.push(format!("count {counter}"));
             Ok(())
         }
+        fn announce(&mut self) -> Result<()> {
+            self.writes.push("event".into());
+            Ok(())
+        }
     }
 
     fn actx() -> audit::Context {
@@ -176,6 +185,7 @@ mod tests {
                 "del cache",
                 "count jwt_jwks_rotations_total",
                 "count jwt_jwks_cache_invalidations_total",
+                "event",
             ]
         );
     }
@@ -204,6 +214,7 @@ mod tests {
                 "set",
                 "count jwt_jwks_rotations_total",
                 "count jwt_jwks_cache_invalidation_errors_total",
+                "event",
             ]
         );
     }
@@ -243,6 +254,7 @@ mod tests {
                 "audit JWKS_CACHE_INVALIDATED",
                 "del cache",
                 "count jwt_jwks_cache_invalidations_total",
+                "event",
             ]
         );
     }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result, Shown};
 use crate::glue::call::{now_ms, Args, Caller};
 use crate::glue::key::{Key, Mode};
 use crate::keys;
+use crate::observe::events::Kind;
 use crate::observe::{audit, log};
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
@@ -38,11 +39,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         cached: targets.cached(ctx)?,
         fault: debug::take_injected_failure(),
     };
-    let mut effects = RedisEffects {
-        ctx,
-        targets: &targets,
-        new_set: None,
-    };
+    let mut effects = RedisEffects::new(ctx, &targets, Kind::Invalidated, stored, None, &actx.reason);
     let outcome = commit::commit(&mut effects, &plan)?;
     stored.set_cache_ok(false);
     log::invalidation(name, &actx.reason, actx.generation, 0, &outcome);

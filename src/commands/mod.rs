@@ -6,6 +6,7 @@ pub mod debug;
 pub mod get;
 pub mod info;
 pub mod invalidate;
+pub mod key;
 pub mod policy;
 pub mod rotate;
 pub mod setstate;
@@ -23,9 +24,10 @@ use crate::config;
 use crate::datatype::Stored;
 use crate::error::{Access, Result};
 use crate::glue::call::Caller;
-use crate::glue::key::{Key, Mode};
+use crate::glue::key::{publish, Key, Mode};
 use crate::keys::{self, Derived, Name};
 use crate::observe::audit::Fields;
+use crate::observe::events;
 use crate::observe::stats as process_stats;
 
 /// A reply map: a RESP3 map, flattened to `[name, value, ...]` on RESP2.
@@ -66,6 +68,7 @@ pub struct Targets {
     pub cache: Name,
     pub audit: Name,
     pub metrics: Name,
+    pub events: Name,
 }
 
 impl Targets {
@@ -75,7 +78,9 @@ impl Targets {
             cache: keys::derived(key, Derived::Cache),
             audit: keys::derived(key, Derived::Audit),
             metrics: keys::derived(key, Derived::Metrics),
+            events: keys::derived(key, Derived::Events),
         };
+        caller.check(&targets.events, Access::Publish)?;
         for (name, kind, what) in [
             (&targets.cache, KeyType::String, "expected a string (the cached JWKS)"),
             (&targets.audit, KeyType::Stream, "expected a stream (the audit trail)"),
@@ -98,6 +103,35 @@ pub struct RedisEffects<'a> {
     pub targets: &'a Targets,
     /// The new key set, stored by `store_set` (rotations), and replicated as its state.
     pub new_set: Option<Stored>,
+    /// The change event to publish.
+    pub event: String,
+}
+
+impl<'a> RedisEffects<'a> {
+    /// Effects for a change after which `after` is the key set at the key; `store` when
+    /// the change stores it (rendered now, once, for the event's ETag: the stored value
+    /// keeps the rendering for the next read).
+    pub fn new(
+        ctx: &'a Context,
+        targets: &'a Targets,
+        kind: events::Kind,
+        after: &Stored,
+        store: Option<Stored>,
+        reason: &str,
+    ) -> RedisEffects<'a> {
+        let event = events::message(
+            kind,
+            &targets.key,
+            Some((after.set(), &after.rendered().etag)),
+            Some(reason),
+        );
+        RedisEffects {
+            ctx,
+            targets,
+            new_set: store,
+            event,
+        }
+    }
 }
 
 impl Effects for RedisEffects<'_> {
@@ -128,5 +162,9 @@ impl Effects for RedisEffects<'_> {
         Key::named(self.ctx, &self.targets.metrics, Mode::Write)?
             .hash_incr(counter)
             .map(|_| ())
+    }
+
+    fn announce(&mut self) -> Result<()> {
+        publish(self.ctx, &self.targets.events, &self.event)
     }
 }

@@ -16,6 +16,7 @@ use crate::glue::key::{Key, Mode};
 use crate::keys;
 use crate::keyset::{KeySet, Lifecycle};
 use crate::observe::audit;
+use crate::observe::events::Kind;
 
 /// Ten years: longer is a typo, not a policy.
 const MAX_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
@@ -89,11 +90,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         user: caller.name(),
         forced: false,
     };
-    let mut effects = RedisEffects {
-        ctx,
-        targets: &targets,
-        new_set: Some(Stored::new(next.clone())),
-    };
+    let stored = Stored::new(next.clone());
+    let mut effects = RedisEffects::new(ctx, &targets, Kind::Policy, &stored, None, "policy");
+    effects.new_set = Some(stored);
     effects.audit(&audit::policy_set(&actx, policy))?;
     effects.store_set()?;
     // The cached document must not outlive the next scheduled change.
@@ -106,6 +105,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
             effects.delete_cache()?;
         }
     }
+    effects.announce()?;
     Ok(reply(&next))
 }
 

@@ -15,6 +15,7 @@ use crate::glue::call::{now_ms, Args, Caller};
 use crate::glue::key::{Key, Mode};
 use crate::keys;
 use crate::keyset::{Change, KeySet};
+use crate::observe::events::Kind;
 use crate::observe::{audit, log};
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
@@ -79,11 +80,9 @@ pub fn commit_change(
         cached: targets.cached(ctx)?,
         fault: debug::take_injected_failure(),
     };
-    let mut effects = RedisEffects {
-        ctx,
-        targets,
-        new_set: Some(Stored::new(next.clone())),
-    };
+    let stored = Stored::new(next.clone());
+    let mut effects = RedisEffects::new(ctx, targets, Kind::Rotated, &stored, None, &actx.reason);
+    effects.new_set = Some(stored);
     let outcome = commit::commit(&mut effects, &plan)?;
     log::invalidation(
         &targets.key,

@@ -9,7 +9,7 @@ use std::ptr;
 use redis_module::raw::{self, RedisModuleCtx, RedisModuleString};
 use redis_module::Context;
 
-use super::{debug, get, info, invalidate, policy, rotate, setstate, stats};
+use super::{debug, get, info, invalidate, key, policy, rotate, setstate, stats};
 use crate::error::{Error, Result};
 use crate::glue::call::{dispatch, Handler};
 use crate::glue::key::api;
@@ -116,6 +116,7 @@ const fn option(name: &'static str, token: &'static str, kind: ArgType, summary:
 const KEY: Arg = arg("key", ArgType::Key, "the key set's name");
 const REASON: Arg = option("reason", "REASON", ArgType::String, "recorded in the audit trail and the log");
 const KEY_ONLY: &[Arg] = &[KEY];
+const KEY_ARGS: &[Arg] = &[KEY, arg("kid", ArgType::String, "the key's kid")];
 const GET_ARGS: &[Arg] = &[
     KEY,
     Arg {
@@ -202,7 +203,7 @@ const POLICY_ARGS: &[Arg] = &[
     ),
 ];
 
-pub fn commands() -> [Command; 8] {
+pub fn commands() -> [Command; 9] {
     [
         Command {
             name: "jwks.rotate",
@@ -252,6 +253,18 @@ pub fn commands() -> [Command; 8] {
             complexity: "O(N) with N the keys in the set",
             since: "0.2.0",
             args: POLICY_ARGS,
+        },
+        Command {
+            name: "jwks.key",
+            entry: entry!(key::run),
+            flags: "readonly fast",
+            acl: "read fast jwks",
+            arity: 3,
+            key: Some(KeyUse::Read),
+            summary: "Returns the published JWK with this kid, as JSON",
+            complexity: "O(N) with N the keys in the set",
+            since: "0.2.0",
+            args: KEY_ARGS,
         },
         Command {
             name: "jwks.info",

@@ -417,6 +417,32 @@ impl Drop for Key {
     }
 }
 
+/// Publishes `message` on the sharded channel `channel`, as SPUBLISH would: in a cluster
+/// Redis sends it to the shard's nodes; standalone, the command is propagated to replicas
+/// (not the AOF) so their subscribers get it too, as Redis does for SPUBLISH.
+pub fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
+    let publish = api!(RedisModule_PublishMessageShard)?;
+    let channel = RedisString::create_from_slice(ctx.ctx, channel);
+    let message = RedisString::create_from_slice(ctx.ctx, message.as_bytes());
+    // SAFETY: a live context and two live strings.
+    unsafe { publish(ctx.ctx, channel.inner, message.inner) };
+    if !ctx.get_flags().contains(redis_module::ContextFlags::CLUSTER) {
+        let replicate = api!(RedisModule_Replicate)?;
+        let mut argv = [channel.inner, message.inner];
+        // SAFETY: "vA" takes an array of live strings and keeps it out of the AOF.
+        unsafe {
+            replicate(
+                ctx.ctx,
+                c"SPUBLISH".as_ptr(),
+                c"vA".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
+            )
+        };
+    }
+    Ok(())
+}
+
 /// Propagates a command to replicas and the AOF as part of the running command.
 pub fn replicate(ctx: *mut raw::RedisModuleCtx, cmd: &CStr, argv: &mut [*mut RedisModuleString]) {
     let Ok(f) = api!(RedisModule_Replicate) else {

@@ -3,6 +3,7 @@
 //! keys); `log` writes the Redis log; `stats` counts what this process did.
 
 pub mod audit;
+pub mod events;
 pub mod log;
 pub mod metrics;
 pub mod stats;

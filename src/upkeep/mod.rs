@@ -20,7 +20,7 @@
 //! The same queue carries *fills*: `JWKS.GET` is read-only, and the module itself writes
 //! the cache string after a read finds it missing (on primaries only).
 
-pub mod events;
+pub mod server_events;
 pub mod registry;
 pub mod schedule;
 
@@ -39,13 +39,18 @@ use crate::config;
 use crate::datatype::Stored;
 use crate::error::Result;
 use crate::glue::call::{self, now_ms};
-use crate::glue::key::{api, Key, Mode};
+use crate::glue::key::{api, publish, Key, Mode};
 use crate::keys::{self, Derived, Name};
-use crate::observe::{log, metrics, stats};
+use crate::observe::{events, log, metrics, stats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
+    /// Something touched the cache key.
     Reconcile,
+    /// The key set left its key.
+    Gone,
+    /// A key set arrived at the key by a generic command.
+    Arrived,
     Fill,
 }
 
@@ -123,7 +128,7 @@ pub fn start(ctx: &Context) -> Result<()> {
     if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
         return Err(crate::error::Error::Api("RedisModule_SubscribeToKeyspaceEvents"));
     }
-    events::subscribe(ctx)
+    server_events::subscribe(ctx)
 }
 
 /// Runs a callback body, never letting a panic unwind into Redis.
@@ -141,7 +146,7 @@ pub fn on_unlink(db: i32, name: &[u8]) {
         if is_ours() {
             return;
         }
-        push(db, name, Kind::Reconcile);
+        push(db, name, Kind::Gone);
         // A keyspace event usually follows and runs the job right after the command; the
         // timer is the backstop for paths without one.
         arm_timer(DETACHED.load(Ordering::Relaxed));
@@ -200,7 +205,7 @@ fn arrived(ctx: &Context, name: &[u8]) {
         registry::add(db, name);
         schedule::track(db, name, stored.set());
         if keys::check_name(name).is_ok() {
-            push(db, name, Kind::Reconcile);
+            push(db, name, Kind::Arrived);
         } else {
             log::reserved_name(name);
         }
@@ -209,7 +214,7 @@ fn arrived(ctx: &Context, name: &[u8]) {
 
 /// From JWKS.GET: the cache string is not known to hold the document; fill it soon.
 pub fn request_fill(ctx: &Context, name: &[u8], stored: &Stored) {
-    if !events::is_replica() && stored.claim_fill() {
+    if !server_events::is_replica() && stored.claim_fill() {
         push(call::db(ctx), name, Kind::Fill);
         arm_timer(ctx.ctx);
     }
@@ -277,19 +282,50 @@ fn drain(ctx: &Context) {
     }
     let home = call::db(ctx);
     let mut seen = HashSet::with_capacity(jobs.len());
+    let mut announce: Vec<(i32, Name)> = Vec::new();
     for job in jobs {
         if !seen.insert((job.db, job.key.clone(), job.kind)) || !select(ctx, job.db) {
             continue;
         }
         let done = match job.kind {
             Kind::Reconcile => reconcile(ctx, &job.key),
+            Kind::Gone | Kind::Arrived => {
+                if !announce.iter().any(|(d, k)| *d == job.db && *k == job.key) {
+                    announce.push((job.db, job.key.clone()));
+                }
+                reconcile(ctx, &job.key)
+            }
             Kind::Fill => fill(ctx, &job.key, &flags),
         };
         if let Err(e) = done {
             log::write_failed(&job.key, &e.to_string());
         }
     }
+    // One event per name, saying what is there now.
+    for (db, key) in announce {
+        if select(ctx, db) {
+            if let Err(e) = announce_state(ctx, &key) {
+                log::write_failed(&key, &e.to_string());
+            }
+        }
+    }
     select(ctx, home);
+}
+
+/// Publishes what a generic command left at `name`: another key set, or none.
+fn announce_state(ctx: &Context, name: &[u8]) -> Result<()> {
+    let key = Key::named(ctx, name, Mode::Peek)?;
+    let stored = key.keyset().ok().flatten();
+    let message = match stored {
+        Some(s) => events::message(
+            events::Kind::Replaced,
+            name,
+            Some((s.set(), &s.rendered().etag)),
+            None,
+        ),
+        None => events::message(events::Kind::Deleted, name, None, None),
+    };
+    publish(ctx, &keys::derived(name, Derived::Events), &message)
 }
 
 /// Makes the cache string of the key set at `name` hold its document or nothing.

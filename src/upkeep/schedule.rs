@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use redis_module::raw::RedisModuleCtx;
 use redis_module::Context;
 
-use super::{events, guarded, select, DETACHED};
+use super::{guarded, select, server_events, DETACHED};
 use crate::commands::{rotate, Targets};
 use crate::error::Result;
 use crate::glue::call::{self, now_ms, Caller};
@@ -91,7 +91,7 @@ pub fn swap(a: i32, b: i32) {
 
 /// Arms the timer for the earliest entry (on a primary).
 pub fn arm() {
-    if events::is_replica() {
+    if server_events::is_replica() {
         return;
     }
     let ctx = DETACHED.load(Ordering::Relaxed);
@@ -128,7 +128,7 @@ unsafe extern "C" fn on_timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
 
 /// Applies every change that is due (on a primary; a replica waits to be promoted).
 fn run_due(ctx: &Context) {
-    if events::is_replica() || ctx.get_flags().contains(redis_module::ContextFlags::LOADING) {
+    if server_events::is_replica() || ctx.get_flags().contains(redis_module::ContextFlags::LOADING) {
         return;
     }
     let now = now_ms();

@@ -420,3 +420,108 @@ pub fn shim_path(server: &Server) -> String {
         std::env::var("PATH").unwrap_or_default()
     )
 }
+
+/// A raw RESP2/RESP3 connection: for what the client library does not expose (sharded
+/// subscriptions, tracking pushes). Replies come back as `Resp`.
+pub struct RawConn {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Str(String),
+    Int(i64),
+    Nil,
+    Err(String),
+    List(Vec<Resp>),
+    /// A RESP3 push (`>`), as its elements.
+    Push(Vec<Resp>),
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        match self {
+            Resp::Str(s) | Resp::Err(s) => s.clone(),
+            Resp::Int(n) => n.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+impl RawConn {
+    pub fn connect(port: u16) -> RawConn {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        RawConn {
+            stream: std::io::BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, args: &[&str]) {
+        use std::io::Write;
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.stream
+            .get_mut()
+            .write_all(out.as_bytes())
+            .expect("write");
+    }
+
+    pub fn call(&mut self, args: &[&str]) -> Resp {
+        self.send(args);
+        self.read()
+    }
+
+    /// The next reply or push; panics after the read timeout.
+    pub fn read(&mut self) -> Resp {
+        self.try_read().expect("a reply in time")
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.stream
+            .get_ref()
+            .set_read_timeout(Some(t))
+            .expect("timeout");
+    }
+
+    pub fn try_read(&mut self) -> Option<Resp> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        if self.stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches("\r\n");
+        let (kind, rest) = line.split_at(1);
+        let n = || rest.parse::<i64>().unwrap_or(-1);
+        Some(match kind {
+            "+" => Resp::Str(rest.to_owned()),
+            "-" => Resp::Err(rest.to_owned()),
+            ":" => Resp::Int(n()),
+            "_" => Resp::Nil,
+            "#" => Resp::Int(i64::from(rest == "t")),
+            "," => Resp::Str(rest.to_owned()),
+            "$" | "=" if n() < 0 => Resp::Nil,
+            "$" | "=" => {
+                let mut buf = vec![0u8; n() as usize + 2];
+                self.stream.read_exact(&mut buf).ok()?;
+                buf.truncate(buf.len() - 2);
+                Resp::Str(String::from_utf8_lossy(&buf).into_owned())
+            }
+            "*" | "~" if n() < 0 => Resp::Nil,
+            "*" | "~" | ">" => {
+                let items = (0..n()).map(|_| self.read()).collect();
+                if kind == ">" {
+                    Resp::Push(items)
+                } else {
+                    Resp::List(items)
+                }
+            }
+            "%" => Resp::List((0..2 * n()).map(|_| self.read()).collect()),
+            other => panic!("unexpected RESP type {other:?} in {line:?}"),
+        })
+    }
+}
