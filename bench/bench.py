@@ -87,13 +87,13 @@ class Server:
     """redis-server with the release module on a free loopback port, optionally run under
     a wrapper command (bench/instructions.py runs it under callgrind)."""
 
-    def __init__(self, server_bin, wrapper=(), start_timeout=20):
+    def __init__(self, server_bin, wrapper=(), start_timeout=20, module=True):
         self.dir = tempfile.mkdtemp(prefix="jwks-bench-")
         self.port = free_port()
+        load = ["--loadmodule", MODULE] if module else []
         self.proc = subprocess.Popen(
             [*wrapper, server_bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", "server.log",
-             "--loadmodule", MODULE],
+             "--appendonly", "no", "--dir", self.dir, "--logfile", "server.log", *load],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.conn = None
         deadline = time.time() + start_timeout
@@ -391,6 +391,148 @@ def case_memory(srv, a):
     return out
 
 
+def many_sets(srv, n, prefix, policy_ms=0, next_key=False, batch=500):
+    """`n` key sets of one EC key each (and a next key, and a policy, when asked),
+    created in pipelined batches."""
+    conn = Conn(srv.port)
+    for start in range(0, n, batch):
+        cmds = []
+        for i in range(start, min(n, start + batch)):
+            key = f"{prefix}{{{i}}}"
+            cmds.append(Conn.encode("JWKS.ROTATE", key, "ADD", dumps(ec_jwk("a", 0)), "PROMOTE", "a"))
+            if policy_ms:
+                cmds.append(Conn.encode("JWKS.POLICY", key, "PROMOTE-AFTER", policy_ms))
+            if next_key:
+                cmds.append(Conn.encode("JWKS.ROTATE", key, "ADD", dumps(ec_jwk("b", 1))))
+        conn.sock.sendall(b"".join(cmds))
+        for r in conn.read(len(cmds)):
+            if isinstance(r, hiredis.ReplyError):
+                raise RuntimeError(str(r))
+
+
+def timed(conn, *args, runs=20):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        conn.call(*args)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {"median_ms": statistics.median(times), "max_ms": times[-1]}
+
+
+def case_stats(srv, a):
+    """JWKS.STATS and the exporter's script with many key sets, half of them with a policy
+    (those add lifecycle series). Target: JWKS.STATS under 10 ms with 10,000 key sets."""
+    half = a.key_sets // 2
+    many_sets(srv, half, "stats:plain:")
+    many_sets(srv, a.key_sets - half, "stats:policy:", policy_ms=3_600_000, next_key=True)
+    conn = srv.conn
+    script = open(os.path.join(ROOT, "monitoring", "jwks_exporter.lua")).read()
+    series = len(conn.call("JWKS.STATS")) // 2
+    return {"key_sets": a.key_sets, "series": series,
+            "JWKS.STATS": timed(conn, "JWKS.STATS"),
+            "INFO jwks": timed(conn, "INFO", "jwks"),
+            "EVAL exporter script": timed(conn, "EVAL", script, 0)}
+
+
+def case_schedule(srv, a):
+    """How late scheduled promotions are applied while clients read at full speed: each of
+    `--scheduled` key sets gets a next key that falls due within ~2 s; lateness is the
+    audit entry's stream ID time minus the due time. Target: p99 within 100 ms."""
+    conn = srv.conn
+    load_set(conn, "sched:reads", realistic_set())
+    n = a.scheduled
+    many_sets(srv, n, "sched:", policy_ms=0)
+    for i in range(n):
+        conn.call("JWKS.POLICY", f"sched:{{{i}}}", "PROMOTE-AFTER", 1000 + (i * 1000) // n)
+    for i in range(n):
+        conn.call("JWKS.ROTATE", f"sched:{{{i}}}", "ADD", dumps(ec_jwk("b", 1)))
+    load = threading.Thread(target=lambda: redis_benchmark(
+        srv.port, ["JWKS.GET", "sched:reads"], a.reads * 2, 50, 1))
+    load.start()
+    lateness = []
+    deadline = time.time() + 30
+    pending = set(range(n))
+    while pending and time.time() < deadline:
+        time.sleep(0.2)
+        for i in sorted(pending):
+            key = f"sched:{{{i}}}"
+            entries = conn.call("XRANGE", f"{key}:audit", "-", "+")
+            for entry_id, fields in entries:
+                f = dict(zip(fields[::2], fields[1::2]))
+                if f.get(b"action") == b"JWKS_KEY_PROMOTED" and f.get(b"reason") == b"policy":
+                    info = dict(zip(*[iter(conn.call("JWKS.INFO", key))] * 2))
+                    b = next(k for k in info[b"keys"] if dict(zip(*[iter(k)] * 2))[b"kid"] == b"b")
+                    b = dict(zip(*[iter(b)] * 2))
+                    due = b[b"added_ms"] + 1000 + (i * 1000) // n
+                    lateness.append(int(entry_id.split(b"-")[0]) - due)
+                    pending.discard(i)
+    load.join()
+    lateness.sort()
+    pct = lambda q: lateness[min(len(lateness) - 1, int(len(lateness) * q))] if lateness else None
+    return {"changes": len(lateness), "missing": len(pending), "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99), "max_ms": lateness[-1] if lateness else None}
+
+
+def case_policies_get(srv, a):
+    """JWKS.GET p99 with 10,000 key sets holding a policy (and a next key due in an hour)
+    beside the same without, and the server's CPU while idle: no per-key-set polling."""
+    conn = srv.conn
+    load_set(conn, "pol:reads", realistic_set())
+    many_sets(srv, a.key_sets, "pol:", next_key=True)
+
+    def set_policies(ms):
+        c = Conn(srv.port)
+        for start in range(0, a.key_sets, 500):
+            cmds = [Conn.encode("JWKS.POLICY", f"pol:{{{i}}}", "PROMOTE-AFTER", ms)
+                    for i in range(start, min(a.key_sets, start + 500))]
+            c.sock.sendall(b"".join(cmds))
+            c.read(len(cmds))
+
+    def idle_cpu():
+        def cpu():
+            info = conn.call("INFO", "cpu").decode()
+            v = dict(l.split(":", 1) for l in info.splitlines() if ":" in l)
+            return float(v["used_cpu_sys"]) + float(v["used_cpu_user"])
+        before = cpu()
+        time.sleep(2)
+        return (cpu() - before) / 2 * 100
+
+    def run(ms):
+        def variant():
+            set_policies(ms)
+            r = redis_benchmark(srv.port, ["JWKS.GET", "pol:reads"], a.reads, 50, 1)
+            return r
+        return variant
+
+    out = side_by_side(a.rounds, [("with_policies", run(3_600_000)), ("without", run(0))])
+    out["p99_ratio"] = out["with_policies"]["p99_ms"] / out["without"]["p99_ms"]
+    set_policies(3_600_000)
+    out["idle_cpu_percent_with_policies"] = idle_cpu()
+    set_policies(0)
+    out["idle_cpu_percent_without"] = idle_cpu()
+    return out
+
+
+def case_keyspace_events(srv, a):
+    """What the module's keyspace-event hook costs writes to unrelated keys: SET and
+    SET ... EX throughput with the module loaded beside a server without it."""
+    plain = Server(a.server, module=False)
+    try:
+        out = {}
+        for name, args in (("SET", ["SET", "k:__rand_int__", "v"]),
+                           ("SET EX", ["SET", "k:__rand_int__", "v", "EX", "100"])):
+            r = side_by_side(a.rounds, [
+                ("module", lambda: redis_benchmark(srv.port, ["-r", "100000"] + args, scaled(a.writes, 16), a.clients, 16)),
+                ("plain", lambda: redis_benchmark(plain.port, ["-r", "100000"] + args, scaled(a.writes, 16), a.clients, 16)),
+            ])
+            r["ratio"] = r["module"]["rps"] / r["plain"]["rps"]
+            out[name] = r
+        return out
+    finally:
+        plain.stop()
+
+
 CASES = {
     "read_hit": case_read_hit,
     "read_miss": case_read_miss,
@@ -398,6 +540,10 @@ CASES = {
     "rotate": case_rotate,
     "reads_under_rotation": case_reads_under_rotation,
     "memory": case_memory,
+    "stats": case_stats,
+    "schedule": case_schedule,
+    "policies_get": case_policies_get,
+    "keyspace_events": case_keyspace_events,
 }
 
 
@@ -411,7 +557,7 @@ def table(results):
 
     lines.append(f"{'case':<28} {'variant':<22} {'req/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
     for case, res in results.items():
-        if case == "memory":
+        if case in ("memory", "stats", "schedule"):
             continue
         for group, variants in res.items():
             if not isinstance(variants, dict):
@@ -448,6 +594,22 @@ def table(results):
         r = results["reads_under_rotation"]
         lines.append(f"  JWKS.GET p99 with {r['with_rotations']['rotations_per_s']:.0f} rotations/s / without = "
                      f"{r['p99_ratio']:.3f} (<= 1.10)")
+    if "stats" in results:
+        r = results["stats"]
+        lines.append(f"  JWKS.STATS with {r['key_sets']:,} key sets ({r['series']:,} series): "
+                     f"median {r['JWKS.STATS']['median_ms']:.2f} ms, max {r['JWKS.STATS']['max_ms']:.2f} ms (< 10 ms); "
+                     f"INFO jwks {r['INFO jwks']['median_ms']:.2f} ms; exporter script {r['EVAL exporter script']['median_ms']:.2f} ms")
+    if "schedule" in results:
+        r = results["schedule"]
+        lines.append(f"  scheduled promotions under read load: {r['changes']} applied ({r['missing']} missing), "
+                     f"lateness p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms (p99 <= 100)")
+    if "policies_get" in results:
+        r = results["policies_get"]
+        lines.append(f"  JWKS.GET p99 with policies / without = {r['p99_ratio']:.3f} (<= 1.10); idle CPU "
+                     f"{r['idle_cpu_percent_with_policies']:.2f} % with, {r['idle_cpu_percent_without']:.2f} % without")
+    if "keyspace_events" in results:
+        for name, r in results["keyspace_events"].items():
+            lines.append(f"  {name} on unrelated keys, module loaded / not: {r['ratio']:.3f}")
     if "memory" in results:
         m = results["memory"]
         lines.append(f"  MEMORY USAGE key set: 1 key {m['1_keys_bytes']} B, 5 keys {m['5_keys_bytes']} B, "
@@ -467,6 +629,8 @@ def main():
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--rotation-rate", type=float, default=100.0)
     p.add_argument("--audit-invalidations", type=int, default=100_000)
+    p.add_argument("--key-sets", type=int, default=10_000, help="key sets for the stats and policies cases")
+    p.add_argument("--scheduled", type=int, default=200, help="key sets with a change due, schedule case")
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "out", "results.json"))
     p.add_argument("--server", default=os.environ.get("JWKS_SERVER_BIN", "redis-server"))

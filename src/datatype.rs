@@ -153,8 +153,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         Some(set) => {
             // SAFETY: `rdb` is this callback's IO context.
             if let Some((db, name)) = unsafe { loading_key(rdb) } {
-                upkeep::registry::add(db, &name);
-                upkeep::schedule::track(db, &name, &set);
+                upkeep::track(db, &name, &set);
             }
             Box::into_raw(Box::new(Stored::new(set))).cast()
         }
@@ -233,8 +232,7 @@ unsafe extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_
             // SAFETY: as above.
             let db = unsafe { db_of(ctx) };
             let name = RedisString::string_as_slice(name.cast_mut());
-            upkeep::registry::add(db, name);
-            upkeep::schedule::track(db, name, &set);
+            upkeep::track(db, name, &set);
         }
     }
     Box::into_raw(Box::new(Stored::new(set))).cast()

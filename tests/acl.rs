@@ -253,6 +253,31 @@ fn the_module_checks_the_callers_acl_on_every_derived_key() {
     let e = denied(&mut readonly, &["JWKS.INVALIDATE", "jwks:{auth}"]);
     assert!(e.contains("write 'jwks:{auth}:cache'"), "{e}");
     assert_eq!(digest(&mut admin), before);
+    // Keys allowed but not the events channel: the change is refused before any write.
+    let _: () = cmd(
+        "ACL",
+        &[
+            "SETUSER",
+            "nochan",
+            "on",
+            ">pw",
+            "resetkeys",
+            "~jwks:*",
+            "resetchannels",
+            "-@all",
+            "+jwks.rotate",
+        ],
+    )
+    .query(&mut admin)
+    .unwrap();
+    let mut nochan = as_user(&server, "nochan", "pw");
+    let before = digest(&mut admin);
+    let e = denied(
+        &mut nochan,
+        &["JWKS.ROTATE", "jwks:{auth}", "ADD", &ec("b", 2)],
+    );
+    assert!(e.contains("publish to 'jwks:{auth}:events'"), "{e}");
+    assert_eq!(digest(&mut admin), before);
     // A user deleted while connected can do nothing more through the module.
     let _: i64 = cmd("ACL", &["DELUSER", "readonly"])
         .query(&mut admin)

@@ -80,7 +80,6 @@ impl Targets {
             metrics: keys::derived(key, Derived::Metrics),
             events: keys::derived(key, Derived::Events),
         };
-        caller.check(&targets.events, Access::Publish)?;
         for (name, kind, what) in [
             (&targets.cache, KeyType::String, "expected a string (the cached JWKS)"),
             (&targets.audit, KeyType::Stream, "expected a stream (the audit trail)"),
@@ -89,6 +88,7 @@ impl Targets {
             caller.check(name, Access::Write)?;
             Key::named(ctx, name, Mode::Peek)?.expect(kind, what)?;
         }
+        caller.check(&targets.events, Access::Publish)?;
         Ok(targets)
     }
 
@@ -144,12 +144,11 @@ impl Effects for RedisEffects<'_> {
             return Ok(());
         };
         let state = value.set().to_stored();
-        let next_change = value.set().next_change().map(|d| d.at_ms);
+        let tracked = value.set().clone();
         Key::named(self.ctx, &self.targets.key, Mode::Write)?.set_keyset(value)?;
         setstate::replicate(self.ctx, &self.targets.key, &state);
         let db = crate::glue::call::db(self.ctx);
-        crate::upkeep::registry::add(db, &self.targets.key);
-        crate::upkeep::schedule::set(db, &self.targets.key, next_change);
+        crate::upkeep::track(db, &self.targets.key, &tracked);
         Ok(())
     }
 
@@ -159,6 +158,10 @@ impl Effects for RedisEffects<'_> {
 
     fn count(&mut self, counter: &'static str) -> Result<()> {
         process_stats::count(counter);
+        if counter == crate::observe::metrics::INVALIDATION_ERRORS {
+            let db = crate::glue::call::db(self.ctx);
+            process_stats::count_keyset_error(db, &self.targets.key);
+        }
         Key::named(self.ctx, &self.targets.metrics, Mode::Write)?
             .hash_incr(counter)
             .map(|_| ())

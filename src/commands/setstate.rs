@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::glue::call::{self, Args};
 use crate::glue::key::{replicate as propagate, Key, Mode};
 use crate::keyset::KeySet;
-use crate::upkeep::{registry, schedule};
+use crate::upkeep;
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !ctx
@@ -30,11 +30,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let key = Key::arg(ctx, name, Mode::Write)?;
     key.keyset()?;
     let db = call::db(ctx);
-    let next_change = set.next_change().map(|d| d.at_ms);
-    // Replacing the old value unlinks it (and unschedules the name): schedule after.
-    key.set_keyset(Stored::new(set))?;
-    registry::add(db, args.bytes(1));
-    schedule::set(db, args.bytes(1), next_change);
+    let stored = Stored::new(set);
+    let tracked = stored.set().clone();
+    // Replacing the old value unlinks it (and forgets the name): track after.
+    key.set_keyset(stored)?;
+    upkeep::track(db, args.bytes(1), &tracked);
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 

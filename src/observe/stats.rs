@@ -19,3 +19,18 @@ pub fn count(counter: &'static str) {
 pub fn all() -> [(&'static str, u64); ALL.len()] {
     std::array::from_fn(|i| (ALL[i], COUNTS[i].load(Ordering::Relaxed)))
 }
+
+/// Invalidation errors this process saw, by key set (db, name): sparse, since errors are
+/// rare; what lets an alert name the key set. Like the node counters it only grows.
+static KEYSET_ERRORS: parking_lot::Mutex<std::collections::BTreeMap<(i32, Vec<u8>), u64>> =
+    parking_lot::Mutex::new(std::collections::BTreeMap::new());
+
+pub fn count_keyset_error(db: i32, name: &[u8]) {
+    *KEYSET_ERRORS.lock().entry((db, name.to_vec())).or_insert(0) += 1;
+}
+
+pub fn each_keyset_error(mut f: impl FnMut(i32, &[u8], u64)) {
+    for ((db, name), n) in KEYSET_ERRORS.lock().iter() {
+        f(*db, name, *n);
+    }
+}

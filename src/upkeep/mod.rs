@@ -82,6 +82,13 @@ static QUEUED: AtomicBool = AtomicBool::new(false);
 /// A context for arming timers from callbacks that have none (unlink).
 pub(super) static DETACHED: AtomicPtr<RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
 
+/// A key set is now at (`db`, `name`): what JWKS.STATS reports of it and when its policy
+/// next changes it.
+pub fn track(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+    registry::put(db, name, registry::Snapshot::of(set));
+    schedule::track(db, name, set);
+}
+
 /// The module's detached context: for callbacks that get none (INFO, unlink), on the main
 /// thread only.
 pub fn detached() -> *mut RedisModuleCtx {
@@ -202,8 +209,7 @@ fn arrived(ctx: &Context, name: &[u8]) {
     if let Ok(Some(stored)) = key.keyset() {
         stored.set_cache_ok(false);
         let db = call::db(ctx);
-        registry::add(db, name);
-        schedule::track(db, name, stored.set());
+        track(db, name, stored.set());
         if keys::check_name(name).is_ok() {
             push(db, name, Kind::Arrived);
         } else {

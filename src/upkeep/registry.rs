@@ -1,81 +1,159 @@
-//! Which key sets this node holds, per db, so JWKS.STATS can report on them without a
-//! keyspace scan. Kept by what creates and removes key-set values: a committed JWKS.ROTATE
-//! or JWKS.SETSTATE, a value loaded from RDB or RESTORE/MIGRATE (its IO context names the
-//! key), COPY, a RENAME or MOVE onto a name, and the type's unlink callback; flushes and
-//! SWAPDB act on whole dbs. Only names that hold a key set are ever added, so refused
-//! commands cannot grow it. Readers still check each name holds a key set.
+//! Which key sets this node holds, per db, with what JWKS.STATS reports of each (the
+//! lifecycle gauges), so a scrape needs no keyspace scan and opens no keys. Kept by what
+//! creates and removes key-set values: a committed change or JWKS.SETSTATE, a value loaded
+//! from RDB or RESTORE/MIGRATE (its IO context names the key), COPY, a RENAME or MOVE onto
+//! a name, and the type's unlink callback; flushes and SWAPDB act on whole dbs. Only names
+//! that hold a key set are ever added, so refused commands cannot grow it. JWKS.STATS also
+//! checks a bounded slice of names against the keyspace on each call (`stale`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-static SETS: Mutex<BTreeMap<i32, BTreeSet<Vec<u8>>>> = Mutex::new(BTreeMap::new());
+use crate::keyset::{KeySet, State};
 
-pub fn add(db: i32, name: &[u8]) {
-    let mut sets = SETS.lock();
-    let names = sets.entry(db).or_default();
-    if !names.contains(name) {
-        names.insert(name.to_vec());
+/// What a scrape reports of one key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// PROMOTE-AFTER (0: none) and whether any policy is set.
+    pub promote_after_ms: u64,
+    pub has_policy: bool,
+    /// When the current key was promoted.
+    pub current_since_ms: Option<i64>,
+    pub has_next: bool,
+}
+
+impl Snapshot {
+    pub fn of(set: &KeySet) -> Snapshot {
+        let policy = set.lifecycle();
+        let current = set.entries().iter().find(|e| e.state == State::Current);
+        Snapshot {
+            promote_after_ms: policy.promote_after_ms,
+            has_policy: policy.is_set(),
+            current_since_ms: current.map(|e| e.promoted_ms.unwrap_or(e.added_ms)),
+            has_next: set.entries().iter().any(|e| e.state == State::Next),
+        }
+    }
+}
+
+type Names = BTreeMap<Vec<u8>, Snapshot>;
+
+struct Registry {
+    dbs: BTreeMap<i32, Names>,
+    /// Where the next consistency check resumes: (db, name).
+    cursor: Option<(i32, Vec<u8>)>,
+}
+
+static SETS: Mutex<Registry> = Mutex::new(Registry {
+    dbs: BTreeMap::new(),
+    cursor: None,
+});
+
+pub fn put(db: i32, name: &[u8], snapshot: Snapshot) {
+    let mut r = SETS.lock();
+    let names = r.dbs.entry(db).or_default();
+    match names.get_mut(name) {
+        Some(s) => *s = snapshot,
+        None => {
+            names.insert(name.to_vec(), snapshot);
+        }
     }
 }
 
 pub fn remove(db: i32, name: &[u8]) {
-    let mut sets = SETS.lock();
-    if let Some(names) = sets.get_mut(&db) {
+    let mut r = SETS.lock();
+    if let Some(names) = r.dbs.get_mut(&db) {
         names.remove(name);
         if names.is_empty() {
-            sets.remove(&db);
+            r.dbs.remove(&db);
         }
     }
 }
 
 /// Forgets db `db`, or every db for -1 (FLUSHDB / FLUSHALL, or a load replacing all).
 pub fn clear(db: i32) {
-    let mut sets = SETS.lock();
+    let mut r = SETS.lock();
     if db < 0 {
-        sets.clear();
+        r.dbs.clear();
     } else {
-        sets.remove(&db);
+        r.dbs.remove(&db);
     }
 }
 
 pub fn swap(a: i32, b: i32) {
-    let mut sets = SETS.lock();
-    let first = sets.remove(&a);
-    let second = sets.remove(&b);
+    let mut r = SETS.lock();
+    let first = r.dbs.remove(&a);
+    let second = r.dbs.remove(&b);
     if let Some(names) = first {
-        sets.insert(b, names);
+        r.dbs.insert(b, names);
     }
     if let Some(names) = second {
-        sets.insert(a, names);
+        r.dbs.insert(a, names);
     }
 }
 
-/// The registered names, by db.
-pub fn snapshot() -> Vec<(i32, Vec<Vec<u8>>)> {
-    SETS.lock()
-        .iter()
-        .map(|(db, names)| (*db, names.iter().cloned().collect()))
-        .collect()
+/// Calls `f` with every db and its key sets, in order.
+pub fn each(mut f: impl FnMut(i32, &Names)) {
+    let r = SETS.lock();
+    for (db, names) in &r.dbs {
+        f(*db, names);
+    }
+}
+
+/// Up to `n` names after the last ones returned, wrapping around: a rolling check.
+pub fn next_slice(n: usize) -> Vec<(i32, Vec<u8>)> {
+    let mut r = SETS.lock();
+    let start = r.cursor.clone();
+    let mut out: Vec<(i32, Vec<u8>)> = Vec::with_capacity(n);
+    let all = r.dbs.iter().flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
+    let after: Vec<(i32, Vec<u8>)> = match &start {
+        Some((sdb, sname)) => all
+            .filter(|(db, k)| (*db, k.as_slice()) > (*sdb, sname.as_slice()))
+            .take(n)
+            .map(|(db, k)| (db, k.clone()))
+            .collect(),
+        None => all.take(n).map(|(db, k)| (db, k.clone())).collect(),
+    };
+    out.extend(after);
+    if out.len() < n && start.is_some() {
+        let again = r.dbs.iter().flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
+        for (db, k) in again.take(n - out.len()) {
+            if !out.iter().any(|(d, o)| *d == db && o == k) {
+                out.push((db, k.clone()));
+            }
+        }
+    }
+    r.cursor = out.last().cloned();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn names() -> Vec<(i32, Vec<u8>)> {
+        let mut out = Vec::new();
+        each(|db, names| out.extend(names.keys().map(|k| (db, k.clone()))));
+        out
+    }
+
     #[test]
-    fn add_remove_swap_clear() {
+    fn put_remove_swap_clear_and_a_rolling_slice() {
         clear(-1);
-        add(0, b"a");
-        add(0, b"a");
-        add(1, b"b");
-        assert_eq!(snapshot(), vec![(0, vec![b"a".to_vec()]), (1, vec![b"b".to_vec()])]);
+        put(0, b"a", Snapshot::default());
+        put(0, b"a", Snapshot::default());
+        put(1, b"b", Snapshot::default());
+        assert_eq!(names(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        assert_eq!(next_slice(1), vec![(0, b"a".to_vec())]);
+        assert_eq!(next_slice(1), vec![(1, b"b".to_vec())]);
+        assert_eq!(next_slice(1), vec![(0, b"a".to_vec())]);
         swap(0, 1);
-        assert_eq!(snapshot(), vec![(0, vec![b"b".to_vec()]), (1, vec![b"a".to_vec()])]);
+        assert_eq!(names(), vec![(0, b"b".to_vec()), (1, b"a".to_vec())]);
         swap(1, 5);
-        assert_eq!(snapshot(), vec![(0, vec![b"b".to_vec()]), (5, vec![b"a".to_vec()])]);
+        assert_eq!(names(), vec![(0, b"b".to_vec()), (5, b"a".to_vec())]);
         remove(0, b"b");
         clear(5);
-        assert!(snapshot().is_empty());
+        assert!(names().is_empty());
+        assert!(next_slice(3).is_empty());
     }
 }
