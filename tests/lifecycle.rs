@@ -371,3 +371,30 @@ fn many_key_sets_due_at_once_all_change() {
         (0..100).all(|i| generation(&mut con, &format!("jwks:{{many{i}}}")) == 3)
     });
 }
+
+#[test]
+fn a_far_future_change_does_not_make_the_event_loop_spin() {
+    // Redis 7.0 overflows a module timer rescheduled past ~35 minutes (the loop then spins
+    // on it): the schedule never arms one that long.
+    let server = Server::start();
+    let mut con = server.conn();
+    started(&mut con, 3_600_000, 0);
+    rotate(&mut con, "jwks:{other}", &["ADD", &ec("a", 1)]).unwrap();
+    // Another module timer fires (the cache fill a read asks for).
+    let _: String = cmd("JWKS.GET", &["jwks:{other}"]).query(&mut con).unwrap();
+    let cpu = |con: &mut Connection| -> f64 {
+        let info: String = cmd("INFO", &["cpu"]).query(con).unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+            .map(|l| l.split(':').nth(1).unwrap().trim().parse::<f64>().unwrap())
+            .sum()
+    };
+    sleep_ms(50);
+    let before = cpu(&mut con);
+    sleep_ms(500);
+    let used = cpu(&mut con) - before;
+    assert!(
+        used < 0.2,
+        "the server used {used:.2} s of CPU in 0.5 s while idle"
+    );
+}

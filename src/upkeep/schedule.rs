@@ -36,6 +36,12 @@ struct Schedule {
 
 static SCHEDULE: Mutex<Option<Schedule>> = Mutex::new(None);
 
+/// The longest a timer is armed for; a change further away is reached by re-arming. Redis
+/// 7.0 reschedules module timers with `now + (int)period * 1000` in microseconds, which
+/// overflows past about 35 minutes and makes the event loop spin (found by bench/: one
+/// policy an hour out and one other module timer firing made Redis burn a core).
+const MAX_TIMER_MS: i64 = 60_000;
+
 /// How long to wait before retrying a change that could not be applied (a derived key of
 /// the wrong type, say): the scheduler must not spin on it.
 const RETRY_MS: i64 = 1000;
@@ -114,7 +120,7 @@ pub fn arm() {
         // SAFETY: a timer this module created; its data is null.
         unsafe { stop(ctx, id, std::ptr::null_mut()) };
     }
-    let period = earliest.saturating_sub(now).max(0);
+    let period = earliest.saturating_sub(now).clamp(0, MAX_TIMER_MS);
     // SAFETY: the module's detached context; the callback takes no data.
     let id = unsafe { create(ctx, period, Some(on_timer), std::ptr::null_mut()) };
     with(|s| s.timer = Some((id, now.saturating_add(period))));
