@@ -475,43 +475,37 @@ def case_schedule(srv, a):
 
 
 def case_policies_get(srv, a):
-    """JWKS.GET p99 with 10,000 key sets holding a policy (and a next key due in an hour)
-    beside the same without, and the server's CPU while idle: no per-key-set polling."""
-    conn = srv.conn
-    load_set(conn, "pol:reads", realistic_set())
-    many_sets(srv, a.key_sets, "pol:", next_key=True)
+    """JWKS.GET p99 on a server holding 10,000 key sets with a policy (each with a next key
+    due in an hour) beside a second server holding the same key sets without one, read in
+    alternation; and each server's CPU while idle: no per-key-set polling."""
+    other = Server(a.server)
+    try:
+        many_sets(srv, a.key_sets, "pol:", policy_ms=3_600_000, next_key=True)
+        many_sets(other, a.key_sets, "pol:", next_key=True)
+        for s in (srv, other):
+            load_set(s.conn, "pol:reads", realistic_set())
+            s.conn.call("JWKS.GET", "pol:reads")
+        time.sleep(1)
 
-    def set_policies(ms):
-        c = Conn(srv.port)
-        for start in range(0, a.key_sets, 500):
-            cmds = [Conn.encode("JWKS.POLICY", f"pol:{{{i}}}", "PROMOTE-AFTER", ms)
-                    for i in range(start, min(a.key_sets, start + 500))]
-            c.sock.sendall(b"".join(cmds))
-            c.read(len(cmds))
+        def idle_cpu(s):
+            def cpu():
+                info = s.conn.call("INFO", "cpu").decode()
+                v = dict(l.split(":", 1) for l in info.splitlines() if ":" in l)
+                return float(v["used_cpu_sys"]) + float(v["used_cpu_user"])
+            before = cpu()
+            time.sleep(2)
+            return (cpu() - before) / 2 * 100
 
-    def idle_cpu():
-        def cpu():
-            info = conn.call("INFO", "cpu").decode()
-            v = dict(l.split(":", 1) for l in info.splitlines() if ":" in l)
-            return float(v["used_cpu_sys"]) + float(v["used_cpu_user"])
-        before = cpu()
-        time.sleep(2)
-        return (cpu() - before) / 2 * 100
-
-    def run(ms):
-        def variant():
-            set_policies(ms)
-            r = redis_benchmark(srv.port, ["JWKS.GET", "pol:reads"], a.reads, 50, 1)
-            return r
-        return variant
-
-    out = side_by_side(a.rounds, [("with_policies", run(3_600_000)), ("without", run(0))])
-    out["p99_ratio"] = out["with_policies"]["p99_ms"] / out["without"]["p99_ms"]
-    set_policies(3_600_000)
-    out["idle_cpu_percent_with_policies"] = idle_cpu()
-    set_policies(0)
-    out["idle_cpu_percent_without"] = idle_cpu()
-    return out
+        out = side_by_side(a.rounds, [
+            ("with_policies", lambda: redis_benchmark(srv.port, ["JWKS.GET", "pol:reads"], a.reads, 50, 1)),
+            ("without", lambda: redis_benchmark(other.port, ["JWKS.GET", "pol:reads"], a.reads, 50, 1)),
+        ])
+        out["p99_ratio"] = out["with_policies"]["p99_ms"] / out["without"]["p99_ms"]
+        out["idle_cpu_percent_with_policies"] = idle_cpu(srv)
+        out["idle_cpu_percent_without"] = idle_cpu(other)
+        return out
+    finally:
+        other.stop()
 
 
 def case_keyspace_events(srv, a):
