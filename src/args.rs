@@ -208,19 +208,15 @@ mod tests {
     #[test]
     fn counts_are_checked_before_any_jwk_is_validated() {
         // Invalid JWKs: had they been validated first, the error would name the JWK.
-        let many_adds: Vec<&str> = std::iter::repeat(["ADD", "{}"])
-            .take(101)
-            .flatten()
-            .collect();
+        let many_adds: Vec<&str> = std::iter::repeat_n(["ADD", "{}"], 101).flatten().collect();
         assert!(matches!(parse(&many_adds), Err(Error::TooManyKeys(100))));
-        let many_ops: Vec<&str> = std::iter::repeat(["RETIRE", "a"])
-            .take(MAX_OPS + 1)
+        let many_ops: Vec<&str> = std::iter::repeat_n(["RETIRE", "a"], MAX_OPS + 1)
             .flatten()
             .chain(["ADD", "{}"])
             .collect();
         let e = parse(&many_ops).unwrap_err().to_string();
         assert!(e.contains("more than 256 operations"), "{e}");
-        let huge: Vec<&str> = std::iter::repeat("x").take(100_000).collect();
+        let huge: Vec<&str> = std::iter::repeat_n("x", 100_000).collect();
         assert!(parse(&huge).unwrap_err().to_string().contains("operations"));
     }
 

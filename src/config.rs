@@ -72,7 +72,7 @@ const INTEGERS: [(&str, (i64, i64)); 3] = [
 /// so a typo or an out-of-range value stops the load instead of being ignored or applied.
 pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
     let bad = |name: &[u8], why: String| Error::LoadArg(Shown::bytes(name), why);
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(bad(
             args.last().copied().unwrap_or_default(),
             "has no value (arguments are name value pairs)".into(),

@@ -341,20 +341,19 @@ fn reconcile(ctx: &Context, name: &[u8]) -> Result<()> {
     let cache_name = keys::derived(name, Derived::Cache);
     let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
     let current = stored.map(|s| s.rendered().doc.as_bytes());
-    match cache.kind() {
-        KeyType::String if cache.string().is_some() && cache.string() == current => {
-            stored.map(|s| s.set_cache_ok(true));
-        }
+    let ok = match cache.kind() {
+        KeyType::String if cache.string().is_some() && cache.string() == current => true,
         KeyType::String => {
             drop(cache);
             Key::named(ctx, &cache_name, Mode::Write)?.delete()?;
-            stored.map(|s| s.set_cache_ok(false));
             log::cache_dropped(&cache_name);
+            false
         }
         // Another type at a cache name is left to its owner; rotations refuse it (WRONGTYPE).
-        _ => {
-            stored.map(|s| s.set_cache_ok(false));
-        }
+        _ => false,
+    };
+    if let Some(s) = stored {
+        s.set_cache_ok(ok);
     }
     Ok(())
 }

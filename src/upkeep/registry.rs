@@ -60,23 +60,21 @@ pub fn put(db: i32, name: &[u8], snapshot: Snapshot) {
     }
 }
 
+/// A db keeps its (possibly empty) entry once it held a key set, so its gauge reads 0
+/// instead of vanishing.
 pub fn remove(db: i32, name: &[u8]) {
-    let mut r = SETS.lock();
-    if let Some(names) = r.dbs.get_mut(&db) {
+    if let Some(names) = SETS.lock().dbs.get_mut(&db) {
         names.remove(name);
-        if names.is_empty() {
-            r.dbs.remove(&db);
-        }
     }
 }
 
-/// Forgets db `db`, or every db for -1 (FLUSHDB / FLUSHALL, or a load replacing all).
+/// Forgets db `db`'s key sets, or every db's for -1 (FLUSHDB / FLUSHALL, a load).
 pub fn clear(db: i32) {
     let mut r = SETS.lock();
-    if db < 0 {
-        r.dbs.clear();
-    } else {
-        r.dbs.remove(&db);
+    for (d, names) in r.dbs.iter_mut() {
+        if db < 0 || *d == db {
+            names.clear();
+        }
     }
 }
 
@@ -155,5 +153,8 @@ mod tests {
         clear(5);
         assert!(names().is_empty());
         assert!(next_slice(3).is_empty());
+        let mut dbs = Vec::new();
+        each(|db, names| dbs.push((db, names.len())));
+        assert_eq!(dbs, vec![(0, 0), (5, 0)]);
     }
 }
