@@ -21,8 +21,7 @@ pub const NODE: [&str; 5] = [
 
 /// JWKS.STATS only: how many key sets this node holds (in all, and `:<db>` per db).
 pub const KEY_SETS: &str = "jwt_jwks_key_sets";
-/// JWKS.STATS only, per key set (`:<db>:<name>`): invalidation errors this process saw
-/// (only key sets that had any).
+/// JWKS.STATS only, per key set (`:<db>:<name>`): invalidation errors this process saw.
 pub const KEYSET_ERRORS: &str = "jwt_jwks_keyset_cache_invalidation_errors_total";
 /// JWKS.STATS only, per key set with a policy: seconds since the current key was promoted.
 pub const KEYSET_CURRENT_AGE: &str = "jwt_jwks_keyset_current_key_age_seconds";

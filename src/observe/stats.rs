@@ -29,8 +29,7 @@ pub fn count_keyset_error(db: i32, name: &[u8]) {
     *KEYSET_ERRORS.lock().entry((db, name.to_vec())).or_insert(0) += 1;
 }
 
-pub fn each_keyset_error(mut f: impl FnMut(i32, &[u8], u64)) {
-    for ((db, name), n) in KEYSET_ERRORS.lock().iter() {
-        f(*db, name, *n);
-    }
+/// A copy of the counts (few entries: errors are rare).
+pub fn keyset_errors() -> std::collections::BTreeMap<(i32, Vec<u8>), u64> {
+    KEYSET_ERRORS.lock().clone()
 }
