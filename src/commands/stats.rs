@@ -200,7 +200,11 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
             series.push_str(itoa::Buffer::new().format(db));
             series.push(':');
             push_label(&mut series, name);
-            let n = errors.get(&(db, name.clone())).copied().unwrap_or(0);
+            let n = errors
+                .get(&db)
+                .and_then(|by_name| by_name.get(name.as_slice()))
+                .copied()
+                .unwrap_or(0);
             emit(&series, Number::Count(i64::try_from(n).unwrap_or(i64::MAX)));
         }
     });

@@ -3,6 +3,7 @@
 //! exactly as Prometheus expects of a counter; deleting, moving or failing over a key set
 //! cannot lower them (the per-key-set hashes, which travel with the sets, could).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::metrics::NODE as ALL;
@@ -22,14 +23,16 @@ pub fn all() -> [(&'static str, u64); ALL.len()] {
 
 /// Invalidation errors this process saw, by key set (db, name): sparse, since errors are
 /// rare; what lets an alert name the key set. Like the node counters it only grows.
-static KEYSET_ERRORS: parking_lot::Mutex<std::collections::BTreeMap<(i32, Vec<u8>), u64>> =
-    parking_lot::Mutex::new(std::collections::BTreeMap::new());
+type ByDb = BTreeMap<i32, BTreeMap<Vec<u8>, u64>>;
+
+static KEYSET_ERRORS: parking_lot::Mutex<ByDb> = parking_lot::Mutex::new(BTreeMap::new());
 
 pub fn count_keyset_error(db: i32, name: &[u8]) {
-    *KEYSET_ERRORS.lock().entry((db, name.to_vec())).or_insert(0) += 1;
+    let mut errors = KEYSET_ERRORS.lock();
+    *errors.entry(db).or_default().entry(name.to_vec()).or_insert(0) += 1;
 }
 
 /// A copy of the counts (few entries: errors are rare).
-pub fn keyset_errors() -> std::collections::BTreeMap<(i32, Vec<u8>), u64> {
+pub fn keyset_errors() -> ByDb {
     KEYSET_ERRORS.lock().clone()
 }
