@@ -59,7 +59,12 @@ impl Server {
 
     /// A server without the module, for what must also work where it is missing.
     pub fn plain() -> Server {
-        let mut server = Server::with_module_args(&[], &[]);
+        Server::plain_with(&[])
+    }
+
+    /// A server without the module, with extra `redis-server` arguments.
+    pub fn plain_with(args: &[&str]) -> Server {
+        let mut server = Server::with_module_args(&[], args);
         server.kill();
         let at = server
             .args

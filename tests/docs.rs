@@ -1,0 +1,261 @@
+//! The docs are code: every shell example and redis-cli transcript in README.md and docs/ runs
+//! against a real server, so a recipe cannot rot.
+//!
+//! - ```` ```sh ```` blocks run verbatim, in order, in one bash session per page (a page's
+//!   later blocks use its earlier variables), and must succeed; `redis-cli` reaches the
+//!   page's server through a shim on PATH, and a command's error reply fails the block.
+//! - ```` ```console ```` blocks are transcripts: each `$ command` runs, and its output must be
+//!   what the page shows, as redis-cli prints it on a terminal; `...` in a shown line stands
+//!   for any text (IDs, times).
+//! - ```` ```sh {test=<id>} ```` blocks belong to a dedicated test (monitoring, python, ...):
+//!   this test only checks that a test claims `<id>`.
+//! - Other blocks (```` ```text ````, ```` ```python ```` ...) are shown, not run.
+//!
+//! A page starting with `<!-- docs-test: plain-server -->` gets a server without the module
+//! (started with `enable-module-command yes`); others get one with it loaded.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+#[derive(Debug)]
+enum Block {
+    Sh(String),
+    Console(Vec<(String, Vec<String>)>),
+    Tagged(String),
+}
+
+fn blocks(page: &str) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut lines = page.lines();
+    while let Some(line) = lines.next() {
+        let Some(info) = line.trim_start().strip_prefix("```") else {
+            continue;
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| l.trim_start() != "```")
+            .collect();
+        let info = info.trim();
+        if let Some(id) = info.split("{test=").nth(1) {
+            out.push(Block::Tagged(id.trim_end_matches('}').to_owned()));
+        } else if info == "sh" {
+            out.push(Block::Sh(body.join("\n")));
+        } else if info == "console" {
+            out.push(Block::Console(transcript(&body)));
+        }
+    }
+    out
+}
+
+/// `$ command` lines (continued by a trailing `\`) and the output lines after each.
+fn transcript(body: &[&str]) -> Vec<(String, Vec<String>)> {
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    let mut continuing = false;
+    for line in body {
+        if let Some(command) = line.strip_prefix("$ ") {
+            steps.push((command.to_owned(), Vec::new()));
+            continuing = command.ends_with('\\');
+        } else if continuing {
+            let last = steps.last_mut().expect("a command");
+            last.0.push('\n');
+            last.0.push_str(line);
+            continuing = line.ends_with('\\');
+        } else if let Some(last) = steps.last_mut() {
+            last.1.push((*line).to_owned());
+        }
+    }
+    steps
+}
+
+/// `...` in an expected line matches any text.
+fn matches(expected: &str, actual: &str) -> bool {
+    let parts: Vec<&str> = expected.split("...").collect();
+    if parts.len() == 1 {
+        return expected == actual;
+    }
+    let mut rest = actual;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    true
+}
+
+/// A directory whose `redis-cli` talks to `port`: with `-e` (an error reply fails) for
+/// scripts, formatted as on a terminal for transcripts (JWKS_DOCS_TTY=1).
+fn shim(dir: &Path, port: u16) -> PathBuf {
+    let bin = dir.join("shim");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join("redis-cli");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ -n \"$JWKS_DOCS_TTY\" ]; then exec /usr/bin/redis-cli -p {port} --no-raw \"$@\"; fi\n\
+             exec /usr/bin/redis-cli -p {port} -e \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+const MARK: &str = "@@docs-step@@";
+
+/// Runs a page's blocks against `port`; returns the problems found.
+fn run_page(name: &str, page: &str, port: u16, work: &Path) -> Vec<String> {
+    let mut script = String::from("set -e\n");
+    // One section of output per step; a script block's output is not compared.
+    let mut expected: Vec<Option<(String, Vec<String>)>> = Vec::new();
+    for block in blocks(page) {
+        match block {
+            Block::Sh(body) => {
+                script.push_str(&format!("echo {MARK}\n{body}\n"));
+                expected.push(None);
+            }
+            Block::Console(steps) => {
+                for (command, output) in steps {
+                    script.push_str(&format!("echo {MARK}\nJWKS_DOCS_TTY=1 {command}\n"));
+                    expected.push(Some((command, output)));
+                }
+            }
+            Block::Tagged(_) => {}
+        }
+    }
+    script.push_str(&format!("echo {MARK}\n"));
+    let bin = shim(work, port);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(repo_path(""))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut problems = Vec::new();
+    if !out.status.success() {
+        problems.push(format!(
+            "{name}: the page's commands failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return problems;
+    }
+    let sections: Vec<&str> = stdout.split(&format!("{MARK}\n")).skip(1).collect();
+    for (step, got) in expected.iter().zip(sections) {
+        let Some((command, want)) = step else {
+            continue;
+        };
+        let got: Vec<&str> = got.lines().collect();
+        let same = got.len() == want.len() && want.iter().zip(&got).all(|(w, g)| matches(w, g));
+        if !same {
+            problems.push(format!(
+                "{name}: `{command}` printed\n{}\nbut the page shows\n{}",
+                got.join("\n"),
+                want.join("\n")
+            ));
+        }
+    }
+    problems
+}
+
+fn pages() -> Vec<(String, String)> {
+    let mut out = vec![(
+        "README.md".to_owned(),
+        std::fs::read_to_string(repo_path("README.md")).unwrap(),
+    )];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo_path("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    for p in docs {
+        let name = format!("docs/{}", p.file_name().unwrap().to_string_lossy());
+        out.push((name, std::fs::read_to_string(&p).unwrap()));
+    }
+    out
+}
+
+#[test]
+fn every_example_in_the_docs_runs_and_every_transcript_is_real() {
+    let mut problems = Vec::new();
+    for (name, page) in pages() {
+        if name == "README.md" {
+            continue; // its own test: it starts Redis the way the README says
+        }
+        if !blocks(&page)
+            .iter()
+            .any(|b| matches!(b, Block::Sh(_) | Block::Console(_)))
+        {
+            continue;
+        }
+        let server = if page.starts_with("<!-- docs-test: plain-server -->") {
+            Server::plain_with(&["--enable-module-command", "yes"])
+        } else {
+            Server::start()
+        };
+        let work = tempfile::tempdir().unwrap();
+        problems.extend(run_page(&name, &page, server.port, work.path()));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[test]
+fn every_tagged_block_is_claimed_by_a_test() {
+    let mut sources = String::new();
+    for dir in ["tests", "python/tests"] {
+        let Ok(entries) = std::fs::read_dir(repo_path(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            sources.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    for (name, page) in pages() {
+        for block in blocks(&page) {
+            if let Block::Tagged(id) = block {
+                assert!(
+                    sources.contains(&format!("test={id}")),
+                    "{name}: no test claims blocks tagged {{test={id}}}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn wildcards_match_what_they_say() {
+    assert!(matches("1) \"...-0\"", "1) \"1796-0\""));
+    assert!(matches("a ... b ... c", "a x b y c"));
+    assert!(!matches("a ... b", "a x c"));
+    assert!(matches("exact", "exact"));
+    let steps = transcript(&["$ one \\", "  two", "out", "$ three"]);
+    assert_eq!(
+        steps[0],
+        ("one \\\n  two".to_owned(), vec!["out".to_owned()])
+    );
+    assert_eq!(steps[1].0, "three");
+}
