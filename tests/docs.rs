@@ -223,6 +223,25 @@ fn every_example_in_the_docs_runs_and_every_transcript_is_real() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
+/// The README's quick start, as a new user runs it: `scripts/run.sh` builds the release
+/// module and starts Redis on port 6390, the endpoint is installed with pip and started.
+#[test]
+fn the_readme_quick_start_runs_as_written() {
+    let page = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let stop = || {
+        let _ = Command::new("redis-cli")
+            .args(["-p", "6390", "SHUTDOWN", "NOSAVE"])
+            .output();
+    };
+    stop();
+    let work = tempfile::tempdir().unwrap();
+    // The quick start talks to its own server on 6390; the shim's port is only a default.
+    let page = page + "\n```sh\nkill %1\nredis-cli -p 6390 SHUTDOWN NOSAVE || true\n```\n";
+    let problems = run_page("README.md", &page, 6390, work.path());
+    stop();
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
 #[test]
 fn every_tagged_block_is_claimed_by_a_test() {
     let mut sources = String::new();
