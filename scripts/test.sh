@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting and lint gates, unit tests of the pure core, and
 # integration tests against real servers (Debian's redis-server, then Valkey 9) started on
-# free loopback ports, plus a tiny benchmark smoke run so bench/ cannot rot.
+# free loopback ports, the docs' examples, the Python package, a benchmark smoke run so
+# bench/ cannot rot, valgrind and fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -10,8 +11,10 @@ python3 -m pip install -q --disable-pip-version-check -r requirements-test.txt -
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-# Builds the cdylib the integration tests load, then runs unit + integration tests.
+# The cdylib the integration tests load (debug), and the release build the docs' examples
+# and the benchmarks use.
 cargo build
+cargo build --release
 
 echo "== redis-server: $(redis-server --version)"
 cargo test --all-targets
@@ -23,14 +26,25 @@ JWKS_SERVER_BIN="$VALKEY" cargo test --tests
 (cd python && JWKS_SERVER_BIN="$VALKEY" python3 -m pytest -q tests)
 
 echo "== benchmark smoke run (tiny counts, no timings asserted)"
-cargo build --release
 python3 bench/bench.py --rounds 1 --reads 2000 --writes 2000 --rotations 200 --pairs 500 \
-  --audit-invalidations 2000 --json "$(mktemp -d)/bench.json" >/dev/null
+  --audit-invalidations 2000 --key-sets 200 --scheduled 20 --json "$(mktemp -d)/bench.json" >/dev/null
 python3 bench/instructions.py -n 50 --json "$(mktemp -d)/instructions.json" >/dev/null
+if [ -f bench/keycache.py ]; then
+  python3 bench/keycache.py --smoke --json "$(mktemp -d)/keycache.json" >/dev/null
+fi
 echo "bench smoke run: ok"
 
+echo "== release artifact: built, stripped, and it loads"
+scripts/build-release.sh
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save '' --daemonize yes --logfile "$(mktemp)" \
+  --loadmodule "$PWD/target/dist/libredis_jwks.so"
+for _ in $(seq 50); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli -p "$port" MODULE LIST | grep -qx jwks
+redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+
 echo "== valgrind (Valkey with libc malloc): leaks and memory errors from the module"
-scripts/valgrind.sh --test rotation --test rejections --test failure_path --test replication --test acl
+scripts/valgrind.sh --test rotation --test rejections --test failure_path --test replication --test acl --test events --test names
 
 echo "== fuzzing the pure core (10 s per target)"
 scripts/fuzz.sh 10
