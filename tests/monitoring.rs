@@ -879,6 +879,28 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
         assert!(missing.contains(&want), "{want:?} not in:\n{missing}");
     }
 
+    // A key set whose generator stopped: a PROMOTE-AFTER policy, the current key older than
+    // it, and no next key published.
+    rotate(
+        &mut con,
+        "jwks:{stall}",
+        &["ADD", &ec("s1", 4), "PROMOTE", "s1"],
+    )
+    .unwrap();
+    let _: redis::Value = cmd("JWKS.POLICY", &["jwks:{stall}", "PROMOTE-AFTER", "300"])
+        .query(&mut con)
+        .unwrap();
+    let stalled = slack_text(&bodies, "JwksRotationStalled");
+    for want in [
+        "Key rotation stalled for key set jwks:{stall} (db 0)".to_string(),
+        format!("on Redis node(s) {node}"),
+        "Runbook: docs/monitoring.md#jwksrotationstalled".into(),
+    ] {
+        assert!(stalled.contains(&want), "{want:?} not in:\n{stalled}");
+    }
+    // A next key resolves it.
+    rotate(&mut con, "jwks:{stall}", &["ADD", &ec("s2", 5)]).unwrap();
+
     // Housekeeping while the error alert fires: delete a key set that failed. Its series
     // ends; the alert stays firing as the same alert.
     let key = ("JwksCacheInvalidationErrors".to_string(), node.clone());
@@ -946,21 +968,29 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
     .map(|s| {
         (
             s["metric"]["alertname"].as_str().unwrap().to_owned(),
-            s["metric"]["instance"].as_str().unwrap().to_owned(),
+            s["metric"]["instance"].as_str().unwrap_or("").to_owned(),
         )
     })
     .collect();
     let want: BTreeSet<(String, String)> = [
         ("JwksCacheInvalidationErrors".to_string(), node.clone()),
         ("JwksModuleNotLoaded".to_string(), bare.clone()),
+        // One alert per key set, whichever node holds it.
+        ("JwksRotationStalled".to_string(), String::new()),
     ]
     .into_iter()
     .collect();
     assert_eq!(fired, want);
     for body in bodies.lock().unwrap().iter() {
-        assert!(!body.contains("RESOLVED"), "{body}");
+        // The stalled rotation resolves once a next key is published; nothing else does.
         assert!(
-            body.contains("JwksCacheInvalidationErrors") || body.contains("JwksModuleNotLoaded"),
+            !body.contains("RESOLVED") || body.contains("JwksRotationStalled"),
+            "{body}"
+        );
+        assert!(
+            body.contains("JwksCacheInvalidationErrors")
+                || body.contains("JwksModuleNotLoaded")
+                || body.contains("JwksRotationStalled"),
             "{body}"
         );
     }
