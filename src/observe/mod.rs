@@ -4,6 +4,8 @@
 
 pub mod audit;
 pub mod events;
+#[cfg(feature = "module")]
+#[cfg_attr(test, allow(dead_code))]
 pub mod log;
 pub mod metrics;
 pub mod stats;
