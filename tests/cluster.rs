@@ -219,8 +219,47 @@ fn cluster_slots_resharding_and_failover() {
         .sum();
     assert_eq!(keys_on_primaries, total);
 
-    // Resharding: move jwks:{auth}'s slot to another primary while a client keeps reading.
+    // Change events go to the slot's shard: a subscriber on the owner gets one per change.
+    let billing = KEY_SETS[1];
+    let events = format!("{billing}:events");
+    let owner = cluster.owner(slot(&mut any, billing));
+    assert_eq!(slot(&mut any, &events), slot(&mut any, billing));
+    let mut sub = RawConn::connect(cluster.nodes[owner].port);
+    assert!(matches!(sub.call(&["SSUBSCRIBE", &events]), Resp::List(_)));
+    let _: redis::Value = cmd("JWKS.ROTATE", &[billing, "PROMOTE", "b"])
+        .query(&mut c)
+        .unwrap();
+    let Resp::List(message) = sub.read() else {
+        panic!("no event")
+    };
+    let event: serde_json::Value = serde_json::from_str(&message[2].text()).unwrap();
+    assert_eq!(
+        (event["key"].as_str(), event["current"].as_str()),
+        (Some(billing), Some("b"))
+    );
+    drop(sub);
+
+    // A lifecycle change that falls due after resharding: the receiving node applies it.
     let k = KEY_SETS[0];
+    let info: redis::Value = cmd("JWKS.INFO", &[k]).query(&mut c).unwrap();
+    let redis::Value::Array(keys_info) = field(&info, "keys") else {
+        panic!()
+    };
+    let b_added = keys_info
+        .iter()
+        .find(|e| as_string(&field(e, "kid")) == "b")
+        .map(|e| as_int(&field(e, "added_ms")))
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let promote_after = (now_ms - b_added + 2500).to_string();
+    let _: redis::Value = cmd("JWKS.POLICY", &[k, "PROMOTE-AFTER", &promote_after])
+        .query(&mut c)
+        .unwrap();
+
+    // Resharding: move jwks:{auth}'s slot to another primary while a client keeps reading.
     let s = slot(&mut any, k);
     let from = cluster.owner(s);
     let to = (0..6)
@@ -243,6 +282,15 @@ fn cluster_slots_resharding_and_failover() {
             })
             .collect()
     };
+    // The policy dropped the cache (it would have outlived the promotion): let a read
+    // refill it before taking the digests, so the reads during the move change nothing.
+    let _: String = cmd("JWKS.GET", &[k]).query(&mut c).unwrap();
+    wait_for("the cache refilled", || {
+        cmd("EXISTS", &[derived(k)[0].as_str()])
+            .query::<i64>(&mut cluster.nodes[from].conn())
+            .unwrap()
+            == 1
+    });
     let before = digests(from);
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
@@ -285,6 +333,10 @@ fn cluster_slots_resharding_and_failover() {
         migrate.arg(key);
     }
     let _: () = migrate.query(&mut src).unwrap();
+    let migrated_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
 
     // The destination first, then the source; the other primaries learn it from the bus.
     for i in [to, from] {
@@ -303,11 +355,28 @@ fn cluster_slots_resharding_and_failover() {
         before,
         "key set, cache, audit and counters arrived intact"
     );
-    let r: redis::Value = cmd("JWKS.ROTATE", &[k, "PROMOTE", "b"])
+    // The policy promotes b on the node that now holds the key set, after the move.
+    wait_for("the scheduled promotion", || {
+        let info: redis::Value = cmd("JWKS.INFO", &[k]).query(&mut c).unwrap();
+        as_int(&field(&info, "generation")) == 3
+    });
+    let trail: Vec<(String, Vec<(String, String)>)> = cmd("XRANGE", &[&derived(k)[1], "-", "+"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(as_int(&field(&r, "generation")), 3);
+    let has = |f: &Vec<(String, String)>, name: &str, value: &str| {
+        f.iter().any(|(n, v)| n == name && v == value)
+    };
+    let (id, fields) = trail
+        .iter()
+        .find(|(_, f)| has(f, "action", "JWKS_KEY_PROMOTED") && has(f, "user", "(schedule)"))
+        .expect("a scheduled promotion in the audit");
+    let applied_ms: i64 = id.split('-').next().unwrap().parse().unwrap();
+    assert!(
+        applied_ms >= migrated_at,
+        "applied at {applied_ms}, before the move at {migrated_at}: {fields:?}"
+    );
     let info: redis::Value = cmd("JWKS.INFO", &[k]).query(&mut c).unwrap();
+    assert_eq!(as_string(&field(&info, "current")), "b");
     let counters = field(&info, "counters");
     assert_eq!(as_int(&field(&counters, "jwt_jwks_rotations_total")), 3);
 

@@ -76,7 +76,10 @@ fn base(action: Action, ctx: &Context) -> Fields<'_> {
         ("timestamp", text(&ctx.timestamp)),
         ("action", Value::Fixed(action.name())),
         ("reason", text(&ctx.reason)),
-        ("generation", Value::Text(Cow::Owned(ctx.generation.to_string()))),
+        (
+            "generation",
+            Value::Text(Cow::Owned(ctx.generation.to_string())),
+        ),
         ("user", text(&ctx.user)),
     ]);
     if ctx.forced {

@@ -59,7 +59,12 @@ mod tests {
     fn messages_are_small_json() {
         let set = KeySet::default();
         assert_eq!(
-            message(Kind::Rotated, b"jwks:{a}", Some((&set, "\"e\"")), Some("policy")),
+            message(
+                Kind::Rotated,
+                b"jwks:{a}",
+                Some((&set, "\"e\"")),
+                Some("policy")
+            ),
             r#"{"event":"rotated","key":"jwks:{a}","generation":0,"etag":"\"e\"","current":null,"reason":"policy"}"#
         );
         assert_eq!(

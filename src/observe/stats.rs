@@ -29,7 +29,11 @@ static KEYSET_ERRORS: parking_lot::Mutex<ByDb> = parking_lot::Mutex::new(BTreeMa
 
 pub fn count_keyset_error(db: i32, name: &[u8]) {
     let mut errors = KEYSET_ERRORS.lock();
-    *errors.entry(db).or_default().entry(name.to_vec()).or_insert(0) += 1;
+    *errors
+        .entry(db)
+        .or_default()
+        .entry(name.to_vec())
+        .or_insert(0) += 1;
 }
 
 /// A copy of the counts (few entries: errors are rare).
