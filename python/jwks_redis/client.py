@@ -366,9 +366,18 @@ def _audit_entries(reply: Any) -> list:
     return out
 
 
+def _number(v: Any) -> Union[int, float]:
+    text = _s(v)
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # gauges in seconds with milliseconds
+
+
 def _stats(reply: Any) -> dict:
+    """{name: int or float}: counters are integers, lifecycle gauges seconds."""
     flat = list(reply)
-    return {_s(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return {_s(flat[i]): _number(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _get_reply(meta: bool) -> Callable[[Any], Any]:

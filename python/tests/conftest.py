@@ -32,12 +32,13 @@ def module_path() -> str:
 
 
 class RedisServer:
-    def __init__(self, tmp: Path, *extra: str):
+    def __init__(self, tmp: Path, *extra: str, module: bool = True):
         self.dir = tmp
         self.port = free_port()
+        load = ["--loadmodule", module_path()] if module else []
         self.args = [os.environ.get("JWKS_SERVER_BIN", "redis-server"), "--port", str(self.port),
                      "--bind", "127.0.0.1", "--dir", str(tmp), "--logfile", "server.log",
-                     "--save", "", "--loadmodule", module_path(), *extra]
+                     "--save", "", *load, *extra]
         self.proc = None
         self.start()
 
@@ -84,6 +85,16 @@ class RedisServer:
 @pytest.fixture
 def server(tmp_path):
     s = RedisServer(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def bare_server(tmp_path):
+    """A server without the module."""
+    d = tmp_path / "bare"
+    d.mkdir()
+    s = RedisServer(d, module=False)
     yield s
     s.stop()
 
