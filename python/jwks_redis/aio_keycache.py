@@ -60,6 +60,7 @@ class AsyncKeyCache:
         self._load_lock: Optional[asyncio.Lock] = None
         self._miss_lock: Optional[asyncio.Lock] = None
         self._node: Optional[redis.asyncio.Redis] = None
+        self._sub: Optional[redis.asyncio.Redis] = None
         self._stop: Optional[asyncio.Event] = None
         self._task: Optional[asyncio.Task] = None
 
@@ -85,9 +86,10 @@ class AsyncKeyCache:
                 pass
             self._task = None
         self._core.connected = False
-        if self._node is not None:
-            await self._node.aclose()
-            self._node = None
+        for c in (self._node, self._sub):
+            if c is not None:
+                await c.connection_pool.disconnect()
+        self._node = self._sub = None
 
     async def __aenter__(self) -> "AsyncKeyCache":
         return await self.start()
@@ -200,7 +202,8 @@ class AsyncKeyCache:
 
     # ------------------------------------------------------------------ loading
 
-    async def _node_client(self) -> redis.asyncio.Redis:
+    async def _node_client(self, subscriber: bool = False) -> redis.asyncio.Redis:
+        """See KeyCache._node_client."""
         if self._node is None:
             if self._cluster:
                 await self._client.initialize()
@@ -211,18 +214,20 @@ class AsyncKeyCache:
                 base = self._client.connection_pool
                 kwargs, cls = base.connection_kwargs, base.connection_class
             kwargs = dedicated_kwargs(kwargs, self._timeout)
-            kwargs["retry"] = Retry(NoBackoff(), 0)
-            pool = redis.asyncio.ConnectionPool(connection_class=cls, **kwargs)
-            self._node = redis.asyncio.Redis(connection_pool=pool)
-        return self._node
+            self._node = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
+                connection_class=cls, retry=Retry(NoBackoff(), 1), **kwargs))
+            self._sub = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
+                connection_class=cls, retry=Retry(NoBackoff(), 0), **kwargs))
+        return self._sub if subscriber else self._node
 
     async def _drop_node(self) -> None:
-        node, self._node = self._node, None
-        if node is not None:
-            try:
-                await node.aclose()
-            except Exception:  # noqa: BLE001
-                pass
+        clients, self._node, self._sub = (self._node, self._sub), None, None
+        for c in clients:
+            if c is not None:
+                try:
+                    await c.connection_pool.disconnect(inuse_connections=False)
+                except Exception:  # noqa: BLE001
+                    pass
         if self._cluster:
             try:
                 await self._client.nodes_manager.initialize()
@@ -266,7 +271,7 @@ class AsyncKeyCache:
         while not self._stop.is_set():
             pubsub = None
             try:
-                node = await self._node_client()
+                node = await self._node_client(subscriber=True)
                 pubsub = node.pubsub(ignore_subscribe_messages=False)
                 await pubsub.ssubscribe(self.channel)
                 await self._await_confirmation(pubsub)
@@ -338,6 +343,9 @@ class AsyncKeyCache:
                     delivered += 1
                 elif kind == "sunsubscribe":
                     dropped = True
+                elif kind == "ssubscribe":  # resubscribed underneath: reload in full
+                    core.counters["reconnects"] += 1
+                    delivered += 1
                 message = await pubsub.get_message(timeout=0)
             if delivered:
                 if delivered > 1:

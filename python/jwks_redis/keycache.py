@@ -91,6 +91,7 @@ class KeyCache:
         self._miss_lock = threading.Lock()
         self._node_lock = threading.Lock()
         self._node: Optional[redis.Redis] = None
+        self._sub: Optional[redis.Redis] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         if start:
@@ -111,9 +112,10 @@ class KeyCache:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._node_lock:
-            if self._node is not None:
-                self._node.connection_pool.disconnect()
-                self._node = None
+            for c in (self._node, self._sub):
+                if c is not None:
+                    c.connection_pool.disconnect()
+            self._node = self._sub = None
 
     def __enter__(self) -> "KeyCache":
         return self
@@ -230,7 +232,10 @@ class KeyCache:
 
     # ------------------------------------------------------------------ loading
 
-    def _node_client(self) -> redis.Redis:
+    def _node_client(self, subscriber: bool = False) -> redis.Redis:
+        """The cache's own client for the node serving the key set: for commands (one retry
+        on a fresh connection) or, with `subscriber`, for the subscription (no retries: the
+        subscriber must see every disconnect, to reload in full)."""
         with self._node_lock:
             if self._node is None:
                 if self._cluster:
@@ -239,18 +244,20 @@ class KeyCache:
                 else:
                     base = self._client.connection_pool
                 kwargs = dedicated_kwargs(base.connection_kwargs, self._timeout)
-                kwargs["retry"] = Retry(NoBackoff(), 0)
-                pool = redis.ConnectionPool(connection_class=base.connection_class, **kwargs)
-                self._node = redis.Redis(connection_pool=pool)
-            return self._node
+                self._node = redis.Redis(connection_pool=redis.ConnectionPool(
+                    connection_class=base.connection_class, retry=Retry(NoBackoff(), 1), **kwargs))
+                self._sub = redis.Redis(connection_pool=redis.ConnectionPool(
+                    connection_class=base.connection_class, retry=Retry(NoBackoff(), 0), **kwargs))
+            return self._sub if subscriber else self._node
 
     def _drop_node(self) -> None:
         """Forgets the node (after an error): the next use resolves it again, in a cluster
-        from a fresh slot map."""
+        from a fresh slot map. Connections in use by a reload finish on their own."""
         with self._node_lock:
-            node, self._node = self._node, None
-        if node is not None:
-            node.connection_pool.disconnect()
+            clients, self._node, self._sub = (self._node, self._sub), None, None
+        for c in clients:
+            if c is not None:
+                c.connection_pool.disconnect(inuse_connections=False)
         if self._cluster:
             try:
                 self._client.nodes_manager.initialize()
@@ -297,7 +304,7 @@ class KeyCache:
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = self._node_client().pubsub(ignore_subscribe_messages=False)
+                pubsub = self._node_client(subscriber=True).pubsub(ignore_subscribe_messages=False)
                 pubsub.ssubscribe(self.channel)
                 self._await_confirmation(pubsub)
                 with self._cond:
@@ -370,6 +377,10 @@ class KeyCache:
                     delivered += 1
                 elif kind == "sunsubscribe":
                     dropped = True
+                elif kind == "ssubscribe":  # resubscribed underneath: reload in full
+                    with self._cond:
+                        core.counters["reconnects"] += 1
+                    delivered += 1
                 message = pubsub.get_message(timeout=0)
             if delivered:
                 if delivered > 1:
