@@ -204,17 +204,15 @@ def kid_of(token: Any) -> str:
     return kid
 
 
-_KEEP = ("host", "port", "db", "username", "password", "credential_provider",
-         "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
-         "ssl_ca_data", "ssl_check_hostname", "path", "client_name", "protocol",
-         "encoder_class", "lib_name", "lib_version")
+_KEEP = ("host", "port", "db", "username", "password", "credential_provider", "path",
+         "client_name", "protocol", "lib_name", "lib_version", "driver_info",
+         "socket_keepalive", "socket_keepalive_options", "socket_type")
 
 
 def dedicated_kwargs(kwargs: dict, timeout: float) -> dict:
     """Connection kwargs for the cache's own connections, taken from the user's client:
-    the same address, credentials and TLS; the cache's timeouts; no retries (the cache
-    reconnects itself and must know when it did, to reload in full)."""
-    out = {k: v for k, v in kwargs.items() if k in _KEEP}
-    out.update(socket_timeout=timeout, socket_connect_timeout=timeout,
-               socket_keepalive=True, health_check_interval=0)
+    the same address, credentials and TLS (every ssl_* setting); the cache's timeouts; no
+    health checks (the cache PINGs itself) and replies as bytes."""
+    out = {k: v for k, v in kwargs.items() if k in _KEEP or k.startswith("ssl_")}
+    out.update(socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0)
     return out

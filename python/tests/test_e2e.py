@@ -230,9 +230,9 @@ def test_lifecycle_runs_in_redis_even_with_the_worker_stopped(server, worker, tm
         retired = wait_until(lambda: entry("JWKS_KEY_RETIRED", old_current), 4, "the retirement")
         # On time (never early, late by scheduling noise only): the schedule's own changes.
         assert promoted.fields["user"] == "(schedule)" and promoted.fields["reason"] == "policy"
-        assert 0 <= promoted.time_ms - (added_ms + 300) < 150, promoted.time_ms - added_ms
-        assert 0 <= demoted_ms - (added_ms + 300) < 150
-        assert 0 <= retired.time_ms - (demoted_ms + 1200) < 150, retired.time_ms - demoted_ms
+        assert 0 <= promoted.time_ms - (added_ms + 300) < 250, promoted.time_ms - added_ms
+        assert 0 <= demoted_ms - (added_ms + 300) < 250
+        assert 0 <= retired.time_ms - (demoted_ms + 1200) < 250, retired.time_ms - demoted_ms
         assert jwks.info(KEY).current == added
         status, _, body = fetch(url)
         assert old_current not in kids(body)
