@@ -114,7 +114,7 @@ def commandstats(client: redis.Redis) -> dict:
 
 
 def delta(before: dict, after: dict) -> dict:
-    out = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+    out = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0}
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
@@ -177,6 +177,7 @@ def run_phase(kind: str, server: Server, args, keys: list, start_gen: int) -> di
         target, extra = pyjwk_verifier, (url, args.poll)
     procs, pipes = [], []
     before = commandstats(client)
+    before["info"] = before.get("info", 0) + 1  # the next INFO is this driver's
     for _ in range(args.processes):
         recv, send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=target, args=(*extra, ready, stop, send), daemon=True)
@@ -199,6 +200,9 @@ def run_phase(kind: str, server: Server, args, keys: list, start_gen: int) -> di
         time.sleep(args.interval * (0.5 + random.random()))
     time.sleep(max(0.5, args.interval))
     after = commandstats(client)
+    # What the fleet sent: without this driver's own rotations and INFO calls.
+    after["jwks.rotate"] = after.get("jwks.rotate", 0) - args.rotations
+    after["info"] = after.get("info", 0) - 1
     stop.set()
     results = [pipe.recv() for pipe in pipes]
     for p in procs:
