@@ -11,10 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
-
-import pytest
 
 from conftest import ROOT, free_port, wait_until
 from jwks_redis import JwksClient

@@ -10,8 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from conftest import ROOT, command_calls, free_port, wait_until
 from jwks_redis import Add, JwksClient, KeyCache, Promote
 from jwks_redis.endpoint import cache_control_max_age, make_app, redis_from_url

@@ -13,7 +13,6 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
-from redis.cluster import RedisCluster
 
 from conftest import command_calls, wait_until
 from jwks_redis import (Add, AsyncKeyCache, JwksClient, KeyCache, KeyCacheStale, Promote,
