@@ -113,12 +113,14 @@ def replica(server, tmp_path):
     d = tmp_path / "replica"
     d.mkdir()
     r = RedisServer(d, "--replicaof", "127.0.0.1", str(server.port))
-    deadline = time.time() + 20
-    while r.client().info("replication").get("master_link_status") != "up":
-        assert time.time() < deadline, "replica link not up"
-        time.sleep(0.02)
-    yield r
-    r.stop()
+    try:
+        deadline = time.time() + 20
+        while r.client().info("replication").get("master_link_status") != "up":
+            assert time.time() < deadline, "replica link not up"
+            time.sleep(0.02)
+        yield r
+    finally:
+        r.stop()
 
 
 class Cluster:
@@ -133,17 +135,21 @@ class Cluster:
             self.nodes.append(RedisServer(
                 d, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000", "--cluster-port", str(free_port())))
-        out = subprocess.run(
-            ["redis-cli", "--cluster", "create",
-             *[f"127.0.0.1:{n.port}" for n in self.nodes],
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stdout + out.stderr
-        deadline = time.time() + 30
-        for n in self.nodes:
-            while b"cluster_state:ok" not in n.client().execute_command("CLUSTER", "INFO"):
-                assert time.time() < deadline, "cluster not ok"
-                time.sleep(0.05)
+        try:
+            out = subprocess.run(
+                ["redis-cli", "--cluster", "create",
+                 *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stdout + out.stderr
+            deadline = time.time() + 30
+            for n in self.nodes:
+                while b"cluster_state:ok" not in n.client().execute_command("CLUSTER", "INFO"):
+                    assert time.time() < deadline, "cluster not ok"
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
 
     def client(self):
         from redis.cluster import ClusterNode, RedisCluster
