@@ -35,6 +35,20 @@ class KeyStore:
         public.update({"kid": kid, "use": "sig", "alg": "ES256"})
         return public
 
+    def prune(self, keep, older_than_s: float) -> list:
+        """Deletes the private keys of kids not in `keep` (retired, or generated and never
+        published) once their file is older than `older_than_s`: a retired key can no longer
+        sign anything. Returns the kids deleted."""
+        keep = set(keep)
+        now = time.time()
+        gone = []
+        for path in self.dir.glob("*.pem"):
+            kid = path.stem
+            if kid not in keep and now - path.stat().st_mtime > older_than_s:
+                path.unlink(missing_ok=True)
+                gone.append(kid)
+        return gone
+
     def private_key(self, kid: str):
         with open(self.dir / f"{kid}.pem", "rb") as f:
             return serialization.load_pem_private_key(f.read(), password=None)

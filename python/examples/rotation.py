@@ -1,25 +1,40 @@
-"""Example Celery app: zero-downtime JWT signing-key rotation through JWKS.ROTATE.
+"""Example Celery app: zero-downtime JWT signing-key rotation with the module's lifecycle
+policy.
 
-Each run of the periodic task moves the key set one step along its life cycle, in one
-atomic JWKS.ROTATE (which also deletes the cached JWKS):
+The periodic task only makes key pairs: it generates a P-256 key (the private key stays in
+the KeyStore directory, never in Redis) and publishes its public JWK as `next` when the
+key set has none and the current key is older than JWKS_ROTATE_EVERY. Redis does the rest,
+by itself and on time, even while no worker runs: JWKS.POLICY makes the module promote each
+`next` key JWKS_PROMOTE_AFTER seconds after it was added (the old current becomes
+`previous`) and retire each `previous` key JWKS_RETIRE_AFTER seconds after it was demoted.
 
-  no current key           -> ADD a new key and PROMOTE it (bootstrap)
-  no next key, current old -> ADD a new key as `next` (published, not signing yet)
-  next key old enough      -> PROMOTE it (the old current becomes `previous`)
-  previous past its grace  -> RETIRE it
+  no key set yet -> ADD a new key and PROMOTE it (bootstrap), then JWKS.POLICY
+  no next key    -> ADD a new key as `next` (once the current one is JWKS_ROTATE_EVERY old)
+  otherwise      -> nothing (the module promotes and retires)
 
-Every ROTATE carries IFGEN with the generation the run planned against, so a duplicated
-or retried task message cannot apply twice. Private keys stay in the KeyStore directory.
+Every JWKS.ROTATE carries IFGEN with the generation the run planned against, so a
+duplicated or retried task message cannot apply twice. If Redis cannot be reached, the run
+logs a WARNING, counts jwt_jwks_cache_invalidation_errors_total and returns: nothing is
+half-applied (JWKS.ROTATE is atomic) and the next run catches up.
 
-Two sources of truth (JWKS_SOURCE):
-  redis: the module's key set is the truth;
-  db:    a SQL database (sqlite here) is the truth; each run syncs Redis with REPLACE.
+JWKS_SOURCE=db is the other variant: a SQL database (sqlite here) is the truth, the task
+drives the whole life cycle itself and syncs Redis with REPLACE (the module's policy stays
+off, or it would change states behind the database's back).
 
-If Redis cannot be reached, the run logs a WARNING, counts
-jwt_jwks_cache_invalidation_errors_total and returns: nothing is half-applied (JWKS.ROTATE
-is atomic) and the next run completes the rotation.
+Environment (all optional; see docs/python.md):
+  JWKS_REDIS_URL       Redis with the module          (redis://127.0.0.1:6379/0)
+  JWKS_BROKER_URL      Celery broker                  (redis://127.0.0.1:6379/1)
+  JWKS_RESULT_BACKEND  Celery result backend          (redis://127.0.0.1:6379/2)
+  JWKS_KEY_SET         the key set                    (jwks:{auth})
+  JWKS_KEY_DIR         private keys, one PEM per kid  (./signing-keys)
+  JWKS_ROTATE_EVERY    seconds between new keys       (86400)
+  JWKS_PROMOTE_AFTER   seconds a key is `next`        (3600)
+  JWKS_RETIRE_AFTER    seconds a key is `previous`    (7200)
+  JWKS_CHECK_EVERY     seconds between task runs      (60)
+  JWKS_SOURCE          redis or db                    (redis)
+  JWKS_DB_PATH         the sqlite file for db         (./keys.sqlite)
 
-Run:  celery -A rotation worker -B --loglevel=INFO   (from python/examples)
+Run:  cd python/examples && celery -A rotation worker -B --loglevel=INFO
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ import redis
 from celery import Celery
 
 from jwks_redis import Add, GenerationMismatch, JwksClient, Promote, Replace, Retire
+from jwks_redis.client import KeyInfo, KeySetInfo
 from jwks_redis.invalidation import INVALIDATIONS, record_failure
 from keystore import KeyStore
 
@@ -58,6 +74,7 @@ app.conf.beat_schedule = {
     "rotate-jwt-signing-keys": {"task": "rotation.rotate_keys", "schedule": CHECK_EVERY},
 }
 app.conf.task_acks_late = True  # a crashed worker's run is redelivered: IFGEN makes that safe
+app.conf.broker_connection_retry_on_startup = True
 
 
 def redis_client() -> redis.Redis:
@@ -68,13 +85,63 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# --------------------------------------------------------------------------- planning
+def policy_ms() -> tuple:
+    return int(PROMOTE_AFTER * 1000), int(RETIRE_AFTER * 1000)
 
 
-def plan_ops(info, keys: KeyStore, now: int) -> list:
-    """The next step of the life cycle for this key set, as JWKS.ROTATE ops."""
+# --------------------------------------------------------------------------- redis source
+
+
+def plan_ops(info: Optional[KeySetInfo], keys: KeyStore, now: int) -> list:
+    """What this run adds, as JWKS.ROTATE ops: a bootstrap key, or a new `next` key."""
     if info is None or info.current is None:
         nexts = [] if info is None else [k for k in info.keys if k.state == "next"]
+        if nexts:  # a key set left without a current key: promote what is waiting
+            return [Promote(nexts[0].kid)]
+        jwk = keys.generate()
+        return [Add(jwk), Promote(jwk["kid"])]
+    if any(k.state == "next" for k in info.keys):
+        return []  # the module promotes it when its time comes
+    current = next(k for k in info.keys if k.state == "current")
+    if now - (current.promoted_ms or current.added_ms) >= ROTATE_EVERY * 1000:
+        return [Add(keys.generate())]
+    return []
+
+
+def _apply_redis_source(client: JwksClient, keys: KeyStore, plan_generation: Optional[int]) -> dict:
+    info = client.info(KEY_SET)
+    generation = info.generation if info else 0
+    if plan_generation is not None and plan_generation != generation:
+        raise GenerationMismatch(f"planned against {plan_generation}, key set at {generation}")
+    ops = plan_ops(info, keys, now_ms())
+    outcome: dict = {"applied": False, "generation": generation, "ops": []}
+    if ops:
+        result = client.rotate(KEY_SET, ops, if_gen=generation, reason="key_rotation")
+        outcome = {"applied": True, "generation": result.generation, "current": result.current,
+                   "published": result.published, "ops": [type(o).__name__ for o in ops],
+                   "kids": [o.jwk["kid"] for o in ops if isinstance(o, Add)]}
+        info = None  # re-read below for the policy check
+    promote_ms, retire_ms = policy_ms()
+    info = info or client.info(KEY_SET)
+    if info.policy is None or (info.policy.promote_after_ms, info.policy.retire_after_ms) != \
+            (promote_ms, retire_ms):
+        # Idempotent: setting the same policy again changes nothing and announces nothing.
+        client.policy(KEY_SET, promote_after_ms=promote_ms, retire_after_ms=retire_ms)
+        outcome["policy"] = {"promote_after_ms": promote_ms, "retire_after_ms": retire_ms}
+    # Private keys of retired kids can no longer sign: delete them (not the fresh ones a
+    # concurrent run may be about to publish).
+    published = [k.kid for k in info.keys]
+    keys.prune(published, older_than_s=max(60.0, PROMOTE_AFTER))
+    return outcome
+
+
+# --------------------------------------------------------------------------- db source
+
+
+def plan_ops_db(info: KeySetInfo, keys: KeyStore, now: int) -> list:
+    """The next step of the whole life cycle, decided by the task (JWKS_SOURCE=db)."""
+    if info.current is None:
+        nexts = [k for k in info.keys if k.state == "next"]
         if nexts:
             return [Promote(nexts[0].kid)]
         jwk = keys.generate()
@@ -93,22 +160,6 @@ def plan_ops(info, keys: KeyStore, now: int) -> list:
     return ops
 
 
-# --------------------------------------------------------------------------- variants
-
-
-def _apply_redis_source(client: JwksClient, keys: KeyStore, plan_generation: Optional[int]) -> dict:
-    info = client.info(KEY_SET)
-    generation = info.generation if info else 0
-    if plan_generation is not None and plan_generation != generation:
-        raise GenerationMismatch(f"planned against {plan_generation}, key set at {generation}")
-    ops = plan_ops(info, keys, now_ms())
-    if not ops:
-        return {"applied": False, "generation": generation, "ops": []}
-    result = client.rotate(KEY_SET, ops, if_gen=generation, reason="key_rotation")
-    return {"applied": True, "generation": result.generation, "current": result.current,
-            "published": result.published, "ops": [type(o).__name__ for o in ops]}
-
-
 def _db(path: str = DB_PATH) -> sqlite3.Connection:
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE IF NOT EXISTS signing_keys (kid TEXT PRIMARY KEY, jwk TEXT NOT NULL,"
@@ -116,9 +167,8 @@ def _db(path: str = DB_PATH) -> sqlite3.Connection:
     return db
 
 
-def _db_info(db: sqlite3.Connection):
-    """The database's key set in the shape plan_ops reads."""
-    from jwks_redis.client import KeyInfo, KeySetInfo
+def _db_info(db: sqlite3.Connection) -> KeySetInfo:
+    """The database's key set in the shape plan_ops_db reads."""
     rows = db.execute("SELECT kid, state, added_ms, promoted_ms, demoted_ms FROM signing_keys"
                       " WHERE state != 'retired' ORDER BY added_ms").fetchall()
     keys = [KeyInfo(kid=r[0], state=r[1], kty="EC", alg="ES256", use="sig", added_ms=r[2],
@@ -132,7 +182,7 @@ def _apply_db_source(client: JwksClient, keys: KeyStore, plan_generation: Option
     db = _db()
     now = now_ms()
     with db:  # one transaction: the database is the truth
-        ops = plan_ops(_db_info(db), keys, now)
+        ops = plan_ops_db(_db_info(db), keys, now)
         for op in ops:
             if isinstance(op, Add):
                 db.execute("INSERT INTO signing_keys VALUES (?, ?, 'next', ?, NULL, NULL)",
@@ -165,7 +215,7 @@ def _apply_db_source(client: JwksClient, keys: KeyStore, plan_generation: Option
 
 def _apply_key_set_update(plan_generation: Optional[int] = None,
                           client: Optional[redis.Redis] = None) -> dict:
-    """One rotation step. Never raises for Redis being unreachable (see module doc)."""
+    """One run. Never raises for Redis being unreachable (see module doc)."""
     jwks = JwksClient(client or redis_client())
     keys = KeyStore(KEY_DIR)
     apply = _apply_db_source if SOURCE == "db" else _apply_redis_source
@@ -179,7 +229,7 @@ def _apply_key_set_update(plan_generation: Optional[int] = None,
         record_failure(KEY_SET, "key_rotation", e)
         return {"applied": False, "error": str(e)}
     if outcome["applied"]:
-        # JWKS.ROTATE deleted the cached JWKS in the same command.
+        # JWKS.ROTATE deleted the cached JWKS and announced the change in the same command.
         INVALIDATIONS.inc()
         log.info("JWKS_CACHE_INVALIDATED key=%s reason=key_rotation generation=%s ops=%s",
                  KEY_SET, outcome["generation"], outcome["ops"])

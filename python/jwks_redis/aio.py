@@ -1,49 +1,73 @@
-"""asyncio client: the same calls as JwksClient, on `redis.asyncio.Redis`."""
+"""asyncio client: the same methods as JwksClient (same names, same signatures), awaited, on
+`redis.asyncio.Redis` or `redis.asyncio.cluster.RedisCluster`."""
 
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
 import redis
-import redis.asyncio
 
 from .client import (
     KeySetInfo,
     Op,
+    Policy,
     RotateResult,
-    _audit_entries,
-    _rotate_args,
-    _s,
+    _audit_cmd,
+    _get_cmd,
+    _info_cmd,
+    _invalidate_cmd,
+    _key_reply,
+    _policy_cmd,
+    _rotate_cmd,
+    _stats,
     _translate,
-    derived_key,
 )
 
 
 class AsyncJwksClient:
-    def __init__(self, client: redis.asyncio.Redis):
+    def __init__(self, client: Any):
         self.redis = client
 
-    async def _call(self, *args: Any) -> Any:
+    async def _run(self, cmd: tuple) -> Any:
+        args, parse = cmd
         try:
-            return await self.redis.execute_command(*args)
+            reply = await self.redis.execute_command(*args)
         except redis.ResponseError as e:
             raise _translate(e) from e
+        return parse(reply)
 
     async def rotate(self, key: str, ops: Sequence[Op], *, if_gen: Optional[int] = None,
-                     reason: Optional[str] = None) -> RotateResult:
-        return RotateResult.parse(await self._call(*_rotate_args(key, ops, if_gen, reason)))
+                     reason: Optional[str] = None, force: bool = False,
+                     dry_run: bool = False) -> RotateResult:
+        """See JwksClient.rotate."""
+        return await self._run(_rotate_cmd(key, ops, if_gen, reason, force, dry_run))
 
     async def invalidate(self, key: str, reason: Optional[str] = None) -> bool:
-        args = ["JWKS.INVALIDATE", key] + (["REASON", reason] if reason else [])
-        return bool(await self._call(*args))
+        """See JwksClient.invalidate."""
+        return await self._run(_invalidate_cmd(key, reason))
 
-    async def get(self, key: str) -> Optional[str]:
-        return _s(await self._call("JWKS.GET", key))
+    async def get(self, key: str, *, meta: bool = False) -> Any:
+        """See JwksClient.get."""
+        return await self._run(_get_cmd(key, meta))
+
+    async def key(self, key: str, kid: str) -> Optional[dict]:
+        """See JwksClient.key."""
+        return await self._run((["JWKS.KEY", key, kid], _key_reply))
 
     async def info(self, key: str) -> Optional[KeySetInfo]:
-        reply = await self._call("JWKS.INFO", key)
-        return None if reply is None else KeySetInfo.parse(reply)
+        """See JwksClient.info."""
+        return await self._run(_info_cmd(key))
 
-    async def audit(self, key: str, start: str = "-", end: str = "+") -> list:
-        reply = await self.redis.execute_command("XRANGE", derived_key(key, "audit"), start, end)
-        return _audit_entries(reply)
+    async def policy(self, key: str, *, promote_after_ms: Optional[int] = None,
+                     retire_after_ms: Optional[int] = None) -> Policy:
+        """See JwksClient.policy."""
+        return await self._run(_policy_cmd(key, promote_after_ms, retire_after_ms))
+
+    async def audit(self, key: str, start: str = "-", end: str = "+",
+                    count: Optional[int] = None) -> list:
+        """See JwksClient.audit."""
+        return await self._run(_audit_cmd(key, start, end, count))
+
+    async def stats(self) -> dict:
+        """See JwksClient.stats."""
+        return await self._run((["JWKS.STATS"], _stats))

@@ -4,40 +4,126 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import redis
 
 # --------------------------------------------------------------------------- errors
 
 
-class JwksError(Exception):
-    """An error reply from the module (the message is the module's)."""
+class JwksError(redis.ResponseError):
+    """An error reply from the module (the message is the module's; `code` its first word).
+
+    A subclass of `redis.ResponseError`, so code that catches redis-py's errors keeps working.
+    """
+
+    code = "ERR"
 
 
-class GenerationMismatch(JwksError):
-    """IFGEN did not match: the key set changed since it was read (e.g. a duplicate run)."""
+class ModuleNotLoaded(JwksError):
+    """The server does not know the command: the module is not loaded there."""
+
+
+class InvalidKeyName(JwksError):
+    """BADNAME: the name is refused as a key set name (e.g. it is a derived name)."""
+
+    code = "BADNAME"
 
 
 class InvalidJwk(JwksError):
-    """A JWK or JWKS document was refused (private member, bad key, unknown member...)."""
+    """BADJWK: a JWK or JWKS document was refused (private member, bad key, unknown member...)."""
+
+    code = "BADJWK"
+
+
+class KidConflict(JwksError):
+    """KIDCONFLICT: a kid is already in the key set with other key material (or twice in one command)."""
+
+    code = "KIDCONFLICT"
 
 
 class UnknownKid(JwksError):
-    """PROMOTE/RETIRE named a kid that is not in the key set."""
+    """NOKID: PROMOTE/RETIRE named a kid that is not in the key set."""
+
+    code = "NOKID"
+
+
+class InvalidState(JwksError):
+    """BADSTATE: the key is already current, or the current key cannot be retired alone."""
+
+    code = "BADSTATE"
+
+
+class KeySetFull(JwksError):
+    """FULL: the key set holds the maximum number of keys."""
+
+    code = "FULL"
+
+
+class GenerationMismatch(JwksError):
+    """GENMISMATCH: IFGEN did not match: the key set changed since it was read (e.g. a duplicate run)."""
+
+    code = "GENMISMATCH"
+
+
+class WrongType(JwksError):
+    """WRONGTYPE: the key (or one of its derived keys) holds another kind of value."""
+
+    code = "WRONGTYPE"
+
+
+class CorruptKeySet(JwksError):
+    """CORRUPT: the stored key set could not be read."""
+
+    code = "CORRUPT"
+
+
+class NoKeySet(JwksError):
+    """NOKEYSET: the command needs an existing key set (JWKS.POLICY, JWKS.INVALIDATE)."""
+
+    code = "NOKEYSET"
+
+
+class NoPermission(JwksError):
+    """NOPERM: the caller's ACL does not allow a key or command the module needs."""
+
+    code = "NOPERM"
+
+
+class AuditFull(JwksError):
+    """AUDITFULL: the audit stream cannot take new entries; nothing was changed."""
+
+    code = "AUDITFULL"
+
+
+class TooEarly(JwksError):
+    """TOOEARLY: a manual PROMOTE/RETIRE before the lifecycle policy allows it (FORCE overrides)."""
+
+    code = "TOOEARLY"
 
 
 # The module's error codes (the first word of the reply) and the exceptions they become.
 _CODES = {
-    "GENMISMATCH": lambda t: GenerationMismatch(t),
-    "NOKID": lambda t: UnknownKid(t),
-    "BADJWK": lambda t: InvalidJwk(t),
+    cls.code: cls
+    for cls in (InvalidKeyName, InvalidJwk, KidConflict, UnknownKid, InvalidState, KeySetFull,
+                GenerationMismatch, WrongType, CorruptKeySet, NoKeySet, NoPermission, AuditFull,
+                TooEarly)
 }
 
 
 def _translate(err: redis.ResponseError) -> JwksError:
+    """The module's error reply as the exception of its code (redis-py strips some codes,
+    e.g. ERR and NOPERM, from the message and keeps them in `status_code`)."""
+    if isinstance(err, JwksError):
+        return err
     text = str(err)
-    code = text.split(" ", 1)[0]
+    code = getattr(err, "status_code", None)
+    if code:
+        text = f"{code} {text}"
+    else:
+        code = text.split(" ", 1)[0]
+    if code == "ERR" and text.startswith("ERR unknown command"):
+        return ModuleNotLoaded(text)
     return _CODES.get(code, JwksError)(text)
 
 
@@ -102,6 +188,10 @@ def _as_dict(reply: Any) -> dict:
     return {_s(items[i]): items[i + 1] for i in range(0, len(items), 2)}
 
 
+def _opt_int(v: Any) -> Optional[int]:
+    return None if v is None else int(v)
+
+
 @dataclass(frozen=True)
 class RotateResult:
     generation: int
@@ -111,6 +201,8 @@ class RotateResult:
     invalidated: bool
     cache_deleted: bool
     invalidation_error: Optional[str] = None
+    #: DRYRUN only: the document the rotation would publish.
+    document: Optional[str] = None
 
     @classmethod
     def parse(cls, reply: Any) -> "RotateResult":
@@ -123,7 +215,58 @@ class RotateResult:
             invalidated=bool(int(d["invalidated"])),
             cache_deleted=bool(int(d["cache_deleted"])),
             invalidation_error=_s(d.get("invalidation_error")),
+            document=_s(d.get("document")),
         )
+
+
+@dataclass(frozen=True)
+class JwksDocument:
+    """`JWKS.GET K META`: the document, its ETag, the generation, and `ttl_ms`, how long a
+    copy may be kept (the cache's remaining TTL, never past the next scheduled change)."""
+
+    document: str
+    etag: str
+    generation: int
+    ttl_ms: int
+
+    @classmethod
+    def parse(cls, reply: Any) -> "JwksDocument":
+        d = _as_dict(reply)
+        return cls(document=_s(d["document"]), etag=_s(d["etag"]),
+                   generation=int(d["generation"]), ttl_ms=int(d["ttl_ms"]))
+
+
+@dataclass(frozen=True)
+class NextChange:
+    """The next change the lifecycle policy will make: `promote` or `retire` kid at at_ms."""
+
+    action: str
+    kid: str
+    at_ms: int
+
+    @classmethod
+    def parse(cls, reply: Any) -> Optional["NextChange"]:
+        if reply is None:
+            return None
+        d = _as_dict(reply)
+        return cls(action=_s(d["action"]), kid=_s(d["kid"]), at_ms=int(d["at_ms"]))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The lifecycle policy (0 = that part off) and the next scheduled change."""
+
+    promote_after_ms: int
+    retire_after_ms: int
+    next_change: Optional[NextChange] = None
+
+    @classmethod
+    def parse(cls, reply: Any, next_change: Any = None) -> "Policy":
+        d = _as_dict(reply)
+        nc = d.get("next_change", next_change)
+        return cls(promote_after_ms=int(d["promote_after_ms"]),
+                   retire_after_ms=int(d["retire_after_ms"]),
+                   next_change=NextChange.parse(nc))
 
 
 @dataclass(frozen=True)
@@ -147,6 +290,12 @@ class KeySetInfo:
     counters: dict
     audit_length: int
     derived_keys: dict
+    etag: Optional[str] = None
+    policy: Optional[Policy] = None
+
+    @property
+    def next_change(self) -> Optional[NextChange]:
+        return self.policy.next_change if self.policy else None
 
     @classmethod
     def parse(cls, reply: Any) -> "KeySetInfo":
@@ -154,22 +303,25 @@ class KeySetInfo:
         keys = []
         for k in d["keys"]:
             kd = _as_dict(k)
-            opt = lambda name: None if kd.get(name) is None else int(kd[name])  # noqa: E731
             keys.append(
                 KeyInfo(
                     kid=_s(kd["kid"]), state=_s(kd["state"]), kty=_s(kd["kty"]),
                     alg=_s(kd.get("alg")), use=_s(kd.get("use")), added_ms=int(kd["added_ms"]),
-                    promoted_ms=opt("promoted_ms"), demoted_ms=opt("demoted_ms"),
+                    promoted_ms=_opt_int(kd.get("promoted_ms")),
+                    demoted_ms=_opt_int(kd.get("demoted_ms")),
                 )
             )
+        derived = d.get("derived_keys")
         return cls(
             generation=int(d["generation"]),
             current=_s(d.get("current")),
             keys=keys,
-            cache_ttl_ms=int(d["cache_ttl_ms"]),
-            counters={_s(k): int(v) for k, v in _as_dict(d["counters"]).items()},
-            audit_length=int(d["audit_length"]),
-            derived_keys={_s(k): _s(v) for k, v in _as_dict(d["derived_keys"]).items()},
+            cache_ttl_ms=int(d.get("cache_ttl_ms", -2)),
+            counters={_s(k): int(v) for k, v in _as_dict(d.get("counters") or []).items()},
+            audit_length=int(d.get("audit_length", 0)),
+            derived_keys={} if derived is None else {_s(k): _s(v) for k, v in _as_dict(derived).items()},
+            etag=_s(d.get("etag")),
+            policy=None if d.get("policy") is None else Policy.parse(d["policy"], d.get("next_change")),
         )
 
 
@@ -182,6 +334,11 @@ class AuditEntry:
     def action(self) -> str:
         return self.fields.get("action", "")
 
+    @property
+    def time_ms(self) -> int:
+        """When the entry was written (the stream ID's milliseconds)."""
+        return int(self.id.split("-", 1)[0])
+
 
 def derived_key(key: str, suffix: str) -> str:
     """`K:suffix` if K has a hash tag, else `{K}:suffix` (as the module names them)."""
@@ -193,15 +350,9 @@ def derived_key(key: str, suffix: str) -> str:
     return f"{{{key}}}:{suffix}"
 
 
-def _rotate_args(key: str, ops: Iterable[Op], if_gen: Optional[int], reason: Optional[str]) -> list:
-    args: list = ["JWKS.ROTATE", key]
-    if if_gen is not None:
-        args += ["IFGEN", str(if_gen)]
-    if reason is not None:
-        args += ["REASON", reason]
-    for op in ops:
-        args += op.args()
-    return args
+def events_channel(key: str) -> str:
+    """The sharded pub/sub channel the module announces every change of `key` on."""
+    return derived_key(key, "events")
 
 
 def _audit_entries(reply: Any) -> list:
@@ -215,44 +366,136 @@ def _audit_entries(reply: Any) -> list:
     return out
 
 
-class JwksClient:
-    """Wraps a `redis.Redis` connected to a server with the module loaded."""
+def _number(v: Any) -> Union[int, float]:
+    text = _s(v)
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # gauges in seconds with milliseconds
 
-    def __init__(self, client: redis.Redis):
+
+def _stats(reply: Any) -> dict:
+    """{name: int or float}: counters are integers, lifecycle gauges seconds."""
+    flat = list(reply)
+    return {_s(flat[i]): _number(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _get_reply(meta: bool) -> Callable[[Any], Any]:
+    if meta:
+        return lambda r: None if r is None else JwksDocument.parse(r)
+    return _s
+
+
+def _key_reply(reply: Any) -> Optional[dict]:
+    return None if reply is None else json.loads(reply)
+
+
+# One (arguments, reply parser) pair per command, shared by the sync and async clients so
+# the two cannot drift apart.
+
+
+def _rotate_cmd(key: str, ops: Iterable[Op], if_gen: Optional[int], reason: Optional[str],
+                force: bool = False, dry_run: bool = False) -> tuple:
+    args: list = ["JWKS.ROTATE", key]
+    if if_gen is not None:
+        args += ["IFGEN", str(if_gen)]
+    if reason is not None:
+        args += ["REASON", reason]
+    if force:
+        args.append("FORCE")
+    if dry_run:
+        args.append("DRYRUN")
+    ops = list(ops)
+    if not ops:
+        raise ValueError("rotate needs at least one operation")
+    for op in ops:
+        args += op.args()
+    return args, RotateResult.parse
+
+
+def _rotate_args(key: str, ops: Iterable[Op], if_gen: Optional[int], reason: Optional[str]) -> list:
+    return _rotate_cmd(key, ops, if_gen, reason)[0]
+
+
+def _invalidate_cmd(key: str, reason: Optional[str]) -> tuple:
+    return ["JWKS.INVALIDATE", key] + (["REASON", reason] if reason else []), lambda r: bool(int(r))
+
+
+def _get_cmd(key: str, meta: bool) -> tuple:
+    return ["JWKS.GET", key] + (["META"] if meta else []), _get_reply(meta)
+
+
+def _info_cmd(key: str) -> tuple:
+    return ["JWKS.INFO", key], lambda r: None if r is None else KeySetInfo.parse(r)
+
+
+def _policy_cmd(key: str, promote_after_ms: Optional[int], retire_after_ms: Optional[int]) -> tuple:
+    args: list = ["JWKS.POLICY", key]
+    if promote_after_ms is not None:
+        args += ["PROMOTE-AFTER", str(int(promote_after_ms))]
+    if retire_after_ms is not None:
+        args += ["RETIRE-AFTER", str(int(retire_after_ms))]
+    return args, Policy.parse
+
+
+def _audit_cmd(key: str, start: str, end: str, count: Optional[int]) -> tuple:
+    args: list = ["XRANGE", derived_key(key, "audit"), start, end]
+    if count is not None:
+        args += ["COUNT", int(count)]
+    return args, _audit_entries
+
+
+class JwksClient:
+    """Wraps a `redis.Redis` (or `redis.cluster.RedisCluster`) connected to a server with
+    the module loaded. `AsyncJwksClient` has the same methods on `redis.asyncio`."""
+
+    def __init__(self, client: Any):
         self.redis = client
 
-    def _call(self, *args: Any) -> Any:
+    def _run(self, cmd: tuple) -> Any:
+        args, parse = cmd
         try:
-            return self.redis.execute_command(*args)
+            reply = self.redis.execute_command(*args)
         except redis.ResponseError as e:
             raise _translate(e) from e
+        return parse(reply)
 
     def rotate(self, key: str, ops: Sequence[Op], *, if_gen: Optional[int] = None,
-               reason: Optional[str] = None) -> RotateResult:
-        """Apply ops atomically and invalidate the cached JWKS (JWKS.ROTATE)."""
-        return RotateResult.parse(self._call(*_rotate_args(key, ops, if_gen, reason)))
+               reason: Optional[str] = None, force: bool = False,
+               dry_run: bool = False) -> RotateResult:
+        """Apply ops atomically and invalidate the cached JWKS (JWKS.ROTATE). `force`
+        overrides the lifecycle policy's guards; `dry_run` writes nothing and returns the
+        document the rotation would publish."""
+        return self._run(_rotate_cmd(key, ops, if_gen, reason, force, dry_run))
 
     def invalidate(self, key: str, reason: Optional[str] = None) -> bool:
         """Delete the cached JWKS; True if a document was cached (JWKS.INVALIDATE)."""
-        args = ["JWKS.INVALIDATE", key] + (["REASON", reason] if reason else [])
-        return bool(self._call(*args))
+        return self._run(_invalidate_cmd(key, reason))
 
-    def get(self, key: str) -> Optional[str]:
-        """The JWKS document, or None if there is no key set (JWKS.GET)."""
-        return _s(self._call("JWKS.GET", key))
+    def get(self, key: str, *, meta: bool = False) -> Any:
+        """The JWKS document (str), or None if there is no key set (JWKS.GET). With
+        `meta=True`, a `JwksDocument` with its ETag, generation and ttl_ms."""
+        return self._run(_get_cmd(key, meta))
+
+    def key(self, key: str, kid: str) -> Optional[dict]:
+        """The published JWK with that kid, or None (JWKS.KEY)."""
+        return self._run((["JWKS.KEY", key, kid], _key_reply))
 
     def info(self, key: str) -> Optional[KeySetInfo]:
-        reply = self._call("JWKS.INFO", key)
-        return None if reply is None else KeySetInfo.parse(reply)
+        """State, keys, policy, counters and derived key names (JWKS.INFO), or None."""
+        return self._run(_info_cmd(key))
+
+    def policy(self, key: str, *, promote_after_ms: Optional[int] = None,
+               retire_after_ms: Optional[int] = None) -> Policy:
+        """Set (an argument left None keeps its value) and return the lifecycle policy
+        (JWKS.POLICY). Raises NoKeySet if there is no key set."""
+        return self._run(_policy_cmd(key, promote_after_ms, retire_after_ms))
 
     def audit(self, key: str, start: str = "-", end: str = "+",
               count: Optional[int] = None) -> list:
         """The audit trail (XRANGE of the key set's audit stream) as AuditEntry objects."""
-        args = ["XRANGE", derived_key(key, "audit"), start, end]
-        if count is not None:
-            args += ["COUNT", count]
-        return _audit_entries(self.redis.execute_command(*args))
+        return self._run(_audit_cmd(key, start, end, count))
 
     def stats(self) -> dict:
-        flat = self._call("JWKS.STATS")
-        return {_s(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        """This node's counters (JWKS.STATS) as {name: int}."""
+        return self._run((["JWKS.STATS"], _stats))

@@ -4,6 +4,7 @@ built module on a free loopback port, stopped at the end."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,12 +32,13 @@ def module_path() -> str:
 
 
 class RedisServer:
-    def __init__(self, tmp: Path, *extra: str):
+    def __init__(self, tmp: Path, *extra: str, module: bool = True):
         self.dir = tmp
         self.port = free_port()
+        load = ["--loadmodule", module_path()] if module else []
         self.args = [os.environ.get("JWKS_SERVER_BIN", "redis-server"), "--port", str(self.port),
                      "--bind", "127.0.0.1", "--dir", str(tmp), "--logfile", "server.log",
-                     "--save", "", "--loadmodule", module_path(), *extra]
+                     "--save", "", *load, *extra]
         self.proc = None
         self.start()
 
@@ -66,6 +68,13 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections stay open, nothing answers)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
@@ -81,7 +90,104 @@ def server(tmp_path):
 
 
 @pytest.fixture
+def bare_server(tmp_path):
+    """A server without the module."""
+    d = tmp_path / "bare"
+    d.mkdir()
+    s = RedisServer(d, module=False)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
 def server_aof(tmp_path):
     s = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
     yield s
     s.stop()
+
+
+@pytest.fixture
+def replica(server, tmp_path):
+    """A replica of `server`, link up."""
+    server.client().config_set("repl-diskless-sync-delay", 0)
+    d = tmp_path / "replica"
+    d.mkdir()
+    r = RedisServer(d, "--replicaof", "127.0.0.1", str(server.port))
+    try:
+        deadline = time.time() + 20
+        while r.client().info("replication").get("master_link_status") != "up":
+            assert time.time() < deadline, "replica link not up"
+            time.sleep(0.02)
+        yield r
+    finally:
+        r.stop()
+
+
+class Cluster:
+    """A Redis Cluster on loopback: `primaries` nodes, each loading the module, slots
+    assigned by `redis-cli --cluster create` (as tests/cluster.rs builds it)."""
+
+    def __init__(self, tmp: Path, primaries: int = 3):
+        self.nodes = []
+        for i in range(primaries):
+            d = tmp / f"node{i}"
+            d.mkdir()
+            self.nodes.append(RedisServer(
+                d, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000", "--cluster-port", str(free_port())))
+        try:
+            out = subprocess.run(
+                ["redis-cli", "--cluster", "create",
+                 *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stdout + out.stderr
+            deadline = time.time() + 30
+            for n in self.nodes:
+                while b"cluster_state:ok" not in n.client().execute_command("CLUSTER", "INFO"):
+                    assert time.time() < deadline, "cluster not ok"
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    def client(self):
+        from redis.cluster import ClusterNode, RedisCluster
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes],
+                            socket_timeout=5)
+
+    def owner(self, key: str) -> "RedisServer":
+        slot = self.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key)
+        for lo, hi, primary, *_ in self.nodes[0].client().execute_command("CLUSTER", "SLOTS"):
+            if lo <= slot <= hi:
+                port = int(primary[1])
+                return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"slot {slot} unassigned")
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster per test module (building one takes seconds)."""
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+def command_calls(client, name: str) -> int:
+    """How often the server ran `name` (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{name.lower()}", {}).get("calls", 0))
+
+
+def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)

@@ -1,0 +1,218 @@
+"""What KeyCache and AsyncKeyCache share: the held key set (parsed once per version), the
+freshness bookkeeping that makes a delivered change event block lookups until the reload
+after it, and the helpers that derive dedicated connections from a user's client. No I/O
+and no locking here: the callers hold their own lock (a threading.Condition or an
+asyncio.Condition) around every method that mutates."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
+
+import jwt
+from jwt.exceptions import PyJWKClientError
+
+from .client import JwksDocument, _s, events_channel
+
+log = logging.getLogger("jwks_redis.keycache")
+
+
+class KeyCacheError(PyJWKClientError):
+    """A KeyCache could not hand out a key (a `jwt.PyJWKClientError`, as PyJWKClient raises)."""
+
+
+class KeyCacheStale(KeyCacheError):
+    """A change was announced and the reload after it has not succeeded within `stale_wait`
+    (or nothing was ever loaded, or the copy is older than `max_stale` allows): the cache
+    refuses to answer from what it holds rather than risk accepting a retired key."""
+
+
+class UnknownSigningKey(KeyCacheError):
+    """No published signing key has this kid (after at most one reload per `miss_interval`)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a cache holds: one version of the key set's JWKS document."""
+
+    exists: bool
+    document: Optional[str]
+    etag: Optional[str]
+    generation: Optional[int]
+    kids: Tuple[str, ...]
+    #: time.monotonic() when the load that fetched it started.
+    loaded_at: float
+    #: time.monotonic() until which a copy may be kept (loaded_at + the module's ttl_ms).
+    expires_at: float
+
+    def remaining_ttl(self, now: Optional[float] = None) -> float:
+        """Seconds this copy may still be kept (never negative)."""
+        return max(0.0, self.expires_at - (time.monotonic() if now is None else now))
+
+
+@dataclass
+class DeliveredEvent:
+    """A change event as the cache's subscriber read it (`at` is time.monotonic())."""
+
+    at: float
+    message: dict = field(default_factory=dict)
+
+
+def parse_event(data: Any) -> dict:
+    try:
+        message = json.loads(_s(data))
+        return message if isinstance(message, dict) else {"raw": message}
+    except (ValueError, TypeError):
+        return {"raw": _s(data)}
+
+
+class CacheCore:
+    """State and bookkeeping (see the module docstring: callers lock)."""
+
+    def __init__(self, key: str, *, miss_interval: float, stale_wait: float,
+                 max_stale: Optional[float], refresh_grace: float,
+                 on_change: Optional[Callable[[Snapshot], None]]):
+        self.key = key
+        self.channel = events_channel(key)
+        self.miss_interval = miss_interval
+        self.stale_wait = stale_wait
+        self.max_stale = max_stale
+        self.refresh_grace = refresh_grace
+        self.on_change = on_change
+        self.snapshot: Optional[Snapshot] = None
+        self.keys: Dict[str, jwt.PyJWK] = {}
+        self._jwks: Dict[str, dict] = {}
+        # Delivered events and the number of them the last successful load started after.
+        self.events_seen = 0
+        self.fresh_through = 0
+        # Single flight: loads started (sequence numbers) and the last one that succeeded.
+        self.loads_started = 0
+        self.load_done_seq = 0
+        self.last_miss_load = float("-inf")
+        self.refresh_at = float("inf")
+        self.connected = False
+        self.recent_events: Deque[DeliveredEvent] = deque(maxlen=256)
+        self.counters = {
+            "loads": 0, "load_errors": 0, "events": 0, "subscribes": 0, "reconnects": 0,
+            "coalesced": 0, "misses": 0, "miss_loads": 0, "miss_loads_suppressed": 0,
+            "ttl_loads": 0, "stale_refusals": 0,
+        }
+
+    # ------------------------------------------------------------------ freshness
+
+    def fresh(self) -> bool:
+        """True if a load succeeded and none of the delivered events is newer than it."""
+        return self.snapshot is not None and self.fresh_through >= self.events_seen
+
+    def too_old(self, now: float) -> bool:
+        s = self.snapshot
+        return self.max_stale is not None and s is not None and now > s.expires_at + self.max_stale
+
+    def deliver(self, messages: list, now: float) -> None:
+        """Events were read off the subscription: lookups wait for the reload after them."""
+        self.events_seen += len(messages)
+        self.counters["events"] += len(messages)
+        for m in messages:
+            self.recent_events.append(DeliveredEvent(at=now, message=m))
+
+    # ------------------------------------------------------------------ single flight
+
+    def begin_load(self, trigger_seq: int) -> Optional[Tuple[int, int]]:
+        """Called holding the load lock. None if a load that started after the trigger (the
+        value of `loads_started` when it happened) has already succeeded; else the new
+        load's sequence number and the events it will cover."""
+        if self.load_done_seq > trigger_seq:
+            self.counters["coalesced"] += 1
+            return None
+        self.loads_started += 1
+        return self.loads_started, self.events_seen
+
+    def install(self, seq: int, events_at_start: int, started_at: float,
+                meta: Optional[JwksDocument]) -> Optional[Snapshot]:
+        """Installs a successful load. Returns the new snapshot if the document changed."""
+        old = self.snapshot
+        if meta is None:
+            snap = Snapshot(False, None, None, None, (), started_at, started_at + 3600.0)
+            self.keys, self._jwks = {}, {}
+        else:
+            keys, jwks = self._parse(meta.document)
+            ttl = max(0, meta.ttl_ms) / 1000.0
+            snap = Snapshot(True, meta.document, meta.etag, meta.generation,
+                            tuple(keys), started_at, started_at + ttl)
+            self.keys, self._jwks = keys, jwks
+        self.snapshot = snap
+        self.fresh_through = max(self.fresh_through, events_at_start)
+        self.load_done_seq = max(self.load_done_seq, seq)
+        self.counters["loads"] += 1
+        # The safety net: reload when the copy's TTL runs out (plus a little grace, so the
+        # event of a change scheduled at that moment normally arrives first).
+        self.refresh_at = max(snap.expires_at, started_at + 0.05) + self.refresh_grace
+        changed = old is None or (old.exists, old.etag) != (snap.exists, snap.etag)
+        return snap if changed else None
+
+    def _parse(self, document: str) -> Tuple[Dict[str, jwt.PyJWK], Dict[str, dict]]:
+        keys: Dict[str, jwt.PyJWK] = {}
+        jwks: Dict[str, dict] = {}
+        for jwk in json.loads(document).get("keys", []):
+            kid = jwk.get("kid")
+            if not kid or jwk.get("use") not in ("sig", None):
+                continue
+            jwks[kid] = jwk
+            old = self._jwks.get(kid)
+            if old is not None and old == jwk:
+                keys[kid] = self.keys[kid]  # unchanged: keep the parsed key
+                continue
+            try:
+                keys[kid] = jwt.PyJWK(jwk)
+            except jwt.exceptions.PyJWTError as e:  # e.g. an algorithm PyJWT lacks
+                log.warning("KEYCACHE_UNUSABLE_KEY key=%s kid=%s error=%s", self.key, kid, e)
+        return keys, jwks
+
+    # ------------------------------------------------------------------ lookups
+
+    def lookup_state(self, now: float) -> Optional[str]:
+        """None if lookups may be answered now, else why not."""
+        if self.snapshot is None:
+            return "nothing loaded yet"
+        if self.fresh_through < self.events_seen:
+            return "a change was announced and the reload after it has not finished"
+        if self.too_old(now):
+            return "the copy is older than max_stale allows and could not be refreshed"
+        return None
+
+    def stats(self) -> dict:
+        s = self.snapshot
+        return {
+            **self.counters,
+            "connected": self.connected,
+            "generation": None if s is None else s.generation,
+            "etag": None if s is None else s.etag,
+            "kids": [] if s is None else list(s.kids),
+            "fresh": self.fresh(),
+        }
+
+
+def kid_of(token: Any) -> str:
+    header = jwt.get_unverified_header(token)
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise KeyCacheError("the token has no kid in its header")
+    return kid
+
+
+_KEEP = ("host", "port", "db", "username", "password", "credential_provider", "path",
+         "client_name", "protocol", "lib_name", "lib_version", "driver_info",
+         "socket_keepalive", "socket_keepalive_options", "socket_type")
+
+
+def dedicated_kwargs(kwargs: dict, timeout: float) -> dict:
+    """Connection kwargs for the cache's own connections, taken from the user's client:
+    the same address, credentials and TLS (every ssl_* setting); the cache's timeouts; no
+    health checks (the cache PINGs itself) and replies as bytes."""
+    out = {k: v for k, v in kwargs.items() if k in _KEEP or k.startswith("ssl_")}
+    out.update(socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0)
+    return out

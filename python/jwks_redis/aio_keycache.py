@@ -1,0 +1,355 @@
+"""AsyncKeyCache: KeyCache for asyncio (`redis.asyncio`). Same guarantees and the same
+lookup methods, awaited; the subscriber is a task on the running loop instead of a thread.
+
+    async with AsyncKeyCache(redis.asyncio.Redis.from_url(url), "jwks:{auth}") as cache:
+        key = await cache.get_signing_key_from_jwt(token)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Callable, List, Optional
+
+import jwt
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+from jwt.exceptions import PyJWKClientConnectionError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ._cache_core import (
+    CacheCore,
+    DeliveredEvent,
+    KeyCacheStale,
+    Snapshot,
+    UnknownSigningKey,
+    dedicated_kwargs,
+    kid_of,
+    parse_event,
+)
+from .client import JwksDocument, _s, _translate
+from .keycache import _Resubscribe
+
+log = logging.getLogger("jwks_redis.keycache")
+
+
+class AsyncKeyCache:
+    """See KeyCache (same parameters). Use `async with`, or `await start()` and
+    `await close()`."""
+
+    def __init__(self, client: Any, key: str, *, miss_interval: float = 1.0,
+                 stale_wait: float = 1.0, max_stale: Optional[float] = None,
+                 refresh_grace: float = 0.1, timeout: float = 2.0,
+                 health_interval: float = 5.0, backoff: tuple = (0.05, 2.0),
+                 on_change: Optional[Callable[[Snapshot], None]] = None):
+        self._client = client
+        self._cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        self._core = CacheCore(key, miss_interval=miss_interval, stale_wait=stale_wait,
+                               max_stale=max_stale, refresh_grace=refresh_grace,
+                               on_change=on_change)
+        self.key = key
+        self.channel = self._core.channel
+        self._timeout = timeout
+        self._health_interval = health_interval
+        self._backoff = backoff
+        self._cond: Optional[asyncio.Condition] = None
+        self._load_lock: Optional[asyncio.Lock] = None
+        self._miss_lock: Optional[asyncio.Lock] = None
+        self._node: Optional[redis.asyncio.Redis] = None
+        self._sub: Optional[redis.asyncio.Redis] = None
+        self._stop: Optional[asyncio.Event] = None
+        self._task: Optional[asyncio.Task] = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> "AsyncKeyCache":
+        if self._task is None:
+            self._cond = asyncio.Condition()
+            self._load_lock = asyncio.Lock()
+            self._miss_lock = asyncio.Lock()
+            self._stop = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"AsyncKeyCache[{self.key}]")
+        return self
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._stop.set()
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._task = None
+        self._core.connected = False
+        for c in (self._node, self._sub):
+            if c is not None:
+                await c.connection_pool.disconnect()
+        self._node = self._sub = None
+
+    async def __aenter__(self) -> "AsyncKeyCache":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout: float = 5.0) -> bool:
+        try:
+            async with self._cond:
+                await asyncio.wait_for(
+                    self._cond.wait_for(lambda: self._core.snapshot is not None), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    # ------------------------------------------------------------------ lookups
+
+    async def get_signing_key(self, kid: str) -> jwt.PyJWK:
+        core = self._core
+        if core.lookup_state(time.monotonic()) is not None:
+            await self._wait_usable()
+        key = core.keys.get(kid)
+        if key is not None:
+            return key
+        return await self._miss(kid)
+
+    async def get_signing_key_from_jwt(self, token: Any) -> jwt.PyJWK:
+        return await self.get_signing_key(kid_of(token))
+
+    async def get_signing_keys(self) -> List[jwt.PyJWK]:
+        if self._core.lookup_state(time.monotonic()) is not None:
+            await self._wait_usable()
+        return list(self._core.keys.values())
+
+    async def _wait_usable(self) -> None:
+        core = self._core
+        deadline = time.monotonic() + core.stale_wait
+        async with self._cond:
+            while True:
+                now = time.monotonic()
+                why = core.lookup_state(now)
+                if why is None:
+                    return
+                if now >= deadline or core.too_old(now):
+                    core.counters["stale_refusals"] += 1
+                    raise KeyCacheStale(f"{self.key}: {why}")
+                try:
+                    await asyncio.wait_for(self._cond.wait(), deadline - now)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _miss(self, kid: str) -> jwt.PyJWK:
+        core = self._core
+        async with self._miss_lock:
+            key = core.keys.get(kid)
+            if key is not None:
+                return key
+            now = time.monotonic()
+            core.counters["misses"] += 1
+            if now - core.last_miss_load < core.miss_interval:
+                core.counters["miss_loads_suppressed"] += 1
+            else:
+                core.last_miss_load = now
+                core.counters["miss_loads"] += 1
+                try:
+                    await self._load()
+                except redis.RedisError as e:
+                    raise PyJWKClientConnectionError(f"{self.key}: reload failed: {e}") from e
+                key = core.keys.get(kid)
+                if key is not None:
+                    return key
+        raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def snapshot(self) -> Optional[Snapshot]:
+        return self._core.snapshot
+
+    @property
+    def generation(self) -> Optional[int]:
+        s = self._core.snapshot
+        return None if s is None else s.generation
+
+    @property
+    def etag(self) -> Optional[str]:
+        s = self._core.snapshot
+        return None if s is None else s.etag
+
+    @property
+    def connected(self) -> bool:
+        return self._core.connected
+
+    @property
+    def fresh(self) -> bool:
+        core = self._core
+        s = core.snapshot
+        return core.connected and core.fresh() and s is not None and s.remaining_ttl() > 0
+
+    def recent_events(self) -> List[DeliveredEvent]:
+        return list(self._core.recent_events)
+
+    def stats(self) -> dict:
+        return self._core.stats()
+
+    async def refresh(self) -> Optional[Snapshot]:
+        await self._load()
+        return self._core.snapshot
+
+    # ------------------------------------------------------------------ loading
+
+    async def _node_client(self, subscriber: bool = False) -> redis.asyncio.Redis:
+        """See KeyCache._node_client."""
+        if self._node is None:
+            if self._cluster:
+                await self._client.initialize()
+                node = self._client.get_node_from_key(self.channel)
+                kwargs = dict(node.connection_kwargs, host=node.host, port=node.port)
+                cls = node.connection_class
+            else:
+                base = self._client.connection_pool
+                kwargs, cls = base.connection_kwargs, base.connection_class
+            kwargs = dedicated_kwargs(kwargs, self._timeout)
+            self._node = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
+                connection_class=cls, retry=Retry(NoBackoff(), 1), **kwargs))
+            self._sub = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
+                connection_class=cls, retry=Retry(NoBackoff(), 0), **kwargs))
+        return self._sub if subscriber else self._node
+
+    async def _drop_node(self) -> None:
+        clients, self._node, self._sub = (self._node, self._sub), None, None
+        for c in clients:
+            if c is not None:
+                try:
+                    await c.connection_pool.disconnect(inuse_connections=False)
+                except Exception:  # noqa: BLE001
+                    pass
+        if self._cluster:
+            try:
+                await self._client.nodes_manager.initialize()
+            except redis.RedisError as e:
+                log.info("KEYCACHE_TOPOLOGY_REFRESH_FAILED key=%s error=%s", self.key, e)
+
+    async def _load(self) -> None:
+        core = self._core
+        trigger = core.loads_started
+        async with self._load_lock:
+            begun = core.begin_load(trigger)
+            if begun is None:
+                return
+            seq, events = begun
+            started = time.monotonic()
+            try:
+                node = await self._node_client()
+                reply = await node.execute_command("JWKS.GET", self.key, "META")
+            except redis.ResponseError as e:
+                core.counters["load_errors"] += 1
+                raise _translate(e) from e
+            except BaseException:
+                core.counters["load_errors"] += 1
+                raise
+            meta = None if reply is None else JwksDocument.parse(reply)
+            async with self._cond:
+                changed = core.install(seq, events, started, meta)
+                self._cond.notify_all()
+            if changed is not None and core.on_change is not None:
+                try:
+                    core.on_change(changed)
+                except Exception:  # noqa: BLE001
+                    log.exception("KEYCACHE_ON_CHANGE_FAILED key=%s", self.key)
+
+    # ------------------------------------------------------------------ the subscriber
+
+    async def _run(self) -> None:
+        core = self._core
+        delay = self._backoff[0]
+        subscribed_before = False
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                node = await self._node_client(subscriber=True)
+                pubsub = node.pubsub(ignore_subscribe_messages=False)
+                await pubsub.ssubscribe(self.channel)
+                await self._await_confirmation(pubsub)
+                core.connected = True
+                core.counters["subscribes"] += 1
+                if subscribed_before:
+                    core.counters["reconnects"] += 1
+                    log.info("KEYCACHE_RESUBSCRIBED key=%s (full reload)", self.key)
+                subscribed_before = True
+                await self._load()
+                delay = self._backoff[0]
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                core.connected = False
+                if self._stop.is_set():
+                    break
+                log.warning("KEYCACHE_DISCONNECTED key=%s error=%s: %s (retrying in %.2f s)",
+                            self.key, type(e).__name__, e, delay)
+                await self._drop_node()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay * (0.5 + random.random() / 2))
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, self._backoff[1])
+            finally:
+                if pubsub is not None:
+                    try:
+                        await pubsub.aclose()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    async def _await_confirmation(self, pubsub: Any) -> None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise redis.TimeoutError("no SSUBSCRIBE confirmation")
+            message = await pubsub.get_message(timeout=remaining)
+            if message is not None and _s(message["type"]) == "ssubscribe":
+                return
+
+    async def _listen(self, pubsub: Any) -> None:
+        core = self._core
+        last_rx = time.monotonic()
+        ping_sent: Optional[float] = None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if ping_sent is None and now - last_rx >= self._health_interval:
+                await pubsub.ping()
+                ping_sent = now
+            elif ping_sent is not None and now - ping_sent > self._timeout:
+                raise redis.TimeoutError(f"no PONG within {self._timeout} s")
+            wait = min(0.25, max(0.0, core.refresh_at - now))
+            message = await pubsub.get_message(timeout=wait)
+            if message is None:
+                if time.monotonic() >= core.refresh_at:
+                    core.counters["ttl_loads"] += 1
+                    await self._load()
+                continue
+            last_rx, ping_sent = time.monotonic(), None
+            dropped = False
+            delivered = 0
+            while message is not None:
+                kind = _s(message["type"])
+                if kind == "smessage":
+                    core.deliver([parse_event(message["data"])], time.monotonic())
+                    delivered += 1
+                elif kind == "sunsubscribe":
+                    dropped = True
+                elif kind == "ssubscribe":  # resubscribed underneath: reload in full
+                    core.counters["reconnects"] += 1
+                    delivered += 1
+                message = await pubsub.get_message(timeout=0)
+            if delivered:
+                if delivered > 1:
+                    core.counters["coalesced"] += delivered - 1
+                await self._load()
+            if dropped:
+                raise _Resubscribe("the server ended the subscription (slot moved?)")

@@ -1,0 +1,235 @@
+"""The JWKS endpoint: a WSGI app serving `/.well-known/jwks.json` from Redis, and the
+`jwks-endpoint` command that runs it under waitress (a production WSGI server).
+
+- Body: the key set's JWKS document, from a KeyCache (memory, kept current by the module's
+  change events) when the cache is connected and fresh, else from `JWKS.GET K META`.
+- `Cache-Control: public, max-age=N`: N is at most the document's remaining TTL (`ttl_ms`,
+  which never runs past the next scheduled promotion or retirement) and `max_age`, minus a
+  small random amount (up to `jitter` of it, at most `max_jitter` s), so the HTTP caches of
+  a fleet do not all expire in the same second. No `stale-if-error`: it would let caches
+  serve a document past the moment the module said it may be kept, i.e. possibly with a
+  key retired in between (see docs/python.md).
+- `ETag` from the module (a hash of the document's bytes); 304 on a matching
+  If-None-Match.
+- Failures answer fast and say why, in the log and a short body: Redis unreachable or hung
+  (503, `JWKS_ENDPOINT_REDIS_UNAVAILABLE`; connection and socket timeouts of 0.4 s and one
+  retry by default, so a hung Redis is a 503 within about 1 s), the module not loaded (500,
+  `JWKS_ENDPOINT_MODULE_MISSING`), the key holding another type (500,
+  `JWKS_ENDPOINT_WRONG_TYPE`), other errors (500, `JWKS_ENDPOINT_REDIS_ERROR`); no key set
+  is a 404.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import sys
+import threading
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .client import JwksDocument, ModuleNotLoaded, NoPermission, WrongType, _translate
+from .keycache import KeyCache
+
+log = logging.getLogger("jwks_redis.endpoint")
+
+PATH = "/.well-known/jwks.json"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_TIMEOUT = 0.4
+
+
+def redis_from_url(url: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
+                   retries: int = 1) -> redis.Redis:
+    """A client with bounded connect and socket timeouts and few retries (redis-py's default
+    client waits 5 s per attempt and retries 10 times: a minute on a hung server)."""
+    return redis.Redis.from_url(
+        url or os.environ.get("JWKS_REDIS_URL", DEFAULT_REDIS_URL),
+        socket_timeout=timeout, socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), retries))
+
+
+def required_key(key: Optional[str]) -> str:
+    key = key or os.environ.get("JWKS_KEY_SET")
+    if not key:
+        raise ValueError("no key set name: pass key=... or set JWKS_KEY_SET")
+    return key
+
+
+class _RateLimitedLog:
+    """One line per cause per second at most, with how many were folded into it."""
+
+    def __init__(self, period: float = 1.0):
+        self.period = period
+        self.last: dict = {}
+        self.folded: dict = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, level: int, code: str, fmt: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last.get(code, float("-inf")) < self.period:
+                self.folded[code] = self.folded.get(code, 0) + 1
+                return
+            self.last[code] = now
+            folded = self.folded.pop(code, 0)
+        suffix = f" (+{folded} more since the last line)" if folded else ""
+        log.log(level, code + " " + fmt + suffix, *args)
+
+
+def cache_control_max_age(ttl_s: float, max_age: int, jitter: float, max_jitter: float,
+                          rng: Callable[[], float] = random.random) -> int:
+    """max-age for a document that may be kept `ttl_s` more seconds: never above it nor
+    `max_age`, lowered by a random fraction (at most `jitter` of it, `max_jitter` s)."""
+    bound = max(0.0, min(float(max_age), ttl_s))
+    cut = min(bound * jitter, max_jitter) * rng()
+    return max(0, int(math.floor(bound - cut)))
+
+
+def make_app(client: Optional[redis.Redis] = None, key: Optional[str] = None, *,
+             cache: Optional[KeyCache] = None, max_age: int = 300, jitter: float = 0.1,
+             max_jitter: float = 30.0) -> Callable:
+    """The WSGI app. `client` defaults to JWKS_REDIS_URL with bounded timeouts; `key` to
+    JWKS_KEY_SET (required); `cache`, if given, serves the document while it is fresh."""
+    client = client if client is not None else redis_from_url()
+    key = required_key(key)
+    say = _RateLimitedLog()
+
+    def fetch() -> Tuple[int, Any]:
+        if cache is not None and cache.fresh:
+            snap = cache.snapshot
+            if snap is not None and snap.exists:
+                return 200, (snap.document, snap.etag, snap.remaining_ttl())
+        try:
+            reply = client.execute_command("JWKS.GET", key, "META")
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            say(logging.WARNING, "JWKS_ENDPOINT_REDIS_UNAVAILABLE", "key=%s error=%s: %s",
+                key, type(e).__name__, e)
+            return 503, "redis unavailable"
+        except redis.ResponseError as e:
+            err = _translate(e)
+            if isinstance(err, ModuleNotLoaded):
+                say(logging.ERROR, "JWKS_ENDPOINT_MODULE_MISSING",
+                    "key=%s: the redis-jwks module is not loaded on this server (%s)", key, err)
+                return 500, "jwks module not loaded"
+            if isinstance(err, WrongType):
+                say(logging.ERROR, "JWKS_ENDPOINT_WRONG_TYPE",
+                    "key=%s holds something other than a key set (%s)", key, err)
+                return 500, "key holds the wrong type"
+            if isinstance(err, NoPermission):
+                say(logging.ERROR, "JWKS_ENDPOINT_NO_PERMISSION", "key=%s: %s", key, err)
+                return 500, "no permission"
+            say(logging.ERROR, "JWKS_ENDPOINT_REDIS_ERROR", "key=%s: %s", key, err)
+            return 500, "redis error"
+        except redis.RedisError as e:
+            say(logging.ERROR, "JWKS_ENDPOINT_REDIS_ERROR", "key=%s: %s", key, e)
+            return 500, "redis error"
+        if reply is None:
+            return 404, "no key set"
+        meta = JwksDocument.parse(reply)
+        return 200, (meta.document, meta.etag, meta.ttl_ms / 1000.0)
+
+    def app(environ: dict, start_response: Callable) -> List[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if environ.get("PATH_INFO") != PATH:
+            return _plain(start_response, 404, "not found")
+        if method not in ("GET", "HEAD"):
+            return _plain(start_response, 405, "method not allowed", [("Allow", "GET, HEAD")])
+        status, result = fetch()
+        if status != 200:
+            extra = [("Retry-After", "1")] if status == 503 else []
+            return _plain(start_response, status, result, extra, head=method == "HEAD")
+        document, etag, ttl_s = result
+        age = cache_control_max_age(ttl_s, max_age, jitter, max_jitter)
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Cache-Control", f"public, max-age={age}"),
+            ("ETag", etag),
+        ]
+        tags = [t.strip().removeprefix("W/") for t in environ.get("HTTP_IF_NONE_MATCH", "").split(",")]
+        if etag in tags or "*" in tags:
+            start_response("304 Not Modified", headers)
+            return []
+        body = document.encode()
+        start_response("200 OK", headers + [("Content-Length", str(len(body)))])
+        return [] if method == "HEAD" else [body]
+
+    return app
+
+
+_REASONS = {404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
+def _plain(start_response: Callable, status: int, text: str, extra: Optional[list] = None,
+           head: bool = False) -> List[bytes]:
+    body = (text + "\n").encode()
+    start_response(f"{status} {_REASONS[status]}", [
+        ("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store"),
+        ("Content-Length", str(len(body))), *(extra or [])])
+    return [] if head else [body]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="jwks-endpoint",
+        description="Serve a key set's JWKS at /.well-known/jwks.json (waitress).")
+    p.add_argument("--redis-url", default=env("JWKS_REDIS_URL", DEFAULT_REDIS_URL),
+                   help="Redis with the module (env JWKS_REDIS_URL; default %(default)s)")
+    p.add_argument("--key", default=env("JWKS_KEY_SET"),
+                   help="the key set to serve (env JWKS_KEY_SET; required)")
+    p.add_argument("--bind", default=env("JWKS_BIND", "127.0.0.1:8000"),
+                   help="host:port to listen on (env JWKS_BIND; default %(default)s)")
+    p.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    p.add_argument("--redis-timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="Redis connect and socket timeout in seconds (default %(default)s)")
+    p.add_argument("--request-timeout", type=int, default=30,
+                   help="seconds an idle or slow HTTP connection is kept (default 30)")
+    p.add_argument("--max-age", type=int, default=300,
+                   help="upper bound of Cache-Control max-age in seconds (default 300)")
+    p.add_argument("--jitter", type=float, default=0.1,
+                   help="max-age is lowered by up to this fraction, at random (default 0.1)")
+    p.add_argument("--no-keycache", action="store_true",
+                   help="read JWKS.GET META on every request instead of serving from memory")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    if not args.key:
+        p.error("--key (or JWKS_KEY_SET) is required")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    import waitress
+
+    client = redis_from_url(args.redis_url, timeout=args.redis_timeout)
+    cache = None
+    if not args.no_keycache:
+        cache = KeyCache(client, args.key, timeout=max(args.redis_timeout, 0.2),
+                         health_interval=1.0)
+    app = make_app(client, args.key, cache=cache, max_age=args.max_age, jitter=args.jitter)
+    log.info("JWKS_ENDPOINT_START key=%s bind=%s redis=%s keycache=%s", args.key, args.bind,
+             client.connection_pool.connection_kwargs.get("host"), cache is not None)
+    try:
+        waitress.serve(app, listen=args.bind, threads=args.threads,
+                       channel_timeout=args.request_timeout, ident="jwks-endpoint",
+                       clear_untrusted_proxy_headers=True)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""KeyCache: a key set's published keys in process memory, kept current by the module's
+change events.
+
+    cache = KeyCache(redis.Redis.from_url(url), "jwks:{auth}")
+    key = cache.get_signing_key_from_jwt(token)          # a jwt.PyJWK, like PyJWKClient's
+    claims = jwt.decode(token, key, algorithms=["ES256"], audience=...)
+
+How it stays current (one background thread per cache):
+
+- It subscribes to the key set's events channel (SSUBSCRIBE `K:events`) on the node that
+  serves the key set (a standalone primary or replica, or in a cluster the primary owning
+  the channel's slot), and once the subscription is confirmed it loads the document in
+  full (JWKS.GET K META). Every (re)subscription, after any disconnect, reloads in full, so
+  a change made while it was disconnected is never missed.
+- Each event read off the subscription triggers one reload. Events that arrive together,
+  and reloads asked for by several threads at once, coalesce into one (single flight).
+- From the moment an event is read until the reload after it succeeds, lookups wait (up to
+  `stale_wait`, then raise KeyCacheStale): a key retired by that change is never handed out
+  after its event was delivered.
+- A reload also happens when the copy's TTL runs out (`ttl_ms` of JWKS.GET META: the cache
+  TTL, never past the next scheduled change), the safety net for a lost event; a PING every
+  `health_interval` detects a silently dead connection.
+- An unknown kid reloads at most once per `miss_interval` (garbage tokens cannot stampede
+  Redis); other misses in that interval fail at once.
+
+If Redis cannot be reached the cache keeps answering from the keys it holds (no event can
+have been delivered meanwhile), unless `max_stale` is set: then, once the copy's TTL has
+run out by more than `max_stale` seconds without a successful reload, lookups fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+import jwt
+import redis
+import redis.cluster
+from jwt.exceptions import PyJWKClientConnectionError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._cache_core import (
+    CacheCore,
+    DeliveredEvent,
+    KeyCacheError,
+    KeyCacheStale,
+    Snapshot,
+    UnknownSigningKey,
+    dedicated_kwargs,
+    kid_of,
+    parse_event,
+)
+from .client import JwksDocument, _s, _translate
+
+log = logging.getLogger("jwks_redis.keycache")
+
+__all__ = ["KeyCache", "KeyCacheError", "KeyCacheStale", "Snapshot", "UnknownSigningKey"]
+
+
+class _Resubscribe(Exception):
+    """The server ended the subscription (e.g. the slot moved to another node)."""
+
+
+class KeyCache:
+    """The published keys of key set `key`, by kid, kept current from Redis (see the module
+    docstring). `client` is a `redis.Redis` (standalone primary or replica) or a
+    `redis.cluster.RedisCluster`; the cache makes its own connections from its settings
+    (address, credentials, TLS) with its own `timeout` and no retries."""
+
+    def __init__(self, client: Any, key: str, *, miss_interval: float = 1.0,
+                 stale_wait: float = 1.0, max_stale: Optional[float] = None,
+                 refresh_grace: float = 0.1, timeout: float = 2.0,
+                 health_interval: float = 5.0, backoff: tuple = (0.05, 2.0),
+                 on_change: Optional[Callable[[Snapshot], None]] = None, start: bool = True):
+        self._client = client
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
+        self._core = CacheCore(key, miss_interval=miss_interval, stale_wait=stale_wait,
+                               max_stale=max_stale, refresh_grace=refresh_grace,
+                               on_change=on_change)
+        self.key = key
+        self.channel = self._core.channel
+        self._timeout = timeout
+        self._health_interval = health_interval
+        self._backoff = backoff
+        self._cond = threading.Condition()
+        self._load_lock = threading.Lock()
+        self._miss_lock = threading.Lock()
+        self._node_lock = threading.Lock()
+        self._node: Optional[redis.Redis] = None
+        self._sub: Optional[redis.Redis] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "KeyCache":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"KeyCache[{self.key}]",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stops the background thread and closes the cache's connections."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._node_lock:
+            for c in (self._node, self._sub):
+                if c is not None:
+                    c.connection_pool.disconnect()
+            self._node = self._sub = None
+
+    def __enter__(self) -> "KeyCache":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Waits until a first load succeeded (whether or not the key set exists)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._core.snapshot is not None, timeout)
+
+    # ------------------------------------------------------------------ lookups
+
+    def get_signing_key(self, kid: str) -> jwt.PyJWK:
+        """The published signing key with this kid, as a `jwt.PyJWK`."""
+        core = self._core
+        if core.lookup_state(time.monotonic()) is not None:
+            self._wait_usable()
+        key = core.keys.get(kid)
+        if key is not None:
+            return key
+        return self._miss(kid)
+
+    def get_signing_key_from_jwt(self, token: Any) -> jwt.PyJWK:
+        """The key for a token (by the kid in its unverified header), like PyJWKClient's."""
+        return self.get_signing_key(kid_of(token))
+
+    def get_signing_keys(self) -> List[jwt.PyJWK]:
+        """Every published signing key."""
+        if self._core.lookup_state(time.monotonic()) is not None:
+            self._wait_usable()
+        return list(self._core.keys.values())
+
+    def _wait_usable(self) -> None:
+        core = self._core
+        deadline = time.monotonic() + core.stale_wait
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                why = core.lookup_state(now)
+                if why is None:
+                    return
+                if now >= deadline or core.too_old(now):
+                    core.counters["stale_refusals"] += 1
+                    raise KeyCacheStale(f"{self.key}: {why}")
+                self._cond.wait(deadline - now)
+
+    def _miss(self, kid: str) -> jwt.PyJWK:
+        core = self._core
+        with self._miss_lock:
+            key = core.keys.get(kid)  # brought in by the miss reload just before this one
+            if key is not None:
+                return key
+            now = time.monotonic()
+            with self._cond:
+                core.counters["misses"] += 1
+                suppressed = now - core.last_miss_load < core.miss_interval
+                if suppressed:
+                    core.counters["miss_loads_suppressed"] += 1
+                else:
+                    core.last_miss_load = now
+                    core.counters["miss_loads"] += 1
+            if not suppressed:
+                try:
+                    self._load()
+                except redis.RedisError as e:
+                    raise PyJWKClientConnectionError(f"{self.key}: reload failed: {e}") from e
+                key = core.keys.get(kid)
+                if key is not None:
+                    return key
+        raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def snapshot(self) -> Optional[Snapshot]:
+        return self._core.snapshot
+
+    @property
+    def generation(self) -> Optional[int]:
+        s = self._core.snapshot
+        return None if s is None else s.generation
+
+    @property
+    def etag(self) -> Optional[str]:
+        s = self._core.snapshot
+        return None if s is None else s.etag
+
+    @property
+    def connected(self) -> bool:
+        return self._core.connected
+
+    @property
+    def fresh(self) -> bool:
+        """Subscribed, loaded after every delivered event, and within the copy's TTL."""
+        core = self._core
+        s = core.snapshot
+        return core.connected and core.fresh() and s is not None and s.remaining_ttl() > 0
+
+    def recent_events(self) -> List[DeliveredEvent]:
+        """The last events read off the subscription, with when they were read."""
+        with self._cond:
+            return list(self._core.recent_events)
+
+    def stats(self) -> dict:
+        with self._cond:
+            return self._core.stats()
+
+    def refresh(self) -> Optional[Snapshot]:
+        """Reloads now (coalesced with any reload under way) and returns what is held."""
+        self._load()
+        return self._core.snapshot
+
+    # ------------------------------------------------------------------ loading
+
+    def _node_client(self, subscriber: bool = False) -> redis.Redis:
+        """The cache's own client for the node serving the key set: for commands (one retry
+        on a fresh connection) or, with `subscriber`, for the subscription (no retries: the
+        subscriber must see every disconnect, to reload in full)."""
+        with self._node_lock:
+            if self._node is None:
+                if self._cluster:
+                    node = self._client.get_node_from_key(self.channel)
+                    base = self._client.get_redis_connection(node).connection_pool
+                else:
+                    base = self._client.connection_pool
+                kwargs = dedicated_kwargs(base.connection_kwargs, self._timeout)
+                self._node = redis.Redis(connection_pool=redis.ConnectionPool(
+                    connection_class=base.connection_class, retry=Retry(NoBackoff(), 1), **kwargs))
+                self._sub = redis.Redis(connection_pool=redis.ConnectionPool(
+                    connection_class=base.connection_class, retry=Retry(NoBackoff(), 0), **kwargs))
+            return self._sub if subscriber else self._node
+
+    def _drop_node(self) -> None:
+        """Forgets the node (after an error): the next use resolves it again, in a cluster
+        from a fresh slot map. Connections in use by a reload finish on their own."""
+        with self._node_lock:
+            clients, self._node, self._sub = (self._node, self._sub), None, None
+        for c in clients:
+            if c is not None:
+                c.connection_pool.disconnect(inuse_connections=False)
+        if self._cluster:
+            try:
+                self._client.nodes_manager.initialize()
+            except redis.RedisError as e:
+                log.info("KEYCACHE_TOPOLOGY_REFRESH_FAILED key=%s error=%s", self.key, e)
+
+    def _load(self) -> None:
+        core = self._core
+        with self._cond:
+            trigger = core.loads_started
+        with self._load_lock:
+            with self._cond:
+                begun = core.begin_load(trigger)
+            if begun is None:
+                return
+            seq, events = begun
+            started = time.monotonic()
+            try:
+                reply = self._node_client().execute_command("JWKS.GET", self.key, "META")
+            except redis.ResponseError as e:
+                with self._cond:
+                    core.counters["load_errors"] += 1
+                raise _translate(e) from e
+            except BaseException:
+                with self._cond:
+                    core.counters["load_errors"] += 1
+                raise
+            meta = None if reply is None else JwksDocument.parse(reply)
+            with self._cond:
+                changed = core.install(seq, events, started, meta)
+                self._cond.notify_all()
+            if changed is not None and core.on_change is not None:
+                try:
+                    core.on_change(changed)
+                except Exception:  # noqa: BLE001 - a callback must not stop the cache
+                    log.exception("KEYCACHE_ON_CHANGE_FAILED key=%s", self.key)
+
+    # ------------------------------------------------------------------ the subscriber
+
+    def _run(self) -> None:
+        core = self._core
+        delay = self._backoff[0]
+        subscribed_before = False
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self._node_client(subscriber=True).pubsub(ignore_subscribe_messages=False)
+                pubsub.ssubscribe(self.channel)
+                self._await_confirmation(pubsub)
+                with self._cond:
+                    core.connected = True
+                    core.counters["subscribes"] += 1
+                    if subscribed_before:
+                        core.counters["reconnects"] += 1
+                if subscribed_before:
+                    log.info("KEYCACHE_RESUBSCRIBED key=%s (full reload)", self.key)
+                subscribed_before = True
+                self._load()  # after the subscription: no change can fall in between
+                delay = self._backoff[0]
+                self._listen(pubsub)
+            except Exception as e:  # noqa: BLE001 - the loop must survive anything
+                with self._cond:
+                    core.connected = False
+                if self._stop.is_set():
+                    break
+                log.warning("KEYCACHE_DISCONNECTED key=%s error=%s: %s (retrying in %.2f s)",
+                            self.key, type(e).__name__, e, delay)
+                self._drop_node()
+                self._stop.wait(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self._backoff[1])
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.reset()
+                    except Exception:  # noqa: BLE001
+                        pass
+        with self._cond:
+            core.connected = False
+
+    def _await_confirmation(self, pubsub: Any) -> None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise redis.TimeoutError("no SSUBSCRIBE confirmation")
+            message = pubsub.get_message(timeout=remaining)
+            if message is not None and _s(message["type"]) == "ssubscribe":
+                return
+
+    def _listen(self, pubsub: Any) -> None:
+        core = self._core
+        last_rx = time.monotonic()
+        ping_sent: Optional[float] = None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if ping_sent is None and now - last_rx >= self._health_interval:
+                pubsub.ping()
+                ping_sent = now
+            elif ping_sent is not None and now - ping_sent > self._timeout:
+                raise redis.TimeoutError(f"no PONG within {self._timeout} s")
+            wait = min(0.25, max(0.0, core.refresh_at - now))
+            message = pubsub.get_message(timeout=wait)
+            if message is None:
+                if time.monotonic() >= core.refresh_at:
+                    with self._cond:
+                        core.counters["ttl_loads"] += 1
+                    self._load()
+                continue
+            last_rx, ping_sent = time.monotonic(), None
+            dropped = False
+            delivered = 0
+            while message is not None:
+                kind = _s(message["type"])
+                if kind == "smessage":
+                    with self._cond:
+                        core.deliver([parse_event(message["data"])], time.monotonic())
+                    delivered += 1
+                elif kind == "sunsubscribe":
+                    dropped = True
+                elif kind == "ssubscribe":  # resubscribed underneath: reload in full
+                    with self._cond:
+                        core.counters["reconnects"] += 1
+                    delivered += 1
+                message = pubsub.get_message(timeout=0)
+            if delivered:
+                if delivered > 1:
+                    with self._cond:
+                        core.counters["coalesced"] += delivered - 1
+                self._load()
+            if dropped:
+                raise _Resubscribe("the server ended the subscription (slot moved?)")
