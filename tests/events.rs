@@ -205,3 +205,40 @@ fn client_side_caching_gets_invalidation_pushes() {
     invalidated.sort();
     assert_eq!(invalidated, [K.to_string(), derived(K, "cache")]);
 }
+
+#[test]
+fn flushes_and_swapdb_are_announced_too() {
+    let server = Server::start();
+    let mut con = server.conn();
+    rotate(&mut con, K, &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
+    let rx = subscribe(server.port);
+    // db 1 holds another key set under the same name; SWAPDB puts it at the name in db 0.
+    let _: () = cmd("SELECT", &["1"]).query(&mut con).unwrap();
+    rotate(&mut con, K, &["ADD", &ec("x", 9), "PROMOTE", "x"]).unwrap();
+    assert_eq!(next(&rx)["current"], "x");
+    let _: () = cmd("SWAPDB", &["0", "1"]).query(&mut con).unwrap();
+    let mut seen: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let m = next(&rx);
+            (
+                m["event"].as_str().unwrap().to_owned(),
+                m["current"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("replaced".into(), "a".into()),
+            ("replaced".into(), "x".into())
+        ]
+    );
+    none(&rx);
+    let _: () = cmd("FLUSHALL", &[] as &[&str]).query(&mut con).unwrap();
+    let gone: Vec<String> = (0..2)
+        .map(|_| next(&rx)["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(gone, ["deleted", "deleted"]);
+    none(&rx);
+}

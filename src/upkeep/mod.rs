@@ -218,6 +218,18 @@ fn arrived(ctx: &Context, name: &[u8]) {
     }
 }
 
+/// After a flush or SWAPDB: check each name and announce what is there now (right after the
+/// command, as for a DEL).
+pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>)>) {
+    if names.is_empty() {
+        return;
+    }
+    for (db, name) in names {
+        push(db, &name, Kind::Gone);
+    }
+    arm_post(ctx);
+}
+
 /// From JWKS.GET: the cache string is not known to hold the document; fill it soon.
 pub fn request_fill(ctx: &Context, name: &[u8], stored: &Stored) {
     if !server_events::is_replica() && stored.claim_fill() {

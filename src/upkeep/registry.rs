@@ -90,6 +90,16 @@ pub fn swap(a: i32, b: i32) {
     }
 }
 
+/// The key sets of db `db`, or of every db for -1.
+pub fn names(db: i32) -> Vec<(i32, Vec<u8>)> {
+    let r = SETS.lock();
+    r.dbs
+        .iter()
+        .filter(|(d, _)| db < 0 || **d == db)
+        .flat_map(|(d, names)| names.keys().map(move |n| (*d, n.clone())))
+        .collect()
+}
+
 /// Calls `f` with every db and its key sets, in order.
 pub fn each(mut f: impl FnMut(i32, &Names)) {
     let r = SETS.lock();

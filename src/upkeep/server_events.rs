@@ -62,7 +62,7 @@ unsafe extern "C" fn on_role(
 }
 
 unsafe extern "C" fn on_flush(
-    _ctx: *mut RedisModuleCtx,
+    ctx: *mut RedisModuleCtx,
     _event: RedisModuleEvent,
     subevent: u64,
     data: *mut c_void,
@@ -73,13 +73,16 @@ unsafe extern "C" fn on_flush(
     // SAFETY: the FLUSHDB event's data is a RedisModuleFlushInfo.
     let info = unsafe { &*data.cast::<raw::RedisModuleFlushInfo>() };
     guarded("flush event", || {
+        // Subscribers learn that the key sets are gone (one event per name, after the
+        // command: the same clean-up job as for a DEL).
+        super::recheck(ctx, registry::names(info.dbnum));
         registry::clear(info.dbnum);
         super::schedule::clear(info.dbnum);
     });
 }
 
 unsafe extern "C" fn on_swapdb(
-    _ctx: *mut RedisModuleCtx,
+    ctx: *mut RedisModuleCtx,
     _event: RedisModuleEvent,
     _subevent: u64,
     data: *mut c_void,
@@ -92,6 +95,15 @@ unsafe extern "C" fn on_swapdb(
     guarded("swapdb event", || {
         registry::swap(info.dbnum_first, info.dbnum_second);
         super::schedule::swap(info.dbnum_first, info.dbnum_second);
+        // Another key set (or none) now answers at each name of either db.
+        let (a, b) = (info.dbnum_first, info.dbnum_second);
+        let mut names = registry::names(a);
+        names.extend(registry::names(b));
+        let both = names
+            .iter()
+            .flat_map(|(_, n)| [(a, n.clone()), (b, n.clone())])
+            .collect();
+        super::recheck(ctx, both);
     });
 }
 
