@@ -29,9 +29,7 @@ echo "== benchmark smoke run (tiny counts, no timings asserted)"
 python3 bench/bench.py --rounds 1 --reads 2000 --writes 2000 --rotations 200 --pairs 500 \
   --audit-invalidations 2000 --key-sets 200 --scheduled 20 --json "$(mktemp -d)/bench.json" >/dev/null
 python3 bench/instructions.py -n 50 --json "$(mktemp -d)/instructions.json" >/dev/null
-if [ -f bench/keycache.py ]; then
-  python3 bench/keycache.py --processes 3 --rotations 5 --json "$(mktemp -d)/keycache.json" >/dev/null
-fi
+python3 bench/keycache.py --processes 3 --rotations 5 --json "$(mktemp -d)/keycache.json" >/dev/null
 echo "bench smoke run: ok"
 
 echo "== release artifact: built, stripped, and it loads"
