@@ -62,14 +62,14 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     };
     m.put("cache_ttl_ms", RedisValue::Integer(read(Derived::Cache)?.pttl()));
     let counters_key = read(Derived::Metrics)?;
-    counters_key.expect(KeyType::Hash, "expected a hash (the counters)")?;
+    counters_key.require_type(KeyType::Hash, "expected a hash (the counters)")?;
     let mut counters = Map::default();
     for counter in metrics::ALL {
         counters.put(counter, RedisValue::Integer(counters_key.hash_int(counter)));
     }
     m.put("counters", counters.done());
     let audit = read(Derived::Audit)?;
-    audit.expect(KeyType::Stream, "expected a stream (the audit trail)")?;
+    audit.require_type(KeyType::Stream, "expected a stream (the audit trail)")?;
     m.put("audit_length", RedisValue::Integer(audit.len()));
     let mut names = Map::default();
     for what in Derived::ALL {

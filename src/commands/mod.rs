@@ -86,7 +86,7 @@ impl Targets {
             (&targets.metrics, KeyType::Hash, "expected a hash (the counters)"),
         ] {
             caller.check(name, Access::Write)?;
-            Key::named(ctx, name, Mode::Peek)?.expect(kind, what)?;
+            Key::named(ctx, name, Mode::Peek)?.require_type(kind, what)?;
         }
         caller.check(&targets.events, Access::Publish)?;
         Ok(targets)

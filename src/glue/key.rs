@@ -114,7 +114,7 @@ impl Key {
     }
 
     /// Refuses a key that holds something other than `wanted` (or nothing).
-    pub fn expect(&self, wanted: KeyType, what: &'static str) -> Result<()> {
+    pub fn require_type(&self, wanted: KeyType, what: &'static str) -> Result<()> {
         match self.kind() {
             KeyType::Empty => Ok(()),
             kind if kind == wanted => Ok(()),

@@ -1,3 +1,4 @@
+//! Test-only: declared under #[cfg(test)] by jwk/mod.rs.
 //! Ed25519 and Ed448 public points: small-order, mixed-order, non-canonical and invalid
 //! encodings are refused; the RFC 8037 / RFC 8032 keys are accepted.
 

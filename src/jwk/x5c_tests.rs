@@ -1,3 +1,4 @@
+//! Test-only: declared under #[cfg(test)] by jwk/mod.rs.
 //! x5c / x5t / x5t#S256 against real certificates: testdata/x5c.json holds public JWKs
 //! with self-signed (RSA: CA-signed, chain of 2) certificates of the same keys, made
 //! offline by testdata/make_x5c.py.

@@ -401,7 +401,7 @@ fn fill(ctx: &Context, name: &[u8], flags: &ContextFlags) -> Result<()> {
             Key::named(ctx, &cache_name, Mode::Write)?.set_string_until(doc, until)?;
             let metrics_name = keys::derived(name, Derived::Metrics);
             let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
-            if counters.expect(KeyType::Hash, "").is_ok() {
+            if counters.require_type(KeyType::Hash, "").is_ok() {
                 counters.hash_incr(metrics::CACHE_FILLS)?;
             }
             stats::count(metrics::CACHE_FILLS);
