@@ -369,13 +369,7 @@ fn replicas_follow_the_clean_up() {
     let replica = Server::start();
     let mut p = primary.conn();
     let mut r = replica.conn();
-    let _: () = cmd("REPLICAOF", &["127.0.0.1", &primary.port.to_string()])
-        .query(&mut r)
-        .unwrap();
-    wait_for("sync", || {
-        let info: String = cmd("INFO", &["replication"]).query(&mut r).unwrap();
-        info.contains("master_link_status:up")
-    });
+    replica.replicate(&primary);
     two_sets(&mut p);
     let _: i64 = cmd("WAIT", &["1", "2000"]).query(&mut p).unwrap();
     assert_eq!(served(&mut r, "a"), Some(vec!["a1".into()]));

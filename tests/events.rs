@@ -143,13 +143,7 @@ fn replicas_deliver_the_events_and_serve_jwks_key() {
     let replica = Server::start();
     let mut p = primary.conn();
     let mut r = replica.conn();
-    let _: () = cmd("REPLICAOF", &["127.0.0.1", &primary.port.to_string()])
-        .query(&mut r)
-        .unwrap();
-    wait_for("link up", || {
-        let info: String = cmd("INFO", &["replication"]).query(&mut r).unwrap();
-        info.contains("master_link_status:up")
-    });
+    replica.replicate(&primary);
     let rx = subscribe(replica.port);
     rotate(&mut p, K, &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
     let m = next(&rx);

@@ -270,13 +270,7 @@ fn replicas_follow_never_apply_alone_and_take_over_on_failover() {
     let replica = Server::start();
     let mut p = primary.conn();
     let mut r = replica.conn();
-    let _: () = cmd("REPLICAOF", &["127.0.0.1", &primary.port.to_string()])
-        .query(&mut r)
-        .unwrap();
-    wait_for("link up", || {
-        let info: String = cmd("INFO", &["replication"]).query(&mut r).unwrap();
-        info.contains("master_link_status:up")
-    });
+    replica.replicate(&primary);
     started(&mut p, 300, 0);
     let _: i64 = cmd("WAIT", &["1", "2000"]).query(&mut p).unwrap();
     wait_for("replica has b", || states(&mut r, K).len() == 2);

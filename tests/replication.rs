@@ -13,13 +13,7 @@ fn replica_matches_primary_and_takes_over() {
     let mut r = replica.conn();
     // Some state before the replica attaches (full sync via RDB), some after (the stream).
     rotate(&mut p, "jwks:{a}", &["ADD", &rsa("r1", 1), "PROMOTE", "r1"]).unwrap();
-    let _: () = cmd("REPLICAOF", &["127.0.0.1", &primary.port.to_string()])
-        .query(&mut r)
-        .unwrap();
-    wait_for("initial sync", || {
-        let info: String = cmd("INFO", &["replication"]).query(&mut r).unwrap();
-        info.contains("master_link_status:up")
-    });
+    replica.replicate(&primary);
     rotate(&mut p, "jwks:{a}", &["ADD", &ec("e2", 2)]).unwrap();
     let _: Option<String> = cmd("JWKS.GET", &["jwks:{a}"]).query(&mut p).unwrap();
     rotate(&mut p, "jwks:{a}", &["PROMOTE", "e2", "RETIRE", "r1"]).unwrap();
@@ -52,19 +46,10 @@ fn two_replicas_follow_every_rotation() {
     let primary = Server::with_args(&["--repl-diskless-sync-delay", "0"]);
     let replicas = [Server::start(), Server::start()];
     let mut p = primary.conn();
-    let port = primary.port.to_string();
+    for r in &replicas {
+        r.replicate(&primary);
+    }
     let mut rs: Vec<_> = replicas.iter().map(|r| r.conn()).collect();
-    for r in rs.iter_mut() {
-        let _: () = cmd("REPLICAOF", &["127.0.0.1", port.as_str()])
-            .query(r)
-            .unwrap();
-    }
-    for r in rs.iter_mut() {
-        wait_for("link up", || {
-            let info: String = cmd("INFO", &["replication"]).query(r).unwrap();
-            info.contains("master_link_status:up")
-        });
-    }
     rotate(&mut p, "jwks:{a}", &["ADD", &ec("k1", 1), "PROMOTE", "k1"]).unwrap();
     for n in 2..=6u64 {
         let _: String = cmd("JWKS.GET", &["jwks:{a}"]).query(&mut p).unwrap();

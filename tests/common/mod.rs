@@ -153,6 +153,18 @@ impl Server {
         self.try_conn().expect("connect")
     }
 
+    /// Makes this server a replica of `primary` and waits until the link is up.
+    pub fn replicate(&self, primary: &Server) {
+        let mut r = self.conn();
+        let _: () = cmd("REPLICAOF", &["127.0.0.1", &primary.port.to_string()])
+            .query(&mut r)
+            .unwrap();
+        wait_for("replica link up", || {
+            let info: String = cmd("INFO", &["replication"]).query(&mut r).unwrap();
+            info.contains("master_link_status:up")
+        });
+    }
+
     pub fn conn_resp3(&self) -> Connection {
         redis::Client::open(format!("{}?protocol=resp3", self.url()))
             .and_then(|c| c.get_connection())
