@@ -31,11 +31,21 @@ pub fn module_path() -> PathBuf {
     path
 }
 
+/// A loopback port free now and not handed out before in this test process (tests run as
+/// threads: two servers told the same port would make one test talk to the other's server).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Server {
@@ -105,11 +115,29 @@ impl Server {
             args: all,
             _tmp: tmp,
         };
-        server.spawn();
-        server
+        // Another process may take the port between free_port and the bind: pick another.
+        for _ in 0..5 {
+            if server.try_spawn() {
+                return server;
+            }
+            server.kill();
+            let _ = std::fs::remove_file(server.dir.join("server.log"));
+            server.port = free_port();
+            server.args[1] = server.port.to_string();
+        }
+        panic!("no free port for redis-server after 5 tries");
     }
 
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "port {} is taken by another process",
+            self.port
+        );
+    }
+
+    /// Starts the server; false if the port turned out to be taken.
+    fn try_spawn(&mut self) -> bool {
         let child = Command::new(server_bin())
             .args(&self.args)
             .stdout(Stdio::null())
@@ -117,18 +145,30 @@ impl Server {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until our server answers; false if another process answers on the port.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut c) = self.try_conn() {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return;
+                    let info: String = redis::cmd("INFO")
+                        .arg("server")
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    let ours = self
+                        .child
+                        .as_ref()
+                        .map(|c| format!("process_id:{}\r", c.id()));
+                    return ours.is_some_and(|line| info.contains(&line));
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                if self.log().contains("Address already in use") {
+                    return false;
+                }
                 panic!("server exited ({status}); log:\n{}", self.log());
             }
             assert!(
@@ -217,7 +257,23 @@ impl Server {
 impl Drop for Server {
     /// A clean SHUTDOWN first (so a server under valgrind reports its leaks), then a kill.
     fn drop(&mut self) {
-        if self.child.is_some() {
+        // A failing test shows what the server said (a crash report, a module warning).
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- server on port {} (last lines of its log) ---",
+                self.port
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                eprintln!("--- the server exited: {status} ---");
+            }
+        }
+        // Only our own live server gets the SHUTDOWN (never whoever has the port now).
+        if self.is_running() {
             if let Ok(mut c) = self.try_conn() {
                 let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<Value>(&mut c);
             }
