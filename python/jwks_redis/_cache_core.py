@@ -112,6 +112,17 @@ class CacheCore:
         s = self.snapshot
         return self.max_stale is not None and s is not None and now > s.expires_at + self.max_stale
 
+    def miss(self, now: float) -> bool:
+        """Counts a lookup of an unknown kid; True if it may reload (at most one reload per
+        `miss_interval`, so garbage tokens cannot stampede Redis)."""
+        self.counters["misses"] += 1
+        if now - self.last_miss_load < self.miss_interval:
+            self.counters["miss_loads_suppressed"] += 1
+            return False
+        self.last_miss_load = now
+        self.counters["miss_loads"] += 1
+        return True
+
     def deliver(self, messages: list, now: float) -> None:
         """Events were read off the subscription: lookups wait for the reload after them."""
         self.events_seen += len(messages)
@@ -194,6 +205,37 @@ class CacheCore:
             "kids": [] if s is None else list(s.kids),
             "fresh": self.fresh(),
         }
+
+
+class CacheState:
+    """The read-only state both KeyCache flavours expose (they hold a `_core`)."""
+
+    _core: CacheCore
+
+    @property
+    def snapshot(self) -> Optional[Snapshot]:
+        return self._core.snapshot
+
+    @property
+    def generation(self) -> Optional[int]:
+        s = self._core.snapshot
+        return None if s is None else s.generation
+
+    @property
+    def etag(self) -> Optional[str]:
+        s = self._core.snapshot
+        return None if s is None else s.etag
+
+    @property
+    def connected(self) -> bool:
+        return self._core.connected
+
+    @property
+    def fresh(self) -> bool:
+        """Subscribed, loaded after every delivered event, and within the copy's TTL."""
+        core = self._core
+        s = core.snapshot
+        return core.connected and core.fresh() and s is not None and s.remaining_ttl() > 0
 
 
 def kid_of(token: Any) -> str:

@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from ._cache_core import (
     CacheCore,
+    CacheState,
     DeliveredEvent,
     KeyCacheStale,
     Snapshot,
@@ -37,7 +38,7 @@ from .keycache import _Resubscribe
 log = logging.getLogger("jwks_redis.keycache")
 
 
-class AsyncKeyCache:
+class AsyncKeyCache(CacheState):
     """See KeyCache (same parameters). Use `async with`, or `await start()` and
     `await close()`."""
 
@@ -149,12 +150,7 @@ class AsyncKeyCache:
             if key is not None:
                 return key
             now = time.monotonic()
-            core.counters["misses"] += 1
-            if now - core.last_miss_load < core.miss_interval:
-                core.counters["miss_loads_suppressed"] += 1
-            else:
-                core.last_miss_load = now
-                core.counters["miss_loads"] += 1
+            if core.miss(now):
                 try:
                     await self._load()
                 except redis.RedisError as e:
@@ -165,30 +161,6 @@ class AsyncKeyCache:
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
 
     # ------------------------------------------------------------------ state
-
-    @property
-    def snapshot(self) -> Optional[Snapshot]:
-        return self._core.snapshot
-
-    @property
-    def generation(self) -> Optional[int]:
-        s = self._core.snapshot
-        return None if s is None else s.generation
-
-    @property
-    def etag(self) -> Optional[str]:
-        s = self._core.snapshot
-        return None if s is None else s.etag
-
-    @property
-    def connected(self) -> bool:
-        return self._core.connected
-
-    @property
-    def fresh(self) -> bool:
-        core = self._core
-        s = core.snapshot
-        return core.connected and core.fresh() and s is not None and s.remaining_ttl() > 0
 
     def recent_events(self) -> List[DeliveredEvent]:
         return list(self._core.recent_events)

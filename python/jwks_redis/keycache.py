@@ -45,6 +45,7 @@ from redis.retry import Retry
 
 from ._cache_core import (
     CacheCore,
+    CacheState,
     DeliveredEvent,
     KeyCacheError,
     KeyCacheStale,
@@ -65,7 +66,7 @@ class _Resubscribe(Exception):
     """The server ended the subscription (e.g. the slot moved to another node)."""
 
 
-class KeyCache:
+class KeyCache(CacheState):
     """The published keys of key set `key`, by kid, kept current from Redis (see the module
     docstring). `client` is a `redis.Redis` (standalone primary or replica) or a
     `redis.cluster.RedisCluster`; the cache makes its own connections from its settings
@@ -172,14 +173,8 @@ class KeyCache:
                 return key
             now = time.monotonic()
             with self._cond:
-                core.counters["misses"] += 1
-                suppressed = now - core.last_miss_load < core.miss_interval
-                if suppressed:
-                    core.counters["miss_loads_suppressed"] += 1
-                else:
-                    core.last_miss_load = now
-                    core.counters["miss_loads"] += 1
-            if not suppressed:
+                may_load = core.miss(now)
+            if may_load:
                 try:
                     self._load()
                 except redis.RedisError as e:
@@ -190,31 +185,6 @@ class KeyCache:
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
 
     # ------------------------------------------------------------------ state
-
-    @property
-    def snapshot(self) -> Optional[Snapshot]:
-        return self._core.snapshot
-
-    @property
-    def generation(self) -> Optional[int]:
-        s = self._core.snapshot
-        return None if s is None else s.generation
-
-    @property
-    def etag(self) -> Optional[str]:
-        s = self._core.snapshot
-        return None if s is None else s.etag
-
-    @property
-    def connected(self) -> bool:
-        return self._core.connected
-
-    @property
-    def fresh(self) -> bool:
-        """Subscribed, loaded after every delivered event, and within the copy's TTL."""
-        core = self._core
-        s = core.snapshot
-        return core.connected and core.fresh() and s is not None and s.remaining_ttl() > 0
 
     def recent_events(self) -> List[DeliveredEvent]:
         """The last events read off the subscription, with when they were read."""
