@@ -74,9 +74,14 @@ fn two_replicas_follow_every_rotation() {
             let cached: Option<String> = cmd("GET", &["jwks:{a}:cache"]).query(r).unwrap();
             assert!(cached.is_none_or(|doc| doc.contains(&format!("\"{kid}\""))));
         }
+        // The read makes the module fill the cache in a job after the command: WAIT only
+        // covers the caller's own writes, so wait for the filled cache to reach each replica.
         let _: String = cmd("JWKS.GET", &["jwks:{a}"]).query(&mut p).unwrap();
-        let _: i64 = cmd("WAIT", &["2", "5000"]).query(&mut p).unwrap();
         for r in rs.iter_mut() {
+            wait_for("the filled cache on the replica", || {
+                let cached: Option<String> = cmd("GET", &["jwks:{a}:cache"]).query(r).unwrap();
+                cached.is_some()
+            });
             let cached: String = cmd("GET", &["jwks:{a}:cache"]).query(r).unwrap();
             assert!(
                 cached.contains(&format!("\"{kid}\""))
