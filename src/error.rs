@@ -112,6 +112,9 @@ pub enum Error {
         access: Access,
         key: Shown,
     },
+    /// A new key set's derived name holds a value the module did not write (its name, and
+    /// what it holds).
+    NotOurs(Shown, &'static str),
     /// The audit stream cannot take the command's entries (its last ID is at the maximum).
     AuditFull(Shown),
     /// The cache could not be deleted (audited and counted; the TTL heals it).
@@ -153,6 +156,7 @@ impl Error {
             Error::TooEarly { .. } => "TOOEARLY",
             Error::NoPerm { .. } => "NOPERM",
             Error::AuditFull(_) => "AUDITFULL",
+            Error::NotOurs(..) => "BUSYKEY",
         }
     }
 }
@@ -187,6 +191,7 @@ impl fmt::Display for Error {
                 write!(f, "kid {kid} was {what} {ago_ms} ms ago and {window} is {window_ms} ms: {remaining_ms} ms remain (FORCE overrides)")
             }
             Error::NoPerm { user, access, key } => write!(f, "user {user} has no permission to {} {key}, which this command uses for the key set", access.verb()),
+            Error::NotOurs(a0, a1) => write!(f, "key {a0} holds {a1} that redis-jwks did not write, at a name a new key set would use; nothing was changed: delete or rename it first"),
             Error::AuditFull(a0) => write!(f, "audit stream {a0} cannot take new entries (its last ID is at the maximum); nothing was changed"),
             Error::InvalidationFailed(a0) => write!(f, "cache invalidation failed: {a0} (audited; the cached JWKS expires within jwks.cache-ttl)"),
             Error::Disabled(a0) => f.write_str(a0),

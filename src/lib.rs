@@ -70,6 +70,7 @@ mod registration {
             string: [],
             bool: [
                 ["fault-injection", &config::FAULT_INJECTION, false, ConfigurationFlags::IMMUTABLE, None],
+                ["keyspace-hook", &config::KEYSPACE_HOOK, false, ConfigurationFlags::IMMUTABLE, None],
             ],
             enum: [],
             module_args_as_configuration: true,

@@ -16,6 +16,7 @@ pub enum Action {
     KeyRetired,
     KeyUpdated,
     PolicySet,
+    KeySetLost,
 }
 
 impl Action {
@@ -28,6 +29,7 @@ impl Action {
             Action::KeyRetired => "JWKS_KEY_RETIRED",
             Action::KeyUpdated => "JWKS_KEY_UPDATED",
             Action::PolicySet => "JWKS_POLICY_SET",
+            Action::KeySetLost => "JWKS_KEYSET_LOST",
         }
     }
 }
@@ -86,6 +88,20 @@ fn base(action: Action, ctx: &Context) -> Fields<'_> {
         fields.push(("forced", Value::Fixed("1")));
     }
     fields
+}
+
+/// Another command replaced the key set with a value of another type (`SET K x`): who did
+/// it is not known to the module (the command's own log and ACL LOG may tell).
+pub fn lost(at_ms: i64) -> Fields<'static> {
+    vec![
+        ("timestamp", Value::Text(Cow::Owned(timestamp(at_ms)))),
+        ("action", Value::Fixed(Action::KeySetLost.name())),
+        (
+            "reason",
+            Value::Fixed("overwritten by a command other than redis-jwks's"),
+        ),
+        ("user", Value::Fixed("(unknown)")),
+    ]
 }
 
 pub fn key_change<'a>(change: &'a Change, ctx: &'a Context) -> Fields<'a> {

@@ -290,11 +290,31 @@ pub fn reserved_name(name: &[u8]) {
     ));
 }
 
-pub fn scheduled_change_failed(key: &[u8], error: &str) {
+pub fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: i64) {
     warning(format!(
-        "redis-jwks could not apply the scheduled change of key set {}: {} (retrying)",
+        "redis-jwks could not apply the scheduled change of key set {}: {} (attempt {attempt}, \
+         retrying in {} s; logged again at attempt {})",
         Shown::bytes(key),
-        Shown::new(error)
+        Shown::new(error),
+        retry_ms / 1000,
+        attempt.saturating_mul(2)
+    ));
+}
+
+pub fn keyset_lost(name: &[u8]) {
+    warning(format!(
+        "redis-jwks: the key set {} was replaced by a value of another type (SET or another \
+         command over it): its keys are no longer published; restore it from the audit trail \
+         or a backup (JWKS_KEYSET_LOST)",
+        Shown::bytes(name)
+    ));
+}
+
+pub fn load_refused(name: &[u8], why: &str) {
+    warning(format!(
+        "redis-jwks refused to load the key set {}: {} (RESTORE fails; an RDB load stops)",
+        Shown::bytes(name),
+        Shown::new(why)
     ));
 }
 
