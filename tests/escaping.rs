@@ -294,6 +294,26 @@ fn names_and_reasons_are_escaped_in_the_log_and_exact_in_events_and_audit() {
             .all(|l| l.contains("key='kkkkkkkk") && l.len() < 1024));
     }
 
+    // Warnings name keys the same way: a key set renamed onto a reserved name.
+    let from = b"mv\xff\xe2\x80\xae".to_vec();
+    let to = [b"{", &from[..], b"}"].concat();
+    let _: redis::Value = redis::cmd("JWKS.ROTATE")
+        .arg(&from)
+        .arg("ADD")
+        .arg(ec("m", 99))
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg(&from)
+        .arg(&to)
+        .query(&mut con)
+        .unwrap();
+    wait_module_log(&server, "the reserved-name warning", |lines| {
+        lines
+            .iter()
+            .any(|l| l.contains("a key set arrived at '{mv\\xff\\u{202e}}', a name"))
+    });
+
     // Error replies escape the name too.
     let err = redis::cmd("JWKS.INVALIDATE")
         .arg("none\u{202e}\u{2028}")
