@@ -8,6 +8,7 @@
 pub mod args;
 pub mod commit;
 pub mod error;
+pub mod escape;
 #[cfg(test)]
 mod fuzz_replay;
 pub mod jwk;
