@@ -308,6 +308,8 @@ fn names_and_reasons_are_escaped_in_the_log_and_exact_in_events_and_audit() {
         .arg(&to)
         .query(&mut con)
         .unwrap();
+    // Without the keyspace hook the module meets the renamed set at its first use.
+    let _: Option<String> = redis::cmd("JWKS.GET").arg(&to).query(&mut con).unwrap();
     wait_module_log(&server, "the reserved-name warning", |lines| {
         lines
             .iter()
