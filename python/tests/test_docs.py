@@ -145,7 +145,7 @@ def test_the_doc_runs_verbatim(server, tmp_path):
             "cache = KeyCache(": f"""
 import sys
 sys.path.insert(0, os.getcwd())
-from keystore import KeyStore
+from jwks_redis import KeyStore
 tok = jwt.encode({{"sub": "doc"}}, KeyStore(os.environ["JWKS_KEY_DIR"]).private_key({kid!r}),
                  algorithm="ES256", headers={{"kid": {kid!r}}})
 assert verify(tok)["sub"] == "doc"
