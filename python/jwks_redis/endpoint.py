@@ -173,10 +173,10 @@ def make_app(client: Optional[redis.Redis] = None, key: Optional[str] = None, *,
             return _plain(start_response, 405, "method not allowed", [("Allow", "GET, HEAD")])
         if path == STATUS_PATH:
             return status_response(start_response, method == "HEAD")
-        status, result = fetch()
-        if status != 200:
-            extra = [("Retry-After", "1")] if status == 503 else []
-            return _plain(start_response, status, result, extra, head=method == "HEAD")
+        code, result = fetch()
+        if code != 200:
+            extra = [("Retry-After", "1")] if code == 503 else []
+            return _plain(start_response, code, result, extra, head=method == "HEAD")
         document, etag, ttl_s = result
         age = cache_control_max_age(ttl_s, max_age, jitter, max_jitter)
         headers = [
