@@ -305,7 +305,8 @@ def _keyset_html(st: KeySetStatus, now_ms: int, served: Optional[dict]) -> str:
     next_text = "none scheduled"
     if nc is not None:
         next_text = f"{nc.action} {nc.kid} at {utc(nc.at_ms)} ({relative(nc.at_ms, now_ms)})"
-    ttl = "nothing cached" if info.cache_ttl_ms < 0 else duration(info.cache_ttl_ms)
+    ttl = "none cached" if info.cache_ttl_ms < 0 else \
+        f"cached, expires in {duration(info.cache_ttl_ms)} (then refilled on the next read)"
     facts = [
         ("generation", info.generation),
         ("ETag", info.etag or "\u2014"),
