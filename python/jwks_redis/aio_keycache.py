@@ -116,6 +116,18 @@ class AsyncKeyCache(CacheState):
         except asyncio.TimeoutError:
             return False
 
+    async def wait_generation(self, generation: int, timeout: float = 5.0) -> bool:
+        """See KeyCache.wait_generation."""
+        def held() -> bool:
+            g = self.generation
+            return g is not None and g >= generation and self._core.fresh()
+        try:
+            async with self._cond:
+                await asyncio.wait_for(self._cond.wait_for(held), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
     # ------------------------------------------------------------------ lookups
 
     async def get_signing_key(self, kid: str) -> jwt.PyJWK:

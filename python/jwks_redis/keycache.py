@@ -144,9 +144,19 @@ class KeyCache(CacheState):
         self.close()
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
-        """Waits until a first load succeeded (whether or not the key set exists)."""
+        """Waits until a first load succeeded (whether or not the key set exists); False
+        on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._core.snapshot is not None, timeout)
+
+    def wait_generation(self, generation: int, timeout: float = 5.0) -> bool:
+        """Waits until the cache holds `generation` or a later one (e.g. the `generation`
+        of a `RotateResult`: the change event takes milliseconds); False on timeout."""
+        def held() -> bool:
+            g = self.generation
+            return g is not None and g >= generation and self._core.fresh()
+        with self._cond:
+            return self._cond.wait_for(held, timeout)
 
     # ------------------------------------------------------------------ lookups
 

@@ -74,8 +74,13 @@ def _check_private(st: os.stat_result, what: str, mode_hint: str) -> None:
 
 
 class KeyStore:
-    """Private signing keys in `directory`, one PEM file per kid (see the module docstring
-    for the permissions it creates and checks)."""
+    """Private signing keys in `directory`, one PEM file per kid (`<kid>.pem`, PKCS#8).
+
+    Creates the directory (and its parents) with mode 0700; refuses with
+    `InsecureKeyStore` a directory or key file that is a symlink, belongs to another user
+    or gives group or others any access (checked at construction and on every use). Key
+    files are created 0600 and never overwritten. A kid must be letters, digits, `.`, `_`
+    and `-`, not starting with a dot (`InvalidKid`)."""
 
     def __init__(self, directory: Union[str, os.PathLike]):
         self.dir = Path(directory)
