@@ -94,6 +94,9 @@ class CacheCore:
         self.refresh_grace = refresh_grace
         self.on_change = on_change
         self.snapshot: Optional[Snapshot] = None
+        # The snapshot whose on_change call (if any) has returned: what wait_ready and
+        # wait_generation wait for, so the callback has always seen a load they report.
+        self.announced: Optional[Snapshot] = None
         self.keys: Dict[str, jwt.PyJWK] = {}
         self._jwks: Dict[str, dict] = {}
         # Delivered events and the number of them the last successful load started after.
@@ -191,6 +194,13 @@ class CacheCore:
         if known is not None and known[0] == generation:
             return (known[1] if known[1] in keys else None), True
         return (first if first in keys else None), False
+
+    def generation_announced(self, generation: int) -> bool:
+        """True once a load of `generation` or later was installed, announced (on_change
+        returned) and nothing newer is pending."""
+        a = self.announced
+        return a is not None and a.generation is not None and a.generation >= generation \
+            and self.fresh()
 
     def confirm_current(self, generation: int, current: Optional[str]) -> None:
         """JWKS.INFO said which key is current at `generation`: if that is the held copy's

@@ -111,7 +111,7 @@ class AsyncKeyCache(CacheState):
         try:
             async with self._cond:
                 await asyncio.wait_for(
-                    self._cond.wait_for(lambda: self._core.snapshot is not None), timeout)
+                    self._cond.wait_for(lambda: self._core.announced is not None), timeout)
             return True
         except asyncio.TimeoutError:
             return False
@@ -119,8 +119,7 @@ class AsyncKeyCache(CacheState):
     async def wait_generation(self, generation: int, timeout: float = 5.0) -> bool:
         """See KeyCache.wait_generation."""
         def held() -> bool:
-            g = self.generation
-            return g is not None and g >= generation and self._core.fresh()
+            return self._core.generation_announced(generation)
         try:
             async with self._cond:
                 await asyncio.wait_for(self._cond.wait_for(held), timeout)
@@ -284,12 +283,16 @@ class AsyncKeyCache(CacheState):
             meta = None if reply is None else JwksDocument.parse(reply)
             async with self._cond:
                 changed = core.install(seq, events, started, meta)
-                self._cond.notify_all()
+            # on_change runs before the waiters wake: once wait_ready / wait_generation
+            # return, the callback has seen that load.
             if changed is not None and core.on_change is not None:
                 try:
                     core.on_change(changed)
                 except Exception:  # noqa: BLE001
                     log.exception("KEYCACHE_ON_CHANGE_FAILED key=%s", self.key)
+            async with self._cond:
+                core.announced = core.snapshot
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------ the subscriber
 

@@ -83,8 +83,9 @@ class KeyCache(CacheState):
     `health_interval`: seconds of silence before a PING. `backoff`: (first, max) seconds
     between reconnection attempts. `on_change(snapshot)`: called from the cache's thread
     after each load that changed the document (the first load included), with the new
-    `Snapshot`; it must not block, and an exception it raises is logged
-    (`KEYCACHE_ON_CHANGE_FAILED`) and otherwise ignored. `start=False` defers the thread to
+    `Snapshot`, before `wait_ready` / `wait_generation` return for that load; it must
+    not block, and an exception it raises is logged (`KEYCACHE_ON_CHANGE_FAILED`) and
+    otherwise ignored. `start=False` defers the thread to
     `start()`. The subscriber needs the ACL to `SSUBSCRIBE` the key set's events channel
     and run `JWKS.GET` and `PING` (docs/acl.md)."""
 
@@ -147,14 +148,13 @@ class KeyCache(CacheState):
         """Waits until a first load succeeded (whether or not the key set exists); False
         on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._core.snapshot is not None, timeout)
+            return self._cond.wait_for(lambda: self._core.announced is not None, timeout)
 
     def wait_generation(self, generation: int, timeout: float = 5.0) -> bool:
         """Waits until the cache holds `generation` or a later one (e.g. the `generation`
         of a `RotateResult`: the change event takes milliseconds); False on timeout."""
         def held() -> bool:
-            g = self.generation
-            return g is not None and g >= generation and self._core.fresh()
+            return self._core.generation_announced(generation)
         with self._cond:
             return self._cond.wait_for(held, timeout)
 
@@ -328,12 +328,16 @@ class KeyCache(CacheState):
             meta = None if reply is None else JwksDocument.parse(reply)
             with self._cond:
                 changed = core.install(seq, events, started, meta)
-                self._cond.notify_all()
+            # on_change runs before the waiters wake: once wait_ready / wait_generation
+            # return, the callback has seen that load.
             if changed is not None and core.on_change is not None:
                 try:
                     core.on_change(changed)
                 except Exception:  # noqa: BLE001 - a callback must not stop the cache
                     log.exception("KEYCACHE_ON_CHANGE_FAILED key=%s", self.key)
+            with self._cond:
+                core.announced = core.snapshot
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------ the subscriber
 

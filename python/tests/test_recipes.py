@@ -137,6 +137,9 @@ def test_the_rotator_recipe_runs_the_celery_tasks_first_run_with_its_policy(serv
     monkeypatch.setenv("JWKS_BROKER_URL", server.url(1))
     monkeypatch.setenv("JWKS_RESULT_BACKEND", server.url(2))
     monkeypatch.setenv("JWKS_KEY_SET", KEY)
+    monkeypatch.setenv("JWKS_SOURCE", "redis")  # other tests leave JWKS_* in os.environ
+    monkeypatch.setenv("JWKS_DB_PATH", str(tmp_path / "keys.sqlite"))
+    monkeypatch.setenv("JWKS_ALG", "ES256")
     monkeypatch.setenv("JWKS_KEY_DIR", str(tmp_path / "signing-keys"))
     monkeypatch.setenv("JWKS_ROTATE_EVERY", "0")
     monkeypatch.setenv("JWKS_PROMOTE_AFTER", "3600")
