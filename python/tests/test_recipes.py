@@ -54,11 +54,16 @@ def apply(server, line: str, tmp_path: Path) -> str:
 
 
 def acl_refusals(server, user: str) -> list:
+    """The server's ACL LOG entries for `user`, less redis-py's `CLIENT SETINFO` on connect
+    (Redis 7.2+ and Valkey log its refusal; redis-py ignores it; Redis 7.0 has no such
+    subcommand, so a recipe cannot name it)."""
     entries = server.client().execute_command("ACL", "LOG")
     out = []
     for e in entries:
         d = dict(zip(e[::2], e[1::2])) if isinstance(e, list) else e
         d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+        if d.get("object") in ("client|setinfo", b"client|setinfo"):
+            continue
         if d.get("username") in (user, user.encode()):
             out.append(d)
     return out
