@@ -139,12 +139,18 @@ fn each_documented_recipe_grants_its_role_and_nothing_more() {
     denied(&mut endpoint, &["JWKS.INVALIDATE", "jwks:{auth}"]);
     // The status page reads JWKS.INFO and the audit trail; nothing it may write.
     ok(&mut endpoint, &["JWKS.INFO", "jwks:{auth}"]);
-    ok(&mut endpoint, &["XREVRANGE", "jwks:{auth}:audit", "+", "-", "COUNT", "5"]);
+    ok(
+        &mut endpoint,
+        &["XREVRANGE", "jwks:{auth}:audit", "+", "-", "COUNT", "5"],
+    );
     denied(
         &mut endpoint,
         &["JWKS.POLICY", "jwks:{auth}", "PROMOTE-AFTER", "1000"],
     );
-    denied(&mut endpoint, &["XADD", "jwks:{auth}:audit", "*", "forged", "1"]);
+    denied(
+        &mut endpoint,
+        &["XADD", "jwks:{auth}:audit", "*", "forged", "1"],
+    );
     denied(&mut endpoint, &["PUBLISH", "jwks:{auth}:events", "forged"]);
     denied(&mut endpoint, &["SET", "jwks:{auth}:cache", "forged"]);
     denied(&mut endpoint, &["GET", "secret"]);
