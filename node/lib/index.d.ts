@@ -90,6 +90,8 @@ export class KeyCache extends EventEmitter {
   getSigningKeys(): Promise<SigningKey[]>;
   refresh(): Promise<Snapshot | null>;
   stats(): KeyCacheStats;
+  /** The last events read off the subscription (at: performance.now()). */
+  recentEvents(): Array<{ at: number; message: Record<string, unknown> }>;
   readonly snapshot: Snapshot | null;
   readonly generation: number | null;
   readonly etag: string | null;

@@ -166,6 +166,7 @@ class KeyCache extends EventEmitter {
     this._eventsSeen = 0;
     this._freshThrough = 0;
     this._lastEvent = null;
+    this._recent = []; // the last 256 events read, with when
     // Single flight: loads started (sequence numbers) and the last one that succeeded.
     this._loadsStarted = 0;
     this._loadDoneSeq = 0;
@@ -356,6 +357,11 @@ class KeyCache extends EventEmitter {
     };
   }
 
+  /** The last events read off the subscription: `[{ at, message }]` (at: performance.now()). */
+  recentEvents() {
+    return [...this._recent];
+  }
+
   /** Reloads now (coalesced with any reload under way); resolves to the snapshot. */
   async refresh() {
     await this._load('refresh');
@@ -468,6 +474,8 @@ class KeyCache extends EventEmitter {
       this._log.info(`KEYCACHE_GENERATION_GAP key=${this.key} generation=${held}->${g}`);
     }
     this._lastEvent = m;
+    this._recent.push({ at: now(), message: m });
+    if (this._recent.length > 256) this._recent.shift();
     this._eventsSeen += 1;
     this._counters.events += 1;
   }

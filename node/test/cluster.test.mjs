@@ -2,8 +2,10 @@
 // primary owning the channel's slot, and follows the slot when it moves.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { KeyCache } from '../lib/index.js';
-import { Cluster, KeyStore, bootstrap, rotate, waitUntil } from './helpers.mjs';
+import { Cluster, KeyStore, ROOT, bootstrap, rotate, waitUntil } from './helpers.mjs';
 
 const quiet = { info() {}, warn() {} };
 let cluster;
@@ -40,5 +42,31 @@ test('subscribes on the slot owner and follows a slot move', async () => {
     assert.equal((await b.getJwk(n.kid)).kid, n.kid);
   } finally {
     await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test("docs/node.md's ACL user, plus cluster|slots and cluster|info, runs a KeyCache on a Cluster client", async () => {
+  // The recipe's rules, as the docs write them (single-quoted words unquoted).
+  const line = readFileSync(join(ROOT, 'docs', 'node.md'), 'utf8').match(/ACL SETUSER (node_verifier .*)/)[1];
+  const rules = line.match(/'[^']*'|\S+/g).map((w) => w.replace(/^'(.*)'$/, '$1'));
+  for (const n of cluster.nodes) await n.client().call('ACL', 'SETUSER', ...rules, '+cluster|slots', '+cluster|info');
+  const keys = new KeyStore();
+  const admin = cluster.client();
+  await bootstrap(admin, keys, 'jwks:{acl}');
+  const rc = cluster.client({ redisOptions: { username: 'node_verifier', password: 'verifier-secret', enableReadyCheck: false } });
+  const cache = new KeyCache(rc, 'jwks:{acl}', { logger: quiet, healthInterval: 100 });
+  try {
+    await cache.ready();
+    const n = await keys.generate();
+    const g = (await rotate(admin, 'jwks:{acl}', 'ADD', n, 'PROMOTE', n.kid)).generation;
+    await waitUntil(() => cache.generation === g, 2000, 'the event');
+    assert.equal((await cache.getJwk(n.kid)).kid, n.kid);
+    await new Promise((res) => setTimeout(res, 300)); // a few health PINGs
+    const s = cache.stats();
+    assert.equal(s.reconnects, 0);
+    assert.equal(s.loadErrors, 0);
+    await assert.rejects(rc.set('jwks:{acl}:x', '1'), /NOPERM/);
+  } finally {
+    await cache.close();
   }
 });

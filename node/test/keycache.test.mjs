@@ -57,6 +57,10 @@ test('follows rotations within milliseconds and verifies tokens with jose across
   assert.equal(s.reconnects, 0);
   assert.equal(s.missedEvents, 0);
   assert.ok(s.connected && s.fresh);
+  const last = cache.recentEvents().at(-1).message;
+  assert.equal(last.event, 'rotated');
+  assert.equal(last.generation, cache.generation);
+  assert.equal(last.current, prev);
   // A token without kid; a token whose alg is not its key's; a deleted key set.
   const { privateKey, alg } = keys.keys.get(prev);
   const noKid = await new SignJWT({ a: 1 }).setProtectedHeader({ alg }).sign(privateKey);
