@@ -91,6 +91,7 @@ export class Server {
   /** A client for the test's own commands (closed by stop()). */
   client(options = {}) {
     const c = new Redis({ host: '127.0.0.1', port: this.port, ...options });
+    c.on('error', () => {}); // reconnecting while a test stopped the server
     this.clients.push(c);
     return c;
   }
@@ -145,6 +146,7 @@ export class Cluster {
 
   client(options = {}) {
     const r = new Redis.Cluster(this.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })), options);
+    r.on('error', () => {});
     this.clients = [...(this.clients || []), r];
     return r;
   }
