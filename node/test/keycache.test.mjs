@@ -264,3 +264,40 @@ test('a replica: reads and subscribes there', async () => {
     await replica.stop();
   }
 });
+
+test('no cache hands out a key after it read the event of its retirement', async () => {
+  let prev = await bootstrap(r, keys, KEY);
+  const fleet = await Promise.all(Array.from({ length: 4 }, () => open().ready()));
+  const retired = []; // [kid, generation that retired it]
+  let stop = false;
+  let probes = 0;
+  let accepted = 0;
+  const probe = async (cache) => {
+    while (!stop) {
+      for (const [kid, g] of retired.slice(-3)) {
+        // Read before the lookup: if the event was already read, the lookup must refuse.
+        const seen = cache.recentEvents().some((e) => e.message.generation >= g);
+        const got = await cache.getJwk(kid).then(() => true, () => false);
+        probes += 1;
+        if (got) accepted += 1;
+        assert.ok(!(got && seen), `${kid} handed out after generation ${g}'s event`);
+      }
+      await new Promise((res) => setImmediate(res));
+    }
+  };
+  const probing = fleet.map(probe);
+  for (let i = 0; i < 15; i++) {
+    const b = await keys.generate();
+    const { generation } = await rotate(r, KEY, 'ADD', b, 'PROMOTE', b.kid, 'RETIRE', prev);
+    retired.push([prev, generation]);
+    prev = b.kid;
+    await new Promise((res) => setTimeout(res, 30 + Math.random() * 40));
+  }
+  await waitUntil(() => fleet.every((c) => c.generation === 16), 2000, 'the last generation');
+  stop = true;
+  await Promise.all(probing);
+  assert.ok(probes > 100, `only ${probes} probes`);
+  for (const c of fleet) {
+    for (const [kid] of retired) await assert.rejects(c.getJwk(kid), UnknownSigningKey);
+  }
+});
