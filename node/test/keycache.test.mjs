@@ -301,3 +301,19 @@ test('no cache hands out a key after it read the event of its retirement', async
     for (const [kid] of retired) await assert.rejects(c.getJwk(kid), UnknownSigningKey);
   }
 });
+
+test('currentKid follows the lifecycle policy: a promotion Redis makes on schedule', async () => {
+  const first = await bootstrap(r, keys, KEY);
+  await r.call('JWKS.POLICY', KEY, 'PROMOTE-AFTER', '300', 'RETIRE-AFTER', '300');
+  const cache = await open().ready();
+  const b = await keys.generate();
+  const t0 = performance.now();
+  await rotate(r, KEY, 'ADD', b);
+  await waitUntil(() => cache.snapshot.kids.includes(b.kid), 1000, 'the next key');
+  assert.equal(cache.currentKid, first); // held before it signs
+  await waitUntil(() => cache.currentKid === b.kid, 3000, 'the scheduled promotion');
+  assert.ok(performance.now() - t0 >= 290, 'not before PROMOTE-AFTER');
+  assert.equal(cache.recentEvents().at(-1).message.reason, 'policy');
+  await waitUntil(() => !cache.snapshot.kids.includes(first), 3000, 'the scheduled retirement');
+  await assert.rejects(cache.getJwk(first), UnknownSigningKey);
+});
