@@ -1,6 +1,8 @@
 // Runs docs/node.md: every ```js block is a program (its first line names the file), every
-// ```sh block runs in order in one shell in a fresh app directory, against a test server
-// with a bootstrapped key set (only the port and the key directory are replaced).
+// ```sh {test=node} block runs in order in one shell in a fresh app directory, against a
+// test server with a bootstrapped key set (only the port and the key directory are
+// replaced; $REDIS_JWKS is this checkout). tests/docs.rs leaves blocks tagged test=node to
+// this test.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -17,8 +19,8 @@ const KEY = 'jwks:{auth}';
 
 export function blocks(markdown) {
   const out = [];
-  const re = /^```(\w+)\n([\s\S]*?)^```$/gm;
-  for (let m; (m = re.exec(markdown));) out.push({ lang: m[1], code: m[2] });
+  const re = /^```(\w+)( \{test=(\w+)\})?\n([\s\S]*?)^```$/gm;
+  for (let m; (m = re.exec(markdown));) out.push({ lang: m[1], tag: m[3], code: m[4] });
   return out;
 }
 
@@ -47,7 +49,8 @@ test('every block of docs/node.md runs', { timeout: 120000 }, async () => {
   await rotate(r, KEY, 'ADD', jwk, 'PROMOTE', kid);
 
   const all = blocks(readFileSync(DOC, 'utf8'));
-  assert.ok(all.every((b) => ['sh', 'js'].includes(b.lang)), 'only sh and js blocks');
+  assert.ok(all.every((b) => (b.lang === 'sh' && b.tag === 'node') || (b.lang === 'js' && !b.tag)),
+    'only ```sh {test=node} and ```js blocks');
   const shell = [];
   for (const [i, b] of all.entries()) {
     const code = b.code.replaceAll('127.0.0.1:6379', `127.0.0.1:${server.port}`)
