@@ -25,8 +25,10 @@ export interface KeyCacheLogger {
 }
 
 export interface KeyCacheOptions {
-  /** ms: an unknown kid reloads at most once per interval (default 1000). */
+  /** ms: at most one JWKS.KEY lookup of an unknown kid per interval (default 1000). */
   missInterval?: number;
+  /** ms a kid a lookup found absent is refused without lookups, unless the set changes (10000). */
+  negativeTtl?: number;
   /** ms a lookup waits for the reload after a delivered event before KeyCacheStale (1000). */
   staleWait?: number;
   /** ms past the copy's TTL after which lookups fail if no reload succeeded (default: never). */
@@ -47,7 +49,8 @@ export interface KeyCacheOptions {
 
 export interface KeyCacheStats {
   loads: number; loadErrors: number; events: number; subscribes: number; reconnects: number;
-  coalesced: number; misses: number; missLoads: number; missLoadsSuppressed: number;
+  coalesced: number; misses: number; missLookups: number; missLookupsSuppressed: number;
+  negativeHits: number; missLoads: number;
   ttlLoads: number; staleRefusals: number; missedEvents: number; generationGaps: number;
   connected: boolean; generation: number | null; etag: string | null; kids: string[];
   current: string | null; fresh: boolean;

@@ -16,7 +16,10 @@
 //   a lost event; a reload that finds a change no event announced counts it (missedEvents),
 //   and so does an event whose generation skips one (generationGaps). A PING after
 //   healthInterval of silence detects a dead link.
-// - An unknown kid reloads at most once per missInterval; other misses fail at once.
+// - An unknown kid is looked up with JWKS.KEY, at most one lookup per missInterval (other
+//   misses fail at once), and a kid found absent is refused without lookups for
+//   negativeTtl, or until the key set changes. A kid found published is a change this cache
+//   was not told of: it reloads in full.
 
 const { EventEmitter } = require('node:events');
 const { createPublicKey } = require('node:crypto');
@@ -62,6 +65,7 @@ function eventsChannel(key) {
 
 const DEFAULTS = {
   missInterval: 1000,
+  negativeTtl: 10000,
   staleWait: 1000,
   maxStale: null,
   refreshGrace: 100,
@@ -172,7 +176,8 @@ class KeyCache extends EventEmitter {
     this._loadDoneSeq = 0;
     this._loadChain = Promise.resolve();
     this._missChain = Promise.resolve();
-    this._lastMissLoad = -Infinity;
+    this._lastMissLookup = -Infinity;
+    this._negative = new Map(); // kid -> until when a lookup found it absent
     this._refreshAt = Infinity;
     this._connected = false;
     this._session = null;
@@ -183,7 +188,8 @@ class KeyCache extends EventEmitter {
     this._lastError = null;
     this._counters = {
       loads: 0, loadErrors: 0, events: 0, subscribes: 0, reconnects: 0, coalesced: 0,
-      misses: 0, missLoads: 0, missLoadsSuppressed: 0, ttlLoads: 0, staleRefusals: 0,
+      misses: 0, missLookups: 0, missLookupsSuppressed: 0, negativeHits: 0, missLoads: 0,
+      ttlLoads: 0, staleRefusals: 0,
       missedEvents: 0, generationGaps: 0,
     };
     this._stopSleep = abortable(0); // replaced per backoff sleep
@@ -262,26 +268,41 @@ class KeyCache extends EventEmitter {
   }
 
   _miss(kid) {
-    // One miss at a time: a burst of the same new kid costs one reload, not one each.
+    // One miss at a time: a burst of the same new kid costs one lookup, not one each.
     const run = async () => {
-      const found = this._keys.get(kid);
-      if (found) return found;
-      this._counters.misses += 1;
+      const held = this._keys.get(kid);
+      if (held) return held;
+      const c = this._counters;
+      c.misses += 1;
+      const unknown = () => new UnknownSigningKey(`${this.key}: no published signing key has kid ${JSON.stringify(kid)}`);
       const t = now();
-      if (t - this._lastMissLoad >= this._o.missInterval) {
-        this._lastMissLoad = t;
-        this._counters.missLoads += 1;
-        try {
-          await this._load('miss');
-        } catch (e) {
-          throw new KeyCacheError(`${this.key}: reload failed: ${e.message}`, { cause: e });
-        }
-        const loaded = this._keys.get(kid);
-        if (loaded) return loaded;
-      } else {
-        this._counters.missLoadsSuppressed += 1;
+      if ((this._negative.get(kid) ?? -Infinity) > t) {
+        c.negativeHits += 1;
+        throw unknown();
       }
-      throw new UnknownSigningKey(`${this.key}: no published signing key has kid ${JSON.stringify(kid)}`);
+      if (t - this._lastMissLookup < this._o.missInterval) {
+        c.missLookupsSuppressed += 1;
+        throw unknown();
+      }
+      this._lastMissLookup = t;
+      c.missLookups += 1;
+      try {
+        const jwk = await (await this._nodeConnection()).call('JWKS.KEY', this.key, kid);
+        if (jwk == null) {
+          for (const [k, until] of this._negative) if (until <= t) this._negative.delete(k);
+          this._negative.set(kid, now() + this._o.negativeTtl);
+          throw unknown();
+        }
+        // Published, yet not in the held copy: a change this cache has not been told of.
+        c.missLoads += 1;
+        await this._load('miss');
+      } catch (e) {
+        if (e instanceof UnknownSigningKey) throw e;
+        throw new KeyCacheError(`${this.key}: lookup of kid ${JSON.stringify(kid)} failed: ${e.message}`, { cause: e });
+      }
+      const loaded = this._keys.get(kid);
+      if (loaded) return loaded;
+      throw unknown();
     };
     const p = this._missChain.then(run, run);
     this._missChain = p.catch(() => {});
@@ -428,6 +449,7 @@ class KeyCache extends EventEmitter {
     // of a change scheduled for that moment normally arrives first.
     this._refreshAt = Math.max(snap.expiresAt, startedAt + 50) + this._o.refreshGrace;
     const changed = !old || old.exists !== snap.exists || old.etag !== snap.etag;
+    if (changed) this._negative.clear(); // a kid refused before may be published now
     if (changed && old && !announced && (source === 'ttl' || source === 'miss')) {
       // A change no delivered event announced: an event was lost somewhere.
       this._counters.missedEvents += 1;

@@ -108,32 +108,50 @@ test('events and concurrent reloads coalesce (single flight)', async () => {
   assert.ok(cache.stats().coalesced - coalesced >= 15);
 });
 
-test('unknown kids cannot stampede Redis', async () => {
+test('unknown kids cannot stampede Redis: rate-limited JWKS.KEY lookups', async () => {
   await bootstrap(r, keys, KEY);
   const cache = await open({ missInterval: 300 }).ready();
-  const calls = await commandCalls(r, 'jwks.get');
+  const [gets, lookups] = [await commandCalls(r, 'jwks.get'), await commandCalls(r, 'jwks.key')];
   const t0 = performance.now();
   const results = await Promise.allSettled(Array.from({ length: 800 }, (_, i) => cache.getSigningKey(`garbage-${i}`)));
   const elapsed = performance.now() - t0;
   assert.ok(results.every((x) => x.status === 'rejected' && x.reason instanceof UnknownSigningKey));
-  assert.ok((await commandCalls(r, 'jwks.get')) - calls <= 1 + Math.floor(elapsed / 300));
+  assert.ok((await commandCalls(r, 'jwks.key')) - lookups <= 1 + Math.floor(elapsed / 300));
+  assert.equal(await commandCalls(r, 'jwks.get'), gets); // no reloads for garbage
   await sleep(310);
   await assert.rejects(cache.getSigningKey('garbage-again'), UnknownSigningKey);
   const s = cache.stats();
   assert.equal(s.misses, 801);
-  assert.ok(s.missLoads <= 2 + Math.floor(elapsed / 300));
+  assert.ok(s.missLookups <= 2 + Math.floor(elapsed / 300));
+  assert.equal(s.missLoads, 0);
 });
 
-test('a key published while events were lost is found by one miss reload', async () => {
+test('negative cache: a kid found absent is refused without lookups for negativeTtl', async () => {
+  await bootstrap(r, keys, KEY);
+  const cache = await open({ missInterval: 0, negativeTtl: 300 }).ready();
+  const lookups = await commandCalls(r, 'jwks.key');
+  for (let i = 0; i < 3; i++) await assert.rejects(cache.getSigningKey('nope'), UnknownSigningKey);
+  assert.equal((await commandCalls(r, 'jwks.key')) - lookups, 1);
+  assert.equal(cache.stats().negativeHits, 2);
+  await sleep(310);
+  await assert.rejects(cache.getSigningKey('nope'), UnknownSigningKey);
+  assert.equal((await commandCalls(r, 'jwks.key')) - lookups, 2);
+});
+
+test('a key published while events were lost is found by one lookup and a full reload', async () => {
   await bootstrap(r, keys, KEY);
   const cache = await open({ missInterval: 200, backoff: [600, 600] }).ready();
   // The subscription is dropped (and comes back only after 300-600 ms), so the event of
-  // this change is lost: the only way to learn the new key now is the miss reload.
+  // this change is lost: the only way to learn the new key now is the miss lookup.
   const b = await keys.generate();
   await r.client('KILL', 'TYPE', 'pubsub');
   await rotate(r, KEY, 'ADD', b);
   assert.equal((await cache.getJwk(b.kid)).kid, b.kid);
-  assert.equal(cache.stats().missLoads, 1);
+  const s = cache.stats();
+  assert.equal(s.missLookups, 1);
+  assert.equal(s.missLoads, 1);
+  assert.equal(s.missedEvents, 1);
+  assert.equal(cache.generation, 2);
 });
 
 test('reconnects and server restarts reload in full', async () => {
