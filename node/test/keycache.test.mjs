@@ -39,14 +39,17 @@ test('follows rotations within milliseconds and verifies tokens with jose across
   assert.equal(payload.sub, 'u');
   let prev = first;
   const lags = [];
+  const seen = [];
   for (let i = 0; i < 10; i++) {
-    const b = await keys.generate(i % 2 ? 'RS256' : 'ES256');
+    const b = await keys.generate(['ES256', 'RS256', 'EdDSA', 'PS256'][i % 4]);
     const t0 = performance.now();
     const g = (await rotate(r, KEY, 'ADD', b, 'PROMOTE', b.kid, 'RETIRE', prev)).generation;
     await waitUntil(() => cache.generation === g, 2000, 'the new generation');
     lags.push(performance.now() - t0);
     assert.equal(cache.currentKid, b.kid);
-    assert.equal((await jwtVerify(await keys.token(b.kid), cache.getKey)).payload.sub, 'u');
+    const { payload, protectedHeader } = await jwtVerify(await keys.token(b.kid), cache.getKey);
+    assert.equal(payload.sub, 'u');
+    if (!seen.includes(protectedHeader.alg)) seen.push(protectedHeader.alg);
     // The retired key's tokens are refused from the reload after its event on.
     await assert.rejects(jwtVerify(await keys.token(prev), cache.getKey), UnknownSigningKey);
     prev = b.kid;
@@ -66,6 +69,7 @@ test('follows rotations within milliseconds and verifies tokens with jose across
   const noKid = await new SignJWT({ a: 1 }).setProtectedHeader({ alg }).sign(privateKey);
   await assert.rejects(jwtVerify(noKid, cache.getKey), KeyCacheError);
   await assert.rejects(cache.getKey({ kid: prev, alg: alg === 'ES256' ? 'RS256' : 'ES256' }), UnknownSigningKey);
+  assert.deepEqual(seen.sort(), ['ES256', 'EdDSA', 'PS256', 'RS256']);
   await r.del(KEY);
   await waitUntil(() => cache.snapshot.exists === false, 2000, 'the deletion');
   assert.equal(cache.currentKid, null);
