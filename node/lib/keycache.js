@@ -126,7 +126,7 @@ function parseEvent(data) {
   }
 }
 
-function abortable(ms) {
+function cancellableSleep(ms) {
   let timer;
   let done;
   const promise = new Promise((resolve) => {
@@ -192,7 +192,7 @@ class KeyCache extends EventEmitter {
       ttlLoads: 0, staleRefusals: 0,
       missedEvents: 0, generationGaps: 0,
     };
-    this._stopSleep = abortable(0); // replaced per backoff sleep
+    this._stopSleep = cancellableSleep(0); // replaced per backoff sleep
     /** Pass as jose's key argument: `jwtVerify(token, cache.getKey)`. */
     this.getKey = (protectedHeader) => this._getKey(protectedHeader);
     this._running = this._run();
@@ -598,7 +598,7 @@ class KeyCache extends EventEmitter {
         this._session = null;
         this._dropNode();
         await this._refreshTopology();
-        this._stopSleep = abortable(delay * (0.5 + Math.random() / 2));
+        this._stopSleep = cancellableSleep(delay * (0.5 + Math.random() / 2));
         await this._stopSleep.promise;
         delay = Math.min(delay * 2, this._o.backoff[1]);
       } finally {
@@ -644,7 +644,7 @@ class KeyCache extends EventEmitter {
         continue;
       }
       const due = Math.min(this._refreshAt, session.lastRx + this._o.healthInterval, t + 1000);
-      const sleep = abortable(due - t);
+      const sleep = cancellableSleep(due - t);
       this._wake = sleep.cancel;
       try {
         await race(sleep.promise);
