@@ -56,6 +56,7 @@ async function child(kind, target) {
     if (m.kid) kid = m.kid;
     if (m.stop) stop = true;
   });
+  process.on('disconnect', () => process.exit(0)); // the driver is gone
   if (kind === 'keycache') {
     const { KeyCache } = pkg(join(ROOT, 'node', 'lib', 'index.js'));
     const client = new Redis({ host: '127.0.0.1', port: Number(target) });
@@ -64,9 +65,10 @@ async function child(kind, target) {
     process.send({ ready: true });
     while (!stop) await sleep(20);
     const stats = cache.stats();
+    const t0 = clock();
     await cache.close();
     client.disconnect();
-    process.send({ held, stats, failures, lookups });
+    process.send({ held, stats, failures, lookups, closeMs: clock() - t0 });
   } else {
     const { createRemoteJWKSet } = await import(pathToFileURL(pkg.resolve('jose')));
     const realFetch = globalThis.fetch;
@@ -185,7 +187,15 @@ async function phase(kind, server, args, keys, startGen) {
     });
     children.push({ c, ready, done: null });
   }
-  await Promise.all(children.map((x) => x.ready));
+  const startup = cancellableTimeout(120000, `${kind}: verifiers not ready within 120 s`);
+  try {
+    await Promise.race([Promise.all(children.map((x) => x.ready)), startup.promise]);
+  } catch (e) {
+    for (const x of children) x.c.kill();
+    throw e;
+  } finally {
+    startup.cancel();
+  }
   for (const x of children) x.done = new Promise((res) => x.c.on('message', (m) => m.held && res(m)));
   const started = await commandstats(server.client);
   const replies = {};
@@ -203,10 +213,31 @@ async function phase(kind, server, args, keys, startGen) {
   after['jwks.rotate'] -= args.rotations;
   after.info -= 1;
   for (const x of children) x.c.send({ stop: true });
-  const results = await Promise.all(children.map((x) => x.done));
-  if (http) http.close();
+  // Bounded: a verifier that does not report is named, not waited for forever.
+  let watchdog;
+  const late = new Promise((_, reject) => {
+    watchdog = setTimeout(() => {
+      const missing = children.filter((x) => !x.reported).map((x) => x.c.pid);
+      reject(new Error(`${kind}: verifiers ${missing.join(' ')} did not report within 60 s of stop`));
+    }, 60000);
+  });
+  for (const x of children) x.done.then(() => { x.reported = true; });
+  let results;
+  try {
+    results = await Promise.race([Promise.all(children.map((x) => x.done)), late]);
+  } finally {
+    clearTimeout(watchdog);
+    for (const x of children) if (x.c.exitCode === null) x.c.kill();
+    if (http) http.close();
+  }
   before.info = (before.info || 0) + 1;
   return { replies, results, startup: delta(before, started), during: delta(started, after), endGen: gen };
+}
+
+function cancellableTimeout(ms, message) {
+  let timer;
+  const promise = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(message)), ms); });
+  return { promise, cancel: () => clearTimeout(timer) };
 }
 
 const pct = (values, q) => {
@@ -274,7 +305,8 @@ if (args.help) {
     const k = lags(kc, false);
     report.keycache = { ...summary(k.lags), never_held: k.never, commands_startup: kc.startup,
       commands_during_rotations: kc.during,
-      reloads_per_process: +(kc.results.reduce((a, r) => a + r.stats.loads, 0) / args.processes).toFixed(2) };
+      reloads_per_process: +(kc.results.reduce((a, r) => a + r.stats.loads, 0) / args.processes).toFixed(2),
+      close_ms_max: +Math.max(...kc.results.map((r) => r.closeMs)).toFixed(1) };
     if (!args['no-baseline']) {
       const base = await phase('jose', server, args, keys.slice(args.rotations), kc.endGen);
       const b = lags(base, true);
@@ -286,9 +318,13 @@ if (args.help) {
         no_new_kid_model_ms: { p50_ms: MAX_AGE_MS * 0.5, p99_ms: MAX_AGE_MS * 0.99, max_ms: MAX_AGE_MS },
         commands_during_rotations: base.during };
     }
+  } catch (e) {
+    console.error(`keycache_node: ${e.stack}`);
+    process.exitCode = 1;
   } finally {
     await server.stop();
   }
+  if (process.exitCode) process.exit();
   table(report);
   const text = JSON.stringify(report, null, 2);
   console.log(text);
