@@ -561,6 +561,9 @@ class KeyCache extends EventEmitter {
     session.end = (err) => { fail(err); };
     session.sub.on('error', (e) => session.end(new KeyCacheError(`subscriber: ${e.message}`, { cause: e })));
     session.sub.on('close', () => session.end(new KeyCacheError('subscriber connection closed')));
+    // ioredis leaves an SSUBSCRIBE answered with MOVED unsettled and emits 'moved' instead:
+    // the slot map was stale (the slot is moving); start over from a fresh one.
+    session.sub.on('moved', () => session.end(new KeyCacheError('SSUBSCRIBE: MOVED (the slot has another owner)')));
     session.close = () => session.sub.disconnect();
     return session;
   }
