@@ -3,7 +3,8 @@
 # (npm ci), runs its tests with `node --test` against real servers ($JWKS_SERVER_BIN,
 # default redis-server, loading $JWKS_MODULE, default target/debug/libredis_jwks.so under
 # $CARGO_TARGET_DIR or ./target), then checks that the `npm pack` archive installs in a
-# fresh directory and loads with both `require` and `import`. Leaves git status clean
+# fresh directory, works from both `require` and `import`, and passes the KeyCache and
+# cluster tests with ioredis 6 (the suite runs with the locked ioredis 5). Leaves git status clean
 # (node/node_modules is ignored; the archive goes to a temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +34,8 @@ tgz=$(npm pack --silent --pack-destination "$tmp")
 for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 cd "$tmp"
 npm init -y >/dev/null
-# ioredis 5 here; the docs test installs the latest (6).
-npm install --no-audit --no-fund --prefer-offline --loglevel=error "./$tgz" ioredis@5 >/dev/null
+# ioredis 6 here (the suite above ran with 5, as package-lock.json pins it).
+npm install --no-audit --no-fund --prefer-offline --loglevel=error "./$tgz" ioredis@6 jose >/dev/null
 test -f node_modules/jwks-redis/lib/index.d.ts && test -f node_modules/jwks-redis/lib/index.d.mts
 redis-cli -p "$port" JWKS.ROTATE 'jwks:{pack}' ADD \
   '{"kty":"EC","crv":"P-256","kid":"a","x":"PtETt4g7TFkGODedsMIc2hZ0LtAlUEi_QzOR03S8IdE","y":"kJkgmszEyKIkyEOvpPTGigkNBNpemIna4vju_OgqN0A"}' \
@@ -59,4 +60,8 @@ const cache = await new KeyCache(redis, "jwks:{pack}").ready();
 if (cache.generation !== 1) process.exit(1);
 await cache.close();
 redis.disconnect();'
+echo "== the packed package with ioredis 6: the KeyCache and cluster tests"
+cp -r "$root/node/test" test
+ln -s node_modules/jwks-redis/lib lib
+JWKS_REPO_ROOT="$root" node --test --test-concurrency=1 test/keycache.test.mjs test/cluster.test.mjs
 echo "node package: ok"

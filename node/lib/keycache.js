@@ -635,12 +635,11 @@ class KeyCache extends EventEmitter {
       }
       if (t - session.lastRx >= this._o.healthInterval) {
         const reply = await race(withTimeout(session.sub.ping(), this._o.timeout, 'PING'));
-        // Subscribed, the server answers ["pong", ""]; anything else means the server ended
-        // the subscription (SUNSUBSCRIBE after a slot moved) and this reply is out of step.
-        if (!Array.isArray(reply) || String(reply[0]).toLowerCase() !== 'pong') {
-          throw new KeyCacheError('the server ended the subscription (slot moved?)');
-        }
-        if (!session.sub.condition || !session.sub.condition.subscriber) {
+        // Subscribed, the server answers ["pong", ""] (ioredis 6 makes it "PONG"); anything
+        // else is out of step. ioredis drops its subscriber state when the server ends the
+        // subscription (SUNSUBSCRIBE after a slot moved).
+        const pong = String(Array.isArray(reply) ? reply[0] : reply).toLowerCase() === 'pong';
+        if (!pong || !session.sub.condition || !session.sub.condition.subscriber) {
           throw new KeyCacheError('the server ended the subscription (slot moved?)');
         }
         session.lastRx = now();

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const ROOT = process.env.JWKS_REPO_ROOT || resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const SERVER_BIN = process.env.JWKS_SERVER_BIN || 'redis-server';
 
 export function modulePath() {
