@@ -339,3 +339,14 @@ test('currentKid follows the lifecycle policy: a promotion Redis makes on schedu
   await waitUntil(() => !cache.snapshot.kids.includes(first), 3000, 'the scheduled retirement');
   await assert.rejects(cache.getJwk(first), UnknownSigningKey);
 });
+
+test('health PINGs on a quiet subscription keep it (no resubscribes)', async () => {
+  await bootstrap(r, keys, KEY);
+  const cache = await open({ healthInterval: 50 }).ready();
+  const pings = await commandCalls(r, 'ping');
+  await sleep(400);
+  assert.ok((await commandCalls(r, 'ping')) - pings >= 3);
+  const s = cache.stats();
+  assert.equal(s.reconnects, 0);
+  assert.ok(s.connected && s.fresh);
+});
