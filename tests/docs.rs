@@ -262,7 +262,7 @@ fn the_readme_quick_start_runs_as_written() {
 #[test]
 fn every_tagged_block_is_claimed_by_a_test() {
     let mut sources = String::new();
-    for dir in ["tests", "python/tests"] {
+    for dir in ["tests", "python/tests", "node/test"] {
         let Ok(entries) = std::fs::read_dir(repo_path(dir)) else {
             continue;
         };
