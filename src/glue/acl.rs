@@ -1,0 +1,333 @@
+//! ACL checks on the keys a command touches besides the key it names (its cache, audit
+//! stream, counters and events channel), through the caller's selectors.
+//!
+//! Redis runs a command when one of the user's selectors (the root permissions or one
+//! `(...)` group) allows the command with its declared key. The module's derived keys are
+//! not declared, so the module checks them itself, and it must check them against that
+//! same selector: `RedisModule_ACLCheckKeyPermissions` and
+//! `RedisModule_ACLCheckChannelPermissions` accept a key that *any* selector allows, so for
+//! `~jwks:{a} &jwks:{a}:* +jwks.rotate (~jwks:{a}:* +get)` they would let `JWKS.ROTATE`
+//! write `jwks:{a}:audit`, which that user may not `XADD`.
+//!
+//! So, for a user with selectors: the user's rules as the server describes them
+//! (`RedisModule_GetModuleUserACLString`, the `ACL LIST` form, which the server caches per
+//! user) are split into the root rules and each selector's rules; each selector becomes a
+//! temporary module user holding only its rules; the selectors that allow the running
+//! command (`RedisModule_ACLCheckCommandPermissions` with the command's real arguments, so
+//! its key spec checks its own key) are the candidates, and each derived access keeps only
+//! the candidates that allow it too. The access is allowed while one candidate is left.
+//! For a user without selectors Redis's own check is already exact and none of this runs.
+//! Anything the module cannot reproduce (a description it cannot split, a rule the server
+//! refuses to apply, unknown arguments) allows nothing: the check fails closed.
+//!
+//! Not redis-module's `Context::acl_check_key_permission`: it looks the user up by name on
+//! every call, unwraps the API pointers (a panic on a server that lacks one), and asks
+//! `RedisModule_ACLCheckKeyPermissions` on the whole user, i.e. any selector: the bypass
+//! this file closes. Not `ACL GETUSER` through `RedisModule_Call` either: the description
+//! is one cached string away, while a command call builds a reply (RESP2 or RESP3, a
+//! `databases` field on Valkey 9) and counts in every restricted caller's commandstats.
+
+use std::cell::{OnceCell, RefCell};
+use std::ffi::CString;
+use std::os::raw::c_int;
+use std::ptr::{self, NonNull};
+
+use redis_module::raw::{self, RedisModuleString, RedisModuleUser};
+use redis_module::{Context, RedisString};
+use smallvec::SmallVec;
+
+use super::call::db;
+use super::key::api;
+use crate::error::{Access, Result};
+
+/// A command's arguments as Redis passed them, for `RedisModule_ACLCheckCommandPermissions`:
+/// valid while that command runs, and only used then (by its `Caller`).
+#[derive(Clone, Copy)]
+pub struct Argv {
+    pub ptr: *mut *mut RedisModuleString,
+    pub len: c_int,
+}
+
+/// Whether `user`, running the command `argv` (`None`: not inside a command), may
+/// `access` the key or channel `name` by the selector that allows the command and every
+/// access asked about before with the same `scope`.
+pub fn allowed(
+    ctx: &Context,
+    user: NonNull<RedisModuleUser>,
+    scope: &OnceCell<Scope>,
+    argv: Option<Argv>,
+    name: &[u8],
+    access: Access,
+) -> Result<bool> {
+    let probe = Probe::new(ctx, name, access)?;
+    // Redis's own check first: some selector allows the access. Exact for a user without
+    // selectors, and a refusal needs no more work.
+    if !probe.allowed_by(user) {
+        return Ok(false);
+    }
+    let scope = scope.get_or_init(|| Scope::of(user, argv, db(ctx)));
+    Ok(scope.narrow(&probe))
+}
+
+/// One key or channel access, ready to ask about several users.
+struct Probe {
+    name: RedisString,
+    check: unsafe extern "C" fn(*mut RedisModuleUser, *mut RedisModuleString, c_int) -> c_int,
+    flags: c_int,
+}
+
+impl Probe {
+    fn new(ctx: &Context, name: &[u8], access: Access) -> Result<Probe> {
+        let (check, flags) = match access {
+            Access::Publish => (
+                api!(RedisModule_ACLCheckChannelPermissions)?,
+                raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int,
+            ),
+            Access::Read => (
+                api!(RedisModule_ACLCheckKeyPermissions)?,
+                raw::REDISMODULE_CMD_KEY_ACCESS as c_int,
+            ),
+            Access::Write => (
+                api!(RedisModule_ACLCheckKeyPermissions)?,
+                (raw::REDISMODULE_CMD_KEY_INSERT
+                    | raw::REDISMODULE_CMD_KEY_UPDATE
+                    | raw::REDISMODULE_CMD_KEY_DELETE) as c_int,
+            ),
+        };
+        Ok(Probe {
+            name: RedisString::create_from_slice(ctx.ctx, name),
+            check,
+            flags,
+        })
+    }
+
+    fn allowed_by(&self, user: NonNull<RedisModuleUser>) -> bool {
+        // SAFETY: a live user (the caller's, or a temporary one this file owns) and a live
+        // string; the flags are the ones the function documents for this kind of access.
+        let status = unsafe { (self.check)(user.as_ptr(), self.name.inner, self.flags) };
+        status == raw::REDISMODULE_OK as c_int
+    }
+}
+
+/// What the caller's selectors leave allowed, worked out on the first derived access.
+pub enum Scope {
+    /// No selectors: Redis's own any-selector check is exact.
+    Root,
+    /// The selectors that allow the command and every derived access checked so far.
+    Selectors(RefCell<SmallVec<[TempUser; 2]>>),
+}
+
+impl Scope {
+    /// The scope of `user` running the command `argv` (`None`: unknown, nothing allowed
+    /// when the user has selectors) in the selected db `db`.
+    fn of(user: NonNull<RedisModuleUser>, argv: Option<Argv>, db: i32) -> Scope {
+        let Ok(describe) = api!(RedisModule_GetModuleUserACLString) else {
+            return Scope::Selectors(RefCell::default());
+        };
+        // SAFETY: a live user; the server returns a string with a reference for us, released
+        // when `acl` drops (no context: it is not in this context's auto-memory pool).
+        let acl = unsafe { describe(user.as_ptr()) };
+        if acl.is_null() {
+            return Scope::Selectors(RefCell::default());
+        }
+        let acl = RedisString::from_redis_module_string(ptr::null_mut(), acl);
+        let Some(selectors) = split(acl.as_slice()) else {
+            return Scope::Selectors(RefCell::default());
+        };
+        if selectors.len() == 1 {
+            return Scope::Root;
+        }
+        let Some(argv) = argv else {
+            return Scope::Selectors(RefCell::default());
+        };
+        let candidates = selectors
+            .iter()
+            .filter_map(|rules| TempUser::with(rules, db))
+            .filter(|user| user.runs(argv))
+            .collect();
+        Scope::Selectors(RefCell::new(candidates))
+    }
+
+    /// Whether the access is allowed by a selector that allowed the command and all the
+    /// accesses before it; narrows the candidates to those that allow it.
+    fn narrow(&self, probe: &Probe) -> bool {
+        let Scope::Selectors(candidates) = self else {
+            return true;
+        };
+        let mut candidates = candidates.borrow_mut();
+        candidates.retain(|user| probe.allowed_by(user.ptr));
+        !candidates.is_empty()
+    }
+}
+
+/// One selector's rules, each as the server describes it (`~pattern`, `+command` ...).
+type Rules<'a> = SmallVec<[&'a [u8]; 8]>;
+
+/// The user's rules split as the server describes a user (`ACL LIST`, `ACLDescribeUser`):
+/// flags, passwords and root rules, then each selector as `(rules)`; rules are space
+/// separated and contain no spaces (the server refuses patterns with one). The first entry
+/// is the root selector. `None` if the description does not have that shape.
+fn split(acl: &[u8]) -> Option<SmallVec<[Rules<'_>; 4]>> {
+    let mut out: SmallVec<[Rules<'_>; 4]> = SmallVec::new();
+    out.push(SmallVec::new());
+    let mut open = false;
+    for token in acl.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+        let mut rule = token;
+        if !open {
+            // Root rules come first; after a selector only another selector may follow.
+            rule = match rule.strip_prefix(b"(") {
+                Some(rest) => {
+                    out.push(SmallVec::new());
+                    open = true;
+                    rest
+                }
+                None if out.len() > 1 => return None,
+                None => rule,
+            };
+        }
+        if open {
+            if let Some(rest) = rule.strip_suffix(b")") {
+                rule = rest;
+                open = false;
+            }
+        }
+        if !rule.is_empty() {
+            out.last_mut()?.push(rule);
+        }
+    }
+    (!open).then_some(out)
+}
+
+/// Whether rules that grant the databases `rules` name allow db `db` (Valkey 9's `db=0,3`,
+/// `alldbs`, `resetdbs`; no such rule: every db, as on Redis).
+fn allows_db(rules: &[&[u8]], db: i32) -> Option<bool> {
+    let mut allowed = true;
+    for rule in rules {
+        match *rule {
+            b"alldbs" => allowed = true,
+            b"resetdbs" => allowed = false,
+            _ => {
+                if let Some(list) = rule.strip_prefix(b"db=") {
+                    let mut any = false;
+                    for n in list.split(|&b| b == b',') {
+                        let n: i32 = std::str::from_utf8(n).ok()?.parse().ok()?;
+                        any |= n == db;
+                    }
+                    allowed = any;
+                }
+            }
+        }
+    }
+    Some(allowed)
+}
+
+fn is_db_rule(rule: &[u8]) -> bool {
+    rule == b"alldbs" || rule == b"resetdbs" || rule.starts_with(b"db=")
+}
+
+/// A module user holding one selector's rules, freed on drop.
+pub struct TempUser {
+    ptr: NonNull<RedisModuleUser>,
+}
+
+impl TempUser {
+    /// A user with only `rules` (`None` if the selector does not allow db `db`, or if the
+    /// server refuses a rule).
+    fn with(rules: &[&[u8]], db: i32) -> Option<TempUser> {
+        if !allows_db(rules, db)? {
+            return None;
+        }
+        let create = api!(RedisModule_CreateModuleUser).ok()?;
+        let set = api!(RedisModule_SetModuleUserACL).ok()?;
+        // SAFETY: a NUL-terminated name; the server copies it. Freed by `drop`.
+        let user = TempUser {
+            ptr: NonNull::new(unsafe { create(c"jwks-acl-selector".as_ptr()) })?,
+        };
+        // A new user's channels follow `acl-pubsub-default`: start from nothing. Passwords
+        // and flags do not take part in a check; databases were checked above (the module
+        // API has no client, hence no selected db, to check them against).
+        let start: [&[u8]; 3] = [b"resetkeys", b"resetchannels", b"-@all"];
+        let rules = rules
+            .iter()
+            .filter(|r| !r.starts_with(b"#") && !is_db_rule(r));
+        for rule in start.iter().chain(rules) {
+            let rule = CString::new(*rule).ok()?;
+            // SAFETY: a live user this file owns and a NUL-terminated rule, copied.
+            if unsafe { set(user.ptr.as_ptr(), rule.as_ptr()) } != raw::REDISMODULE_OK as c_int {
+                return None;
+            }
+        }
+        Some(user)
+    }
+
+    /// Whether this selector allows the command `argv`, with its declared keys and channels.
+    fn runs(&self, argv: Argv) -> bool {
+        let Ok(check) = api!(RedisModule_ACLCheckCommandPermissions) else {
+            return false;
+        };
+        // SAFETY: a live user this file owns; `argv` holds the running command's `len`
+        // live arguments (see `Argv`), which the server only reads.
+        unsafe { check(self.ptr.as_ptr(), argv.ptr, argv.len) == raw::REDISMODULE_OK as c_int }
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        if let Ok(free) = api!(RedisModule_FreeModuleUser) {
+            // SAFETY: made by RedisModule_CreateModuleUser, freed once; no client is
+            // authenticated as it.
+            unsafe { free(self.ptr.as_ptr()) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(acl: &str) -> Option<Vec<Vec<String>>> {
+        split(acl.as_bytes()).map(|s| {
+            s.iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|t| String::from_utf8_lossy(t).into_owned())
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn splits_root_rules_and_selectors() {
+        assert_eq!(
+            rules("on #ab ~jwks:{a} resetchannels &jwks:{a}:* -@all +xadd (~jwks:{a}:* resetchannels -@all +get) (%R~x:* %W~y resetchannels &q* -@all +client|list +set)"),
+            Some(vec![
+                vec!["on", "#ab", "~jwks:{a}", "resetchannels", "&jwks:{a}:*", "-@all", "+xadd"]
+                    .into_iter().map(String::from).collect(),
+                vec!["~jwks:{a}:*", "resetchannels", "-@all", "+get"]
+                    .into_iter().map(String::from).collect(),
+                vec!["%R~x:*", "%W~y", "resetchannels", "&q*", "-@all", "+client|list", "+set"]
+                    .into_iter().map(String::from).collect(),
+            ])
+        );
+        assert_eq!(rules("on nopass ~* &* +@all").map(|r| r.len()), Some(1));
+        assert_eq!(rules("off resetchannels -@all").map(|r| r.len()), Some(1));
+        // A selector's last rule ending in ')' is the only way to close it.
+        assert_eq!(rules("on (~a) -@all)"), None);
+        assert_eq!(rules("on (~a -@all"), None);
+        assert_eq!(rules("on ()").map(|r| r.len()), Some(2));
+    }
+
+    #[test]
+    fn databases() {
+        let r = |s: &'static str| -> Vec<&'static [u8]> {
+            s.split(' ').map(str::as_bytes).collect()
+        };
+        assert_eq!(allows_db(&r("~* +@all"), 3), Some(true));
+        assert_eq!(allows_db(&r("~* db=0,3 +@all"), 3), Some(true));
+        assert_eq!(allows_db(&r("~* db=0,3 +@all"), 1), Some(false));
+        assert_eq!(allows_db(&r("resetdbs ~*"), 0), Some(false));
+        assert_eq!(allows_db(&r("alldbs ~*"), 9), Some(true));
+        assert_eq!(allows_db(&r("db=x"), 0), None);
+    }
+}
