@@ -356,3 +356,45 @@ fn database_selectors_count_where_the_server_has_them() {
     let _: () = cmd("SELECT", &["1"]).query(&mut user).unwrap();
     ok(&mut user, &["JWKS.INVALIDATE", K, "REASON", "drill"]);
 }
+
+#[test]
+fn the_documented_selector_recipe_rotates_one_tenant_and_reads_another() {
+    let (server, mut admin) = server_with_keyset();
+    rotate(
+        &mut admin,
+        "jwks:{b}",
+        &["ADD", &ec("b", 2), "PROMOTE", "b"],
+    )
+    .unwrap();
+    let doc = std::fs::read_to_string(repo_path("docs/acl.md")).unwrap();
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("redis-cli ACL SETUSER tenant_a "))
+        .expect("the tenant_a recipe in docs/acl.md");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .env("PATH", shim_path(&server))
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK", "{out:?}");
+    let url = format!(
+        "redis://tenant_a:tenant-a-secret@127.0.0.1:{}/",
+        server.port
+    );
+    let mut user = redis::Client::open(url).unwrap().get_connection().unwrap();
+    ok(&mut user, &["JWKS.ROTATE", K, "ADD", &ec("a2", 3)]);
+    ok(&mut user, &["JWKS.INVALIDATE", K, "REASON", "drill"]);
+    ok(&mut user, &["JWKS.GET", K, "META"]);
+    ok(&mut user, &["JWKS.GET", "jwks:{b}", "META"]);
+    wait_for("the cache fill of jwks:{b}", || {
+        cmd("EXISTS", &["jwks:{b}:cache"])
+            .query::<i64>(&mut admin)
+            .unwrap()
+            == 1
+    });
+    let before = digest(&mut admin);
+    denied(&mut user, &["JWKS.ROTATE", "jwks:{b}", "ADD", &ec("c", 4)]);
+    denied(&mut user, &["JWKS.INVALIDATE", "jwks:{b}"]);
+    assert_eq!(digest(&mut admin), before);
+}
