@@ -91,7 +91,15 @@ fn all_allowed(admin: &mut Connection, user: &mut Connection, name: &str) {
     static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
     let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let audited = audit(admin, &derived(K, "audit")).len();
-    ok(user, &["JWKS.ROTATE", K, "ADD", &ec(name, seed)]);
+    ok(
+        user,
+        &[
+            "JWKS.ROTATE",
+            K,
+            "ADD",
+            &ec(&format!("{name}-{seed}"), seed),
+        ],
+    );
     ok(user, &["JWKS.INVALIDATE", K, "REASON", "drill"]);
     ok(user, &["JWKS.POLICY", K, "PROMOTE-AFTER", "60000"]);
     let meta = ok(user, &["JWKS.GET", K, "META"]);
@@ -397,4 +405,26 @@ fn the_documented_selector_recipe_rotates_one_tenant_and_reads_another() {
     denied(&mut user, &["JWKS.ROTATE", "jwks:{b}", "ADD", &ec("c", 4)]);
     denied(&mut user, &["JWKS.INVALIDATE", "jwks:{b}"]);
     assert_eq!(digest(&mut admin), before);
+}
+
+#[test]
+fn more_selectors_than_the_module_keeps_users_for() {
+    let (server, mut admin) = server_with_keyset();
+    let mut rules: Vec<String> = (0..80)
+        .map(|i| format!("(~other{i}:* &jwks:{{a}}:* +jwks.invalidate)"))
+        .collect();
+    rules.push(
+        "(~jwks:{a}* &jwks:{a}:* +jwks.rotate +jwks.invalidate +jwks.policy +jwks.get)".into(),
+    );
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    setuser(&mut admin, "many", &rules);
+    let mut user = as_user(&server, "many");
+    for _ in 0..3 {
+        all_allowed(&mut admin, &mut user, "many");
+    }
+    // The same selectors but the last lose the derived keys: refused.
+    let mut rules: Vec<&str> = rules[..80].to_vec();
+    rules.push("(~jwks:{a} ~jwks:{a}:x &jwks:{a}:* +jwks.rotate +jwks.invalidate +jwks.policy)");
+    setuser(&mut admin, "many", &rules);
+    all_refused(&mut admin, &mut user, "write", &derived(K, "cache"));
 }

@@ -28,9 +28,12 @@
 //! `databases` field on Valkey 9) and counts in every restricted caller's commandstats.
 
 use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::ffi::CString;
+use std::mem::ManuallyDrop;
 use std::os::raw::c_int;
 use std::ptr::{self, NonNull};
+use std::rc::Rc;
 
 use redis_module::raw::{self, RedisModuleString, RedisModuleUser};
 use redis_module::{Context, RedisString};
@@ -114,7 +117,7 @@ pub enum Scope {
     /// No selectors: Redis's own any-selector check is exact.
     Root,
     /// The selectors that allow the command and every derived access checked so far.
-    Selectors(RefCell<SmallVec<[TempUser; 2]>>),
+    Selectors(RefCell<SmallVec<[Rc<TempUser>; 2]>>),
 }
 
 impl Scope {
@@ -142,7 +145,7 @@ impl Scope {
         };
         let candidates = selectors
             .iter()
-            .filter_map(|rules| TempUser::with(rules, db))
+            .filter_map(|rules| TempUser::of(rules, db))
             .filter(|user| user.runs(argv))
             .collect();
         Scope::Selectors(RefCell::new(candidates))
@@ -225,32 +228,70 @@ fn is_db_rule(rule: &[u8]) -> bool {
     rule == b"alldbs" || rule == b"resetdbs" || rule.starts_with(b"db=")
 }
 
-/// A module user holding one selector's rules, freed on drop.
+/// A module user holding one selector's rules, freed on drop. No client authenticates
+/// as it: it only answers the checks here.
 pub struct TempUser {
     ptr: NonNull<RedisModuleUser>,
 }
 
+thread_local! {
+    /// The selector users made so far, by the rules they hold: the same rules make the same
+    /// user, so a caller with selectors costs a few checks per command, not a user built and
+    /// freed per selector (freeing one walks every client). A changed ACL describes itself
+    /// differently and gets new users; the map is emptied when full. Never dropped (no
+    /// server calls while the process exits); only the main thread runs commands.
+    static MADE: ManuallyDrop<RefCell<Made>> =
+        ManuallyDrop::new(RefCell::new(HashMap::new()));
+}
+
+/// Selector users by the rules they hold, each rule followed by a space.
+type Made = HashMap<Box<[u8]>, Rc<TempUser>>;
+
+/// At most this many selector users are kept.
+const MADE_MAX: usize = 64;
+
 impl TempUser {
-    /// A user with only `rules` (`None` if the selector does not allow db `db`, or if the
-    /// server refuses a rule).
-    fn with(rules: &[&[u8]], db: i32) -> Option<TempUser> {
+    /// A user with only the selector's `rules` (`None` if the selector does not allow db
+    /// `db`, or if the server refuses a rule).
+    fn of(rules: &[&[u8]], db: i32) -> Option<Rc<TempUser>> {
         if !allows_db(rules, db)? {
             return None;
         }
+        // Passwords and flags do not take part in a check; databases were checked above
+        // (the module API has no client, hence no selected db, to check them against).
+        let applied = rules
+            .iter()
+            .filter(|r| !r.starts_with(b"#") && !is_db_rule(r));
+        let mut key = Vec::with_capacity(rules.iter().map(|r| r.len() + 1).sum());
+        for rule in applied.clone() {
+            key.extend_from_slice(rule);
+            key.push(b' ');
+        }
+        if let Some(user) = MADE.with(|m| m.borrow().get(key.as_slice()).cloned()) {
+            return Some(user);
+        }
+        let user = Rc::new(TempUser::with(applied)?);
+        MADE.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MADE_MAX {
+                m.clear();
+            }
+            m.insert(key.into_boxed_slice(), Rc::clone(&user));
+        });
+        Some(user)
+    }
+
+    /// A new user with only `rules`.
+    fn with<'r, 's: 'r>(rules: impl Iterator<Item = &'r &'s [u8]>) -> Option<TempUser> {
         let create = api!(RedisModule_CreateModuleUser).ok()?;
         let set = api!(RedisModule_SetModuleUserACL).ok()?;
         // SAFETY: a NUL-terminated name; the server copies it. Freed by `drop`.
         let user = TempUser {
             ptr: NonNull::new(unsafe { create(c"jwks-acl-selector".as_ptr()) })?,
         };
-        // A new user's channels follow `acl-pubsub-default`: start from nothing. Passwords
-        // and flags do not take part in a check; databases were checked above (the module
-        // API has no client, hence no selected db, to check them against).
-        let start: [&[u8]; 3] = [b"resetkeys", b"resetchannels", b"-@all"];
-        let rules = rules
-            .iter()
-            .filter(|r| !r.starts_with(b"#") && !is_db_rule(r));
-        for rule in start.iter().chain(rules) {
+        // A new user's channels follow `acl-pubsub-default`: start from nothing.
+        const START: [&[u8]; 3] = [b"resetkeys", b"resetchannels", b"-@all"];
+        for rule in START.iter().chain(rules) {
             let rule = CString::new(*rule).ok()?;
             // SAFETY: a live user this file owns and a NUL-terminated rule, copied.
             if unsafe { set(user.ptr.as_ptr(), rule.as_ptr()) } != raw::REDISMODULE_OK as c_int {
