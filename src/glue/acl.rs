@@ -12,10 +12,10 @@
 //! So, for a user with selectors: the user's rules as the server describes them
 //! (`RedisModule_GetModuleUserACLString`, the `ACL LIST` form, which the server caches per
 //! user) are split into the root rules and each selector's rules; each selector becomes a
-//! temporary module user holding only its rules; the selectors that allow the running
-//! command (`RedisModule_ACLCheckCommandPermissions` with the command's real arguments, so
-//! its key spec checks its own key) are the candidates, and each derived access keeps only
-//! the candidates that allow it too. The access is allowed while one candidate is left.
+//! module user holding only its rules (kept while the description stays the same); the
+//! selectors that allow the running command (`RedisModule_ACLCheckCommandPermissions` with
+//! the command's real arguments, so its key spec checks its own key) are the candidates,
+//! and each derived access keeps only the candidates that allow it too. The access is allowed while one candidate is left.
 //! For a user without selectors Redis's own check is already exact and none of this runs.
 //! Anything the module cannot reproduce (a description it cannot split, a rule the server
 //! refuses to apply, unknown arguments) allows nothing: the check fails closed.
@@ -28,7 +28,6 @@
 //! `databases` field on Valkey 9) and counts in every restricted caller's commandstats.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::mem::ManuallyDrop;
 use std::os::raw::c_int;
@@ -116,50 +115,144 @@ impl Probe {
 pub enum Scope {
     /// No selectors: Redis's own any-selector check is exact.
     Root,
-    /// The selectors that allow the command and every derived access checked so far.
-    Selectors(RefCell<SmallVec<[Rc<TempUser>; 2]>>),
+    Selectors {
+        /// The user's selectors, the root one first.
+        all: Rc<[Selector]>,
+        /// Those that allow the command and every derived access checked so far.
+        alive: RefCell<SmallVec<[usize; 4]>>,
+    },
 }
 
 impl Scope {
+    /// Nothing allowed: the module could not tell which selector allows what.
+    fn nothing() -> Scope {
+        Scope::Selectors {
+            all: Rc::from([]),
+            alive: RefCell::default(),
+        }
+    }
+
     /// The scope of `user` running the command `argv` (`None`: unknown, nothing allowed
     /// when the user has selectors) in the selected db `db`.
     fn of(user: NonNull<RedisModuleUser>, argv: Option<Argv>, db: i32) -> Scope {
         let Ok(describe) = api!(RedisModule_GetModuleUserACLString) else {
-            return Scope::Selectors(RefCell::default());
+            return Scope::nothing();
         };
         // SAFETY: a live user; the server returns a string with a reference for us, released
         // when `acl` drops (no context: it is not in this context's auto-memory pool).
         let acl = unsafe { describe(user.as_ptr()) };
         if acl.is_null() {
-            return Scope::Selectors(RefCell::default());
+            return Scope::nothing();
         }
         let acl = RedisString::from_redis_module_string(ptr::null_mut(), acl);
-        let Some(selectors) = split(acl.as_slice()) else {
-            return Scope::Selectors(RefCell::default());
+        let acl = acl.as_slice();
+        // Most users have no selectors (and no '(' anywhere in their rules).
+        if !acl.contains(&b'(') {
+            return Scope::Root;
+        }
+        let Some(all) = Selector::all_of(acl) else {
+            return Scope::nothing();
         };
-        if selectors.len() == 1 {
+        if all.len() == 1 {
             return Scope::Root;
         }
         let Some(argv) = argv else {
-            return Scope::Selectors(RefCell::default());
+            return Scope::nothing();
         };
-        let candidates = selectors
-            .iter()
-            .filter_map(|rules| TempUser::of(rules, db))
-            .filter(|user| user.runs(argv))
+        let alive = (0..all.len())
+            .filter(|&i| all[i].runs(argv, db))
             .collect();
-        Scope::Selectors(RefCell::new(candidates))
+        Scope::Selectors {
+            all,
+            alive: RefCell::new(alive),
+        }
     }
 
     /// Whether the access is allowed by a selector that allowed the command and all the
     /// accesses before it; narrows the candidates to those that allow it.
     fn narrow(&self, probe: &Probe) -> bool {
-        let Scope::Selectors(candidates) = self else {
+        let Scope::Selectors { all, alive } = self else {
             return true;
         };
-        let mut candidates = candidates.borrow_mut();
-        candidates.retain(|user| probe.allowed_by(user.ptr));
-        !candidates.is_empty()
+        let mut alive = alive.borrow_mut();
+        alive.retain(|i| all.get(*i).is_some_and(|s| s.allows(probe)));
+        !alive.is_empty()
+    }
+}
+
+thread_local! {
+    /// The selectors of the users seen so far, by the server's description of the user: a
+    /// caller with selectors then costs a few checks per command, not a module user built
+    /// and freed per selector (about 45,000 instructions each: freeing one walks every
+    /// client). A changed ACL describes itself differently and gets new selectors; the list
+    /// is emptied when full. Never dropped (no server calls while the process exits); only
+    /// the main thread runs commands.
+    static SEEN: ManuallyDrop<RefCell<Vec<Seen>>> =
+        const { ManuallyDrop::new(RefCell::new(Vec::new())) };
+}
+
+/// A user's description and its selectors.
+type Seen = (Box<[u8]>, Rc<[Selector]>);
+
+/// At most this many users' selectors are kept.
+const SEEN_MAX: usize = 64;
+
+/// One of a user's selectors: the databases it grants and a module user holding its other
+/// rules (`None`: the server refused one, or the db rules are unknown; it allows nothing).
+pub struct Selector {
+    dbs: Dbs,
+    user: Option<TempUser>,
+}
+
+impl Selector {
+    /// The selectors of the user the server describes as `acl`, the root one first.
+    fn all_of(acl: &[u8]) -> Option<Rc<[Selector]>> {
+        let seen = SEEN.with(|s| {
+            s.borrow()
+                .iter()
+                .find(|(described, _)| **described == *acl)
+                .map(|(_, all)| Rc::clone(all))
+        });
+        if seen.is_some() {
+            return seen;
+        }
+        let all: Rc<[Selector]> = split(acl)?.iter().map(|r| Selector::new(r)).collect();
+        SEEN.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() >= SEEN_MAX {
+                s.clear();
+            }
+            s.push((acl.into(), Rc::clone(&all)));
+        });
+        Some(all)
+    }
+
+    fn new(rules: &[&[u8]]) -> Selector {
+        // Passwords and flags do not take part in a check; databases are checked apart
+        // (the module API has no client, hence no selected db, to check them against).
+        let applied = rules
+            .iter()
+            .filter(|r| !r.starts_with(b"#") && !is_db_rule(r));
+        match dbs(rules) {
+            Some(dbs) => Selector {
+                dbs,
+                user: TempUser::with(applied),
+            },
+            None => Selector {
+                dbs: Dbs::Only(SmallVec::new()),
+                user: None,
+            },
+        }
+    }
+
+    /// Whether this selector allows the command `argv`, with its declared keys and
+    /// channels, in db `db`.
+    fn runs(&self, argv: Argv, db: i32) -> bool {
+        self.dbs.allows(db) && self.user.as_ref().is_some_and(|u| u.runs(argv))
+    }
+
+    fn allows(&self, probe: &Probe) -> bool {
+        self.user.as_ref().is_some_and(|u| probe.allowed_by(u.ptr))
     }
 }
 
@@ -201,27 +294,40 @@ fn split(acl: &[u8]) -> Option<SmallVec<[Rules<'_>; 4]>> {
     (!open).then_some(out)
 }
 
-/// Whether rules that grant the databases `rules` name allow db `db` (Valkey 9's `db=0,3`,
-/// `alldbs`, `resetdbs`; no such rule: every db, as on Redis).
-fn allows_db(rules: &[&[u8]], db: i32) -> Option<bool> {
-    let mut allowed = true;
+/// The databases a selector grants (Valkey 9's `db=0,3`, `alldbs`, `resetdbs`; no such
+/// rule: every db, as on Redis); `None` if a db rule does not parse.
+fn dbs(rules: &[&[u8]]) -> Option<Dbs> {
+    let mut dbs = Dbs::All;
     for rule in rules {
         match *rule {
-            b"alldbs" => allowed = true,
-            b"resetdbs" => allowed = false,
+            b"alldbs" => dbs = Dbs::All,
+            b"resetdbs" => dbs = Dbs::Only(SmallVec::new()),
             _ => {
                 if let Some(list) = rule.strip_prefix(b"db=") {
-                    let mut any = false;
+                    let mut only = SmallVec::new();
                     for n in list.split(|&b| b == b',') {
-                        let n: i32 = std::str::from_utf8(n).ok()?.parse().ok()?;
-                        any |= n == db;
+                        only.push(std::str::from_utf8(n).ok()?.parse().ok()?);
                     }
-                    allowed = any;
+                    dbs = Dbs::Only(only);
                 }
             }
         }
     }
-    Some(allowed)
+    Some(dbs)
+}
+
+enum Dbs {
+    All,
+    Only(SmallVec<[i32; 4]>),
+}
+
+impl Dbs {
+    fn allows(&self, db: i32) -> bool {
+        match self {
+            Dbs::All => true,
+            Dbs::Only(only) => only.contains(&db),
+        }
+    }
 }
 
 fn is_db_rule(rule: &[u8]) -> bool {
@@ -234,53 +340,7 @@ pub struct TempUser {
     ptr: NonNull<RedisModuleUser>,
 }
 
-thread_local! {
-    /// The selector users made so far, by the rules they hold: the same rules make the same
-    /// user, so a caller with selectors costs a few checks per command, not a user built and
-    /// freed per selector (freeing one walks every client). A changed ACL describes itself
-    /// differently and gets new users; the map is emptied when full. Never dropped (no
-    /// server calls while the process exits); only the main thread runs commands.
-    static MADE: ManuallyDrop<RefCell<Made>> =
-        ManuallyDrop::new(RefCell::new(HashMap::new()));
-}
-
-/// Selector users by the rules they hold, each rule followed by a space.
-type Made = HashMap<Box<[u8]>, Rc<TempUser>>;
-
-/// At most this many selector users are kept.
-const MADE_MAX: usize = 64;
-
 impl TempUser {
-    /// A user with only the selector's `rules` (`None` if the selector does not allow db
-    /// `db`, or if the server refuses a rule).
-    fn of(rules: &[&[u8]], db: i32) -> Option<Rc<TempUser>> {
-        if !allows_db(rules, db)? {
-            return None;
-        }
-        // Passwords and flags do not take part in a check; databases were checked above
-        // (the module API has no client, hence no selected db, to check them against).
-        let applied = rules
-            .iter()
-            .filter(|r| !r.starts_with(b"#") && !is_db_rule(r));
-        let mut key = Vec::with_capacity(rules.iter().map(|r| r.len() + 1).sum());
-        for rule in applied.clone() {
-            key.extend_from_slice(rule);
-            key.push(b' ');
-        }
-        if let Some(user) = MADE.with(|m| m.borrow().get(key.as_slice()).cloned()) {
-            return Some(user);
-        }
-        let user = Rc::new(TempUser::with(applied)?);
-        MADE.with(|m| {
-            let mut m = m.borrow_mut();
-            if m.len() >= MADE_MAX {
-                m.clear();
-            }
-            m.insert(key.into_boxed_slice(), Rc::clone(&user));
-        });
-        Some(user)
-    }
-
     /// A new user with only `rules`.
     fn with<'r, 's: 'r>(rules: impl Iterator<Item = &'r &'s [u8]>) -> Option<TempUser> {
         let create = api!(RedisModule_CreateModuleUser).ok()?;
@@ -361,14 +421,13 @@ mod tests {
 
     #[test]
     fn databases() {
-        let r = |s: &'static str| -> Vec<&'static [u8]> {
-            s.split(' ').map(str::as_bytes).collect()
-        };
-        assert_eq!(allows_db(&r("~* +@all"), 3), Some(true));
-        assert_eq!(allows_db(&r("~* db=0,3 +@all"), 3), Some(true));
-        assert_eq!(allows_db(&r("~* db=0,3 +@all"), 1), Some(false));
-        assert_eq!(allows_db(&r("resetdbs ~*"), 0), Some(false));
-        assert_eq!(allows_db(&r("alldbs ~*"), 9), Some(true));
-        assert_eq!(allows_db(&r("db=x"), 0), None);
+        let r = |s: &'static str| -> Vec<&'static [u8]> { s.split(' ').map(str::as_bytes).collect() };
+        let allows = |rules: &'static str, db| dbs(&r(rules)).map(|d| d.allows(db));
+        assert_eq!(allows("~* +@all", 3), Some(true));
+        assert_eq!(allows("~* db=0,3 +@all", 3), Some(true));
+        assert_eq!(allows("~* db=0,3 +@all", 1), Some(false));
+        assert_eq!(allows("resetdbs ~*", 0), Some(false));
+        assert_eq!(allows("alldbs ~*", 9), Some(true));
+        assert_eq!(allows("db=x", 0), None);
     }
 }
