@@ -79,7 +79,7 @@ pub unsafe fn dispatch(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(reply_error(e)),
         Err(_) => {
-            log::internal_error(&String::from_utf8_lossy(args.bytes(0)));
+            log::internal_error_in(args.bytes(0));
             Err(reply_error(Error::Internal))
         }
     };
@@ -206,7 +206,7 @@ impl<'c> Caller<'c> {
     /// The user's name for the audit trail.
     pub fn name(&self) -> String {
         match self.user() {
-            Some((name, _)) => String::from_utf8_lossy(name.as_slice()).into_owned(),
+            Some((name, _)) => crate::observe::audit::user_name(name.as_slice()),
             None => self.unrestricted.into(),
         }
     }
