@@ -717,7 +717,7 @@ fn crafted_restore_payloads_never_crash_the_server() {
 // ------------------------------------------------------------------ RDB at startup
 
 /// Starts a server with the module on `rdb`; returns (exit status, log), or None if it
-/// was still running after 30 s (then it loaded the file).
+/// loaded the file (it answered PING, or was still running after 30 s).
 fn start_on_rdb(rdb: &[u8]) -> (Option<std::process::ExitStatus>, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("dump.rdb"), rdb).unwrap();
@@ -748,11 +748,18 @@ fn start_on_rdb(rdb: &[u8]) -> (Option<std::process::ExitStatus>, String) {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("redis://127.0.0.1:{port}/");
+    let serving = || {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    };
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break Some(s);
         }
-        if Instant::now() > deadline {
+        if serving() || Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             break None;
