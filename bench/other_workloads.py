@@ -10,15 +10,17 @@ connection (a sender thread writes it all while the reader counts replies, so th
 never waits for the client), on the two servers in alternating order, --rounds times. DEL
 and EXPIRE hit existing keys only (filled with MSET before each run, not timed): a miss fires
 no keyspace event and would hide the cost. Each round gives a ratio, module / without;
-printed are the median rates and the median ratio with its spread over the rounds.
+printed are the median rates and the median ratio with its spread over the rounds. Each
+timed run also reads the server's own CPU time (INFO cpu, user + system, all threads)
+before and after: CPU microseconds per command, and the ratio without / module, which is
+what the rate ratio would be on a CPU-bound server and moves much less with other load.
 
 Then the same streams are counted under callgrind (valgrind --tool=callgrind, one server of
 each kind, counters zeroed before and dumped after --callgrind-n commands): instructions per
-command, which do not move with the load on a shared machine the way throughput does.
-Each timed run also reads the server's own CPU time (INFO cpu, user + system, all threads)
-before and after: CPU microseconds per command, and the ratio without / module, which is
-what the rate ratio would be on a CPU-bound server and moves much less with other load.
-Kernel time is not counted (bench/instructions.py says more).
+command, which do not move with the load on a shared machine the way throughput does; also
+net of what each server runs with no client (timers, cron, the module's threads) over the
+same window, measured idle first. Kernel time is not counted (bench/instructions.py says
+more). --no-callgrind and --no-throughput run one half.
 
     python3 bench/other_workloads.py                # full run, writes bench/out/other_workloads.json
     python3 bench/other_workloads.py --smoke        # tiny counts, for CI: checks it runs
@@ -177,19 +179,31 @@ class CallgrindServer(bench.Server):
     def control(self, flag):
         subprocess.run(["callgrind_control", flag, str(self.proc.pid)], check=True, capture_output=True)
 
-    def count(self, blob, n):
-        """Instructions per command over the n commands in `blob` (the connection is made
-        before the counters are zeroed)."""
-        sock = connect(self.port)
-        self.control("-z")
-        blast(self.port, blob, n, sock)
-        time.sleep(0.2)  # let the module's logging thread drain
+    def dump_total(self):
         before = set(glob.glob(self.out + "*"))
         self.control("-d")
         dumps = sorted(set(glob.glob(self.out + "*")) - before, key=os.path.getmtime)
         with open(dumps[-1]) as f:
-            total = next(int(line.split()[1]) for line in f if line.startswith(("totals:", "summary:")))
-        return total / n
+            return next(int(line.split()[1]) for line in f if line.startswith(("totals:", "summary:")))
+
+    def count(self, blob, n):
+        """Instructions per command over the n commands in `blob` (the connection is made
+        before the counters are zeroed), and the seconds the window lasted."""
+        sock = connect(self.port)
+        self.control("-z")
+        start = time.perf_counter()
+        blast(self.port, blob, n, sock)
+        time.sleep(0.2)  # let the module's logging thread drain
+        total = self.dump_total()
+        return total / n, time.perf_counter() - start
+
+    def idle(self, seconds=2.0):
+        """Instructions per second with no client: timers and cron, the floor under every
+        count (the server with key sets has more to look after)."""
+        self.control("-z")
+        start = time.perf_counter()
+        time.sleep(seconds)
+        return self.dump_total() / (time.perf_counter() - start)
 
     def stop(self):
         super().stop()
@@ -203,6 +217,7 @@ def instructions(a):
         servers["without"] = CallgrindServer(a.server, module=False)
         bench.many_sets(servers["module"], a.key_sets, "ks:")
         out = {}
+        idle = {label: s.idle() for label, s in servers.items()}
         for name, prefix, make, needs_keys in COMMANDS:
             print(f"counting {name} ...", file=sys.stderr, flush=True)
             names = keys(prefix, a.callgrind_n)
@@ -214,9 +229,15 @@ def instructions(a):
                 blast(s.port, blob, len(names))  # warm-up
                 if needs_keys:
                     fill(s.port, names)
-                counts[label] = s.count(blob, len(names))
+                counts[label], seconds = s.count(blob, len(names))
+                # What the idle server would have run in that window, per command.
+                counts[f"{label}_idle"] = idle[label] * seconds / len(names)
             counts["extra"] = counts["module"] - counts["without"]
             counts["ratio"] = counts["module"] / counts["without"]
+            # Net of what each server runs idle over the window: the commands' own cost.
+            net = {k: counts[k] - counts[f"{k}_idle"] for k in ("module", "without")}
+            counts["extra_net"] = net["module"] - net["without"]
+            counts["ratio_net"] = net["module"] / net["without"]
             out[name] = counts
         return out
     finally:
@@ -239,10 +260,14 @@ def report(results):
     i = results.get("instructions")
     if i:
         lines.append("")
-        lines.append(f"{'command':<8} {'module instr/cmd':>17} {'without':>9} {'extra':>7} {'module/without':>15}")
+        lines.append(f"{'command':<8} {'module instr/cmd':>17} {'without':>9} {'extra':>7} {'module/without':>15}"
+                     f"   {'idle share module / without':>28}   {'net extra':>9} {'net ratio':>9}")
         for name, r in i.items():
             lines.append(f"{name:<8} {r['module']:>17,.0f} {r['without']:>9,.0f} {r['extra']:>7,.0f} "
-                         f"{r['ratio']:>15.3f}")
+                         f"{r['ratio']:>15.3f}   {r['module_idle']:>17,.0f} / {r['without_idle']:<8,.0f}"
+                         f"   {r['extra_net']:>9,.0f} {r['ratio_net']:>9.3f}")
+        lines.append("(idle share: what each server runs with no client - timers, cron, the module's "
+                     "threads - over the same window, per command; net = counts less idle share)")
     return "\n".join(lines)
 
 
@@ -253,6 +278,7 @@ def main():
     p.add_argument("--key-sets", type=int, default=1000, help="key sets on the server with the module")
     p.add_argument("--callgrind-n", type=int, default=20_000, help="commands counted per command under callgrind")
     p.add_argument("--no-callgrind", action="store_true", help="throughput only")
+    p.add_argument("--no-throughput", action="store_true", help="callgrind only")
     p.add_argument("--smoke", action="store_true", help="tiny counts: checks that it runs, measures nothing")
     p.add_argument("--server", default=os.environ.get("JWKS_SERVER_BIN", "redis-server"))
     p.add_argument("--module", default=os.environ.get("JWKS_MODULE") or bench.MODULE)
@@ -270,8 +296,9 @@ def main():
     try:
         info = dict(l.split(":", 1) for l in module_srv.conn.call("INFO", "server").decode().splitlines() if ":" in l)
         version = info.get("valkey_version", info.get("redis_version", "?"))
-        bench.many_sets(module_srv, a.key_sets, "ks:")
-        results["throughput"] = throughput(module_srv, plain_srv, a)
+        if not a.no_throughput:
+            bench.many_sets(module_srv, a.key_sets, "ks:")
+            results["throughput"] = throughput(module_srv, plain_srv, a)
     finally:
         for s in (module_srv, plain_srv):
             s.stop()
