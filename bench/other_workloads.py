@@ -208,6 +208,7 @@ class CallgrindServer(bench.Server):
     def stop(self):
         super().stop()
         shutil.rmtree(os.path.dirname(self.out), ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def instructions(a):
