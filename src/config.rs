@@ -125,7 +125,10 @@ pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
             _ => {
                 return Err(bad(
                     name,
-                    format!("must be an integer from {min} to {max}, not {}", Shown::bytes(value)),
+                    format!(
+                        "must be an integer from {min} to {max}, not {}",
+                        Shown::bytes(value)
+                    ),
                 ))
             }
         }

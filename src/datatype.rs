@@ -161,7 +161,10 @@ pub static KEYSET_TYPE: RedisType = RedisType::new(
 /// # Safety
 /// `rdb` must be the IO context Redis passed to `rdb_load`.
 unsafe fn loading_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
-    let (name_of, db_of) = (raw::RedisModule_GetKeyNameFromIO?, raw::RedisModule_GetDbIdFromIO?);
+    let (name_of, db_of) = (
+        raw::RedisModule_GetKeyNameFromIO?,
+        raw::RedisModule_GetDbIdFromIO?,
+    );
     let name = name_of(rdb);
     if name.is_null() {
         return None;
@@ -269,7 +272,11 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     ) {
         // SAFETY: the buffer outlives the call; Redis only reads it.
         unsafe {
-            add(md, stored_form.as_ptr().cast_mut().cast(), stored_form.len());
+            add(
+                md,
+                stored_form.as_ptr().cast_mut().cast(),
+                stored_form.len(),
+            );
             end(md);
         }
     }
@@ -277,7 +284,10 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 
 /// COPY: a new value (derived state rebuilt) at the destination, which joins the registry
 /// right after the command.
-unsafe extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) -> *mut c_void {
+unsafe extern "C" fn copy2(
+    ctx: *mut raw::RedisModuleKeyOptCtx,
+    value: *const c_void,
+) -> *mut c_void {
     // SAFETY: a value of this type; `ctx` is the copy's option context.
     let set = unsafe { stored(value) }.set().clone();
     if let (Some(name_of), Some(db_of)) = (

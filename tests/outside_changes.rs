@@ -206,13 +206,20 @@ fn a_scheduled_change_blocked_by_a_wrong_type_backs_off_and_logs_a_few_lines() {
     let server = Server::start();
     let mut con = server.conn();
     rotate(&mut con, K, &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
-    let _: Value = cmd("JWKS.POLICY", &[K, "PROMOTE-AFTER", "50"]).query(&mut con).unwrap();
+    let _: Value = cmd("JWKS.POLICY", &[K, "PROMOTE-AFTER", "50"])
+        .query(&mut con)
+        .unwrap();
     rotate(&mut con, K, &["ADD", &ec("b", 2)]).unwrap();
     let _: i64 = cmd("DEL", &[&derived(K, "audit")]).query(&mut con).unwrap();
-    let _: () = cmd("SET", &[&derived(K, "audit"), "not a stream"]).query(&mut con).unwrap();
+    let _: () = cmd("SET", &[&derived(K, "audit"), "not a stream"])
+        .query(&mut con)
+        .unwrap();
     // Attempts at about 0, 1, 3 and 7 s: a line for the 1st and 2nd (then the 4th, 8th...).
     std::thread::sleep(std::time::Duration::from_millis(3500));
-    let lines = server.log().matches("could not apply the scheduled change").count();
+    let lines = server
+        .log()
+        .matches("could not apply the scheduled change")
+        .count();
     assert!((1..=2).contains(&lines), "{lines} lines:\n{}", server.log());
     // Once the stray value is gone the change is applied.
     let _: i64 = cmd("DEL", &[&derived(K, "audit")]).query(&mut con).unwrap();

@@ -40,7 +40,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     };
     let name = args.bytes(1);
     // A refused META read must not even cause the module's own fill.
-    let reply = if meta { Some(described(ctx, name, stored)?) } else { None };
+    let reply = if meta {
+        Some(described(ctx, name, stored)?)
+    } else {
+        None
+    };
     let now = now_ms();
     if (!stored.cache_ok(now) || stored.check_due(now)) && keys::check_name(name).is_ok() {
         upkeep::check_cache(ctx, name, stored, now);
@@ -71,6 +75,9 @@ fn described(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> 
     m.put("document", text(&rendered.doc))
         .put("etag", text(&rendered.etag))
         .put("generation", int(stored.set().generation()))
-        .put("ttl_ms", RedisValue::Integer(until.saturating_sub(now).max(0)));
+        .put(
+            "ttl_ms",
+            RedisValue::Integer(until.saturating_sub(now).max(0)),
+        );
     Ok(m.done())
 }

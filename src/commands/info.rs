@@ -45,7 +45,10 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     let mut m = Map::default();
     m.put("generation", int(set.generation()))
         .put("current", set.current_kid().map_or(RedisValue::Null, text))
-        .put("keys", RedisValue::Array(set.published().map(entry).collect()))
+        .put(
+            "keys",
+            RedisValue::Array(set.published().map(entry).collect()),
+        )
         .put("etag", text(&stored.rendered().etag));
     m.put("policy", super::policy::policy(set))
         .put("next_change", super::policy::next_change(set));
@@ -60,7 +63,10 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
         caller.check(&derived, Access::Read)?;
         Key::named(ctx, &derived, Mode::Peek)
     };
-    m.put("cache_ttl_ms", RedisValue::Integer(read(Derived::Cache)?.pttl()));
+    m.put(
+        "cache_ttl_ms",
+        RedisValue::Integer(read(Derived::Cache)?.pttl()),
+    );
     let counters_key = read(Derived::Metrics)?;
     counters_key.require_type(KeyType::Hash, "expected a hash (the counters)")?;
     let mut counters = Map::default();

@@ -21,8 +21,14 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let name = args.bytes(1);
     keys::check_name(name)?;
     let reason = args::parse_invalidate(&args.rest(2))?;
-    let key = Key::arg(ctx, args.string(1).ok_or(Error::Arity("jwks.invalidate"))?, Mode::Read)?;
-    let stored = key.keyset()?.ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
+    let key = Key::arg(
+        ctx,
+        args.string(1).ok_or(Error::Arity("jwks.invalidate"))?,
+        Mode::Read,
+    )?;
+    let stored = key
+        .keyset()?
+        .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
 
     let caller = Caller::new(ctx);
     let targets = Targets::check(ctx, &caller, name)?;
@@ -39,7 +45,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         cached: targets.cached(ctx)?,
         fault: debug::take_injected_failure(),
     };
-    let mut effects = RedisEffects::new(ctx, &targets, Kind::Invalidated, stored, None, &actx.reason);
+    let mut effects =
+        RedisEffects::new(ctx, &targets, Kind::Invalidated, stored, None, &actx.reason);
     let outcome = commit::commit(&mut effects, &plan)?;
     stored.forget_cache();
     log::invalidation(name, &actx.reason, actx.generation, 0, &outcome);

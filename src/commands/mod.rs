@@ -81,9 +81,21 @@ impl Targets {
             events: keys::derived(key, Derived::Events),
         };
         for (name, kind, what) in [
-            (&targets.cache, KeyType::String, "expected a string (the cached JWKS)"),
-            (&targets.audit, KeyType::Stream, "expected a stream (the audit trail)"),
-            (&targets.metrics, KeyType::Hash, "expected a hash (the counters)"),
+            (
+                &targets.cache,
+                KeyType::String,
+                "expected a string (the cached JWKS)",
+            ),
+            (
+                &targets.audit,
+                KeyType::Stream,
+                "expected a stream (the audit trail)",
+            ),
+            (
+                &targets.metrics,
+                KeyType::Hash,
+                "expected a hash (the counters)",
+            ),
         ] {
             caller.check(name, Access::Write)?;
             Key::named(ctx, name, Mode::Peek)?.require_type(kind, what)?;
@@ -106,7 +118,8 @@ impl Targets {
         if Key::named(ctx, &self.audit, Mode::Peek)?.exists() && !is_audit_trail(ctx, &self.audit) {
             return Err(Error::NotOurs(Shown::bytes(&self.audit), "a value"));
         }
-        if Key::named(ctx, &self.metrics, Mode::Peek)?.exists() && !is_counters(ctx, &self.metrics) {
+        if Key::named(ctx, &self.metrics, Mode::Peek)?.exists() && !is_counters(ctx, &self.metrics)
+        {
             return Err(Error::NotOurs(Shown::bytes(&self.metrics), "a value"));
         }
         Ok(())
@@ -121,7 +134,16 @@ impl Targets {
 /// `action` of `JWKS_...`; the module never leaves its stream empty).
 fn is_audit_trail(ctx: &Context, name: &[u8]) -> bool {
     let name = RedisString::create_from_slice(ctx.ctx, name);
-    let first = ctx.call("XRANGE", &[&name, &ctx.create_string("-"), &ctx.create_string("+"), &ctx.create_string("COUNT"), &ctx.create_string("1")]);
+    let first = ctx.call(
+        "XRANGE",
+        &[
+            &name,
+            &ctx.create_string("-"),
+            &ctx.create_string("+"),
+            &ctx.create_string("COUNT"),
+            &ctx.create_string("1"),
+        ],
+    );
     let Ok(RedisValue::Array(entries)) = first else {
         return false;
     };
@@ -132,7 +154,10 @@ fn is_audit_trail(ctx: &Context, name: &[u8]) -> bool {
         return false;
     };
     fields.chunks(2).any(|pair| match pair {
-        [f, v] => as_bytes(f) == Some(&b"action"[..]) && as_bytes(v).is_some_and(|v| v.starts_with(b"JWKS_")),
+        [f, v] => {
+            as_bytes(f) == Some(&b"action"[..])
+                && as_bytes(v).is_some_and(|v| v.starts_with(b"JWKS_"))
+        }
         _ => false,
     })
 }
@@ -148,7 +173,12 @@ fn is_counters(ctx: &Context, name: &[u8]) -> bool {
         return false;
     };
     fields.iter().all(|f| {
-        as_bytes(f).is_some_and(|f| crate::observe::metrics::ALL.iter().chain([&crate::observe::metrics::KEYSETS_LOST]).any(|c| c.as_bytes() == f))
+        as_bytes(f).is_some_and(|f| {
+            crate::observe::metrics::ALL
+                .iter()
+                .chain([&crate::observe::metrics::KEYSETS_LOST])
+                .any(|c| c.as_bytes() == f)
+        })
     })
 }
 

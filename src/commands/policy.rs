@@ -67,7 +67,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     }
     let name = args.bytes(1);
     keys::check_name(name)?;
-    let key = Key::arg(ctx, args.string(1).ok_or(Error::Arity("jwks.policy"))?, Mode::Read)?;
+    let key = Key::arg(
+        ctx,
+        args.string(1).ok_or(Error::Arity("jwks.policy"))?,
+        Mode::Read,
+    )?;
     let stored = key
         .keyset()?
         .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;

@@ -27,7 +27,11 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let req = args::parse_rotate(&args.rest(2), &config::policy())?;
 
     // Decide on a read: a refused rotation opens nothing for writing.
-    let key = Key::arg(ctx, args.string(1).ok_or(Error::Arity("jwks.rotate"))?, Mode::Read)?;
+    let key = Key::arg(
+        ctx,
+        args.string(1).ok_or(Error::Arity("jwks.rotate"))?,
+        Mode::Read,
+    )?;
     let empty = KeySet::default();
     let existing = key.keyset()?;
     let creating = existing.is_none();

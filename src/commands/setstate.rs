@@ -24,8 +24,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (3, Some(name)) = (args.len(), args.string(1)) else {
         return Err(Error::Arity("jwks.setstate"));
     };
-    let text = std::str::from_utf8(args.bytes(2))
-        .map_err(|_| Error::State("not UTF-8".into()))?;
+    let text = std::str::from_utf8(args.bytes(2)).map_err(|_| Error::State("not UTF-8".into()))?;
     let set = KeySet::from_stored(text)?;
     let key = Key::arg(ctx, name, Mode::Write)?;
     key.keyset()?;

@@ -42,7 +42,12 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         return Err(Error::Api("RedisModule_ReplyWithArray"));
     };
     // SAFETY: a command context; the length is set below.
-    unsafe { array(ctx.ctx, raw::REDISMODULE_POSTPONED_LEN as std::os::raw::c_long) };
+    unsafe {
+        array(
+            ctx.ctx,
+            raw::REDISMODULE_POSTPONED_LEN as std::os::raw::c_long,
+        )
+    };
     let mut n: std::os::raw::c_long = 0;
     let mut value = String::new();
     collect(|name, number| {
@@ -155,7 +160,10 @@ fn check_some(ctx: &Context) -> Result<()> {
 /// Every number, in order: node counters, key sets per db and in all, then per key set.
 pub fn collect(mut emit: impl FnMut(&str, Number)) {
     for (counter, value) in stats::all() {
-        emit(counter, Number::Count(i64::try_from(value).unwrap_or(i64::MAX)));
+        emit(
+            counter,
+            Number::Count(i64::try_from(value).unwrap_or(i64::MAX)),
+        );
     }
     let now = call::now_ms();
     let mut total = 0;
@@ -182,11 +190,20 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
                 emit(&series, value);
             };
             if let Some(since) = s.current_since_ms {
-                one(metrics::KEYSET_CURRENT_AGE, Number::Seconds(now.saturating_sub(since).max(0)));
+                one(
+                    metrics::KEYSET_CURRENT_AGE,
+                    Number::Seconds(now.saturating_sub(since).max(0)),
+                );
             }
-            one(metrics::KEYSET_NEXT_PUBLISHED, Number::Count(i64::from(s.has_next)));
+            one(
+                metrics::KEYSET_NEXT_PUBLISHED,
+                Number::Count(i64::from(s.has_next)),
+            );
             let promote_after = i64::try_from(s.promote_after_ms).unwrap_or(i64::MAX);
-            one(metrics::KEYSET_PROMOTE_AFTER, Number::Seconds(promote_after));
+            one(
+                metrics::KEYSET_PROMOTE_AFTER,
+                Number::Seconds(promote_after),
+            );
         }
     });
     // Invalidation errors by key set (so an alert can name it): for every key set held, from

@@ -198,9 +198,11 @@ impl<'c> Caller<'c> {
                 let check = api!(RedisModule_ACLCheckKeyPermissions)?;
                 let flags = match access {
                     Access::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
-                    _ => raw::REDISMODULE_CMD_KEY_INSERT
-                        | raw::REDISMODULE_CMD_KEY_UPDATE
-                        | raw::REDISMODULE_CMD_KEY_DELETE,
+                    _ => {
+                        raw::REDISMODULE_CMD_KEY_INSERT
+                            | raw::REDISMODULE_CMD_KEY_UPDATE
+                            | raw::REDISMODULE_CMD_KEY_DELETE
+                    }
                 };
                 let key = RedisString::create_from_slice(self.ctx.ctx, name);
                 // SAFETY: a live user and string.

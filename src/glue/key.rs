@@ -24,8 +24,7 @@ use crate::upkeep;
 macro_rules! api {
     ($name:ident) => {
         // SAFETY: the function table is filled once when the module loads, then only read.
-        unsafe { ::redis_module::raw::$name }
-            .ok_or($crate::error::Error::Api(stringify!($name)))
+        unsafe { ::redis_module::raw::$name }.ok_or($crate::error::Error::Api(stringify!($name)))
     };
 }
 pub(crate) use api;
@@ -246,9 +245,7 @@ impl Key {
     fn notify(&self, class: i32, event: &CStr) {
         if let Ok(f) = api!(RedisModule_NotifyKeyspaceEvent) {
             // SAFETY: a live context, a static event name and the key's name.
-            upkeep::ours(|| unsafe {
-                f(self.ctx, class, event.as_ptr(), self.name.ptr())
-            });
+            upkeep::ours(|| unsafe { f(self.ctx, class, event.as_ptr(), self.name.ptr()) });
         }
     }
 
@@ -444,7 +441,10 @@ pub fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
     let message = RedisString::create_from_slice(ctx.ctx, message.as_bytes());
     // SAFETY: a live context and two live strings.
     unsafe { publish(ctx.ctx, channel.inner, message.inner) };
-    if !ctx.get_flags().contains(redis_module::ContextFlags::CLUSTER) {
+    if !ctx
+        .get_flags()
+        .contains(redis_module::ContextFlags::CLUSTER)
+    {
         let replicate = api!(RedisModule_Replicate)?;
         let mut argv = [channel.inner, message.inner];
         // SAFETY: "vA" takes an array of live strings and keeps it out of the AOF.
@@ -494,7 +494,10 @@ mod tests {
     #[test]
     fn stream_ids_are_ms_dash_seq() {
         let mut buf = [0u8; 41];
-        assert_eq!(super::stream_id(&mut buf, 1_795_917_450_740, 2), b"1795917450740-2");
+        assert_eq!(
+            super::stream_id(&mut buf, 1_795_917_450_740, 2),
+            b"1795917450740-2"
+        );
         assert_eq!(
             super::stream_id(&mut buf, u64::MAX, u64::MAX),
             b"18446744073709551615-18446744073709551615"

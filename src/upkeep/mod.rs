@@ -165,7 +165,9 @@ pub fn start(ctx: &Context) -> Result<()> {
             | raw::REDISMODULE_NOTIFY_EVICTED) as c_int;
         // SAFETY: a live context and a callback with the expected signature.
         if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
-            return Err(crate::error::Error::Api("RedisModule_SubscribeToKeyspaceEvents"));
+            return Err(crate::error::Error::Api(
+                "RedisModule_SubscribeToKeyspaceEvents",
+            ));
         }
     }
     server_events::subscribe(ctx)
@@ -202,7 +204,9 @@ pub fn loaded(db: i32, name: &[u8]) {
     guarded("load", || {
         let ctx = DETACHED.load(Ordering::Relaxed);
         let loading = !ctx.is_null()
-            && Context::new(ctx).get_flags().contains(ContextFlags::LOADING);
+            && Context::new(ctx)
+                .get_flags()
+                .contains(ContextFlags::LOADING);
         push(db, name, |w| {
             w.track = true;
             w.announce |= !loading;
@@ -490,7 +494,9 @@ pub fn before_snapshot(ctx: &Context, in_child: bool) {
         let Ok(cache) = Key::named(ctx, &cache_name, Mode::Peek) else {
             continue;
         };
-        if cache.kind() == KeyType::String && cache.string().map(<[u8]>::to_vec) != doc.map(String::into_bytes) {
+        if cache.kind() == KeyType::String
+            && cache.string().map(<[u8]>::to_vec) != doc.map(String::into_bytes)
+        {
             drop(cache);
             if let Ok(k) = Key::named(ctx, &cache_name, Mode::Write) {
                 let _ = k.delete_in_snapshot();
@@ -642,7 +648,11 @@ fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
     match cache.kind() {
         KeyType::String if cache.string() == Some(doc) => {
             let ttl = cache.pttl();
-            stored.set_cache_until(if ttl >= 0 { now.saturating_add(ttl) } else { until });
+            stored.set_cache_until(if ttl >= 0 {
+                now.saturating_add(ttl)
+            } else {
+                until
+            });
             return Ok(());
         }
         KeyType::String | KeyType::Empty => {

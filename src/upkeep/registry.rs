@@ -110,7 +110,11 @@ pub fn entries(db: i32) -> Vec<(i32, Vec<u8>, u64)> {
     r.dbs
         .iter()
         .filter(|(d, _)| db < 0 || **d == db)
-        .flat_map(|(d, names)| names.iter().map(move |(n, s)| (*d, n.clone(), s.fingerprint)))
+        .flat_map(|(d, names)| {
+            names
+                .iter()
+                .map(move |(n, s)| (*d, n.clone(), s.fingerprint))
+        })
         .collect()
 }
 
@@ -127,7 +131,10 @@ pub fn next_slice(n: usize) -> Vec<(i32, Vec<u8>)> {
     let mut r = SETS.lock();
     let start = r.cursor.clone();
     let mut out: Vec<(i32, Vec<u8>)> = Vec::with_capacity(n);
-    let all = r.dbs.iter().flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
+    let all = r
+        .dbs
+        .iter()
+        .flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
     let after: Vec<(i32, Vec<u8>)> = match &start {
         Some((sdb, sname)) => all
             .filter(|(db, k)| (*db, k.as_slice()) > (*sdb, sname.as_slice()))
@@ -138,7 +145,10 @@ pub fn next_slice(n: usize) -> Vec<(i32, Vec<u8>)> {
     };
     out.extend(after);
     if out.len() < n && start.is_some() {
-        let again = r.dbs.iter().flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
+        let again = r
+            .dbs
+            .iter()
+            .flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
         for (db, k) in again.take(n - out.len()) {
             if !out.iter().any(|(d, o)| *d == db && o == k) {
                 out.push((db, k.clone()));

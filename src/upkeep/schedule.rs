@@ -121,7 +121,8 @@ pub fn arm() {
         other => Some(other),
     });
     let Some(old) = stale else { return };
-    let (Ok(create), Ok(stop)) = (api!(RedisModule_CreateTimer), api!(RedisModule_StopTimer)) else {
+    let (Ok(create), Ok(stop)) = (api!(RedisModule_CreateTimer), api!(RedisModule_StopTimer))
+    else {
         return;
     };
     if ctx.is_null() {
@@ -157,8 +158,12 @@ fn run_due(ctx: &Context) {
     }
     let now = now_ms();
     let due: Vec<Entry> = with(|s| {
-        let due: Vec<(i64, i32, Vec<u8>)> =
-            s.queue.iter().take_while(|(at, _, _)| *at <= now).cloned().collect();
+        let due: Vec<(i64, i32, Vec<u8>)> = s
+            .queue
+            .iter()
+            .take_while(|(at, _, _)| *at <= now)
+            .cloned()
+            .collect();
         for entry in &due {
             s.queue.remove(entry);
             s.at.remove(&(entry.1, entry.2.clone()));

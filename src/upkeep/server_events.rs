@@ -87,7 +87,10 @@ unsafe extern "C" fn on_flush(
 }
 
 fn before(db: i32) -> Vec<(Vec<u8>, u64)> {
-    registry::entries(db).into_iter().map(|(_, n, fp)| (n, fp)).collect()
+    registry::entries(db)
+        .into_iter()
+        .map(|(_, n, fp)| (n, fp))
+        .collect()
 }
 
 unsafe extern "C" fn on_swapdb(
@@ -106,7 +109,9 @@ unsafe extern "C" fn on_swapdb(
         // What each name held before the swap, in either db.
         let (in_a, in_b) = (before(a), before(b));
         let find = |list: &[(Vec<u8>, u64)], n: &[u8]| {
-            list.iter().find(|(m, _)| m.as_slice() == n).map(|(_, fp)| *fp)
+            list.iter()
+                .find(|(m, _)| m.as_slice() == n)
+                .map(|(_, fp)| *fp)
         };
         let mut names = Vec::new();
         for (n, _) in in_a.iter().chain(in_b.iter()) {
@@ -151,7 +156,8 @@ unsafe extern "C" fn on_persistence(
 ) {
     let in_child = matches!(
         subevent,
-        raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START
+        raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START
+            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START
     );
     let in_server = matches!(
         subevent,
@@ -186,7 +192,8 @@ unsafe extern "C" fn on_config(
     };
     let policy_changed = names.iter().any(|&name| {
         // SAFETY: NUL-terminated config names.
-        !name.is_null() && unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
+        !name.is_null()
+            && unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
     });
     if policy_changed {
         guarded("config event", || {
