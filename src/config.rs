@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use redis_module::RedisString;
 
-use crate::error::{Error, Result, Shown};
-use crate::jwk::Policy;
+use redis_jwks_core::error::{Error, Result, Shown};
+use redis_jwks_core::jwk::Policy;
 
 /// `MODULE LIST`'s version: the crate's, as major * 10000 + minor * 100 + patch.
 pub const MODULE_VERSION: i32 = {
@@ -31,7 +31,7 @@ pub const DEFAULT_AUDIT_MAXLEN: i64 = 10_000;
 pub const DEFAULT_MIN_RSA_BITS: i64 = 2048;
 pub const CACHE_TTL_RANGE: (i64, i64) = (1, 31_536_000);
 pub const AUDIT_MAXLEN_RANGE: (i64, i64) = (1, 100_000_000);
-pub const MIN_RSA_BITS_RANGE: (i64, i64) = (crate::keyset::RSA_FLOOR_BITS as i64, 16384);
+pub const MIN_RSA_BITS_RANGE: (i64, i64) = (redis_jwks_core::keyset::RSA_FLOOR_BITS as i64, 16384);
 
 /// Seconds a rendered JWKS stays cached: the bound on staleness if an invalidation fails.
 pub static CACHE_TTL: AtomicI64 = AtomicI64::new(DEFAULT_CACHE_TTL_S);

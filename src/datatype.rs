@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use once_cell::sync::OnceCell;
 use redis_module::{native_types::RedisType, raw, RedisString};
 
-use crate::keyset::{KeySet, Rendered};
 use crate::observe::log;
 use crate::upkeep;
+use redis_jwks_core::keyset::{KeySet, Rendered};
 
 /// Bump only with a loader for the old version in `rdb_load`.
 const ENCODING_VERSION: c_int = 1;
@@ -191,7 +191,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         return std::ptr::null_mut();
     };
     let loaded = std::str::from_utf8(buffer.as_ref())
-        .map_err(|_| crate::error::Error::State("not UTF-8".into()))
+        .map_err(|_| redis_jwks_core::error::Error::State("not UTF-8".into()))
         .and_then(KeySet::from_stored);
     // NULL makes Redis refuse the payload (RESTORE error, or a failed load) rather than
     // accept a corrupt key set.

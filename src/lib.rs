@@ -1,37 +1,18 @@
 //! redis-jwks: JWT signing-key rotation and JWKS caching inside Redis.
 //!
-//! Pure core: `jwk`, `keyset`, `args`, `keys`, `commit`, `error`. Redis glue: `commands`
-//! (one file per command, and the command table), `glue` (arguments, ACL, the key
-//! wrapper), `datatype`, `upkeep` (derived state kept true), `config`. Observability:
-//! `observe` (pure but for its log writer). This file only registers.
+//! The pure core (JWKs, key sets, names, arguments, what a change writes, errors) is the
+//! `redis-jwks-core` crate. Here, the Redis side: `commands` (one file per command, and the
+//! command table), `glue` (arguments, ACL, the key wrapper), `datatype`, `upkeep` (derived
+//! state kept true), `config`, `observe` (log writer, events, this process's counts). This
+//! file only registers.
 
-pub mod args;
-pub mod commit;
-pub mod error;
-pub mod escape;
-#[cfg(test)]
-mod fuzz_replay;
-pub mod jwk;
-pub mod keys;
-pub mod keyset;
-pub mod observe;
-#[doc(hidden)]
-pub mod testkeys;
+mod commands;
+mod config;
+mod datatype;
+mod glue;
+mod observe;
+mod upkeep;
 
-/// The Redis glue: compiled with the `module` feature, registered only outside unit tests
-/// (the Redis allocator would abort a test binary), hence dead code under `cargo test`.
-macro_rules! glue_modules {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[cfg(feature = "module")]
-            #[cfg_attr(test, allow(dead_code))]
-            mod $name;
-        )*
-    };
-}
-glue_modules!(commands, config, datatype, glue, upkeep);
-
-#[cfg(all(feature = "module", not(test)))]
 mod registration {
     use redis_module::{
         configuration::ConfigurationFlags, redis_module, AclCategory, Context, RedisString,
@@ -40,6 +21,17 @@ mod registration {
     use crate::config;
     use crate::datatype::KEYSET_TYPE;
     use crate::{commands, observe, upkeep};
+
+    /// The Redis allocator in the module; unit tests run outside Redis, where it would abort
+    /// the test binary, so they keep the system's.
+    #[cfg(not(test))]
+    type Allocator = redis_module::alloc::RedisAlloc;
+    #[cfg(not(test))]
+    const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+    #[cfg(test)]
+    type Allocator = std::alloc::System;
+    #[cfg(test)]
+    const ALLOCATOR: Allocator = std::alloc::System;
 
     fn init(ctx: &Context, args: &[RedisString]) -> redis_module::Status {
         let started = config::check_module_args(args)
@@ -56,7 +48,7 @@ mod registration {
     redis_module! {
         name: "jwks",
         version: config::MODULE_VERSION,
-        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        allocator: (Allocator, ALLOCATOR),
         data_types: [KEYSET_TYPE],
         // Module ACL categories (`+@jwks`) where the server supports them (Redis 7.4+,
         // Valkey); on older servers the commands load without it.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::error::{Error, Result, Shown};
 use crate::glue::call::Args;
+use redis_jwks_core::error::{Error, Result, Shown};
 
 static FAIL_NEXT: AtomicU64 = AtomicU64::new(0);
 

@@ -7,12 +7,12 @@ use redis_module::{Context, RedisValue};
 
 use super::{bytes, int, opt_int, text, Map};
 use crate::datatype::Stored;
-use crate::error::{Access, Error, Result};
 use crate::glue::call::{Args, Caller};
 use crate::glue::key::{Key, Mode};
-use crate::keys::{self, Derived};
-use crate::keyset::Entry;
-use crate::observe::metrics;
+use redis_jwks_core::counter_names;
+use redis_jwks_core::error::{Access, Error, Result};
+use redis_jwks_core::keyset::Entry;
+use redis_jwks_core::names::{self, Derived};
 
 fn entry(e: &Entry) -> RedisValue {
     let member = |name| e.jwk.member_str(name).map_or(RedisValue::Null, text);
@@ -53,13 +53,13 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     m.put("policy", super::policy::policy(set))
         .put("next_change", super::policy::next_change(set));
     // A key set moved (RENAME, MOVE) to a name no key set may have keeps no derived keys.
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         m.put("derived_keys", RedisValue::Null);
         return Ok(m.done());
     }
     let caller = Caller::new(ctx);
     let read = |what: Derived| -> Result<Key> {
-        let derived = keys::derived(name, what);
+        let derived = names::derived(name, what);
         caller.check(&derived, Access::Read)?;
         Key::named(ctx, &derived, Mode::Peek)
     };
@@ -70,7 +70,7 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     let counters_key = read(Derived::Metrics)?;
     counters_key.require_type(KeyType::Hash, "expected a hash (the counters)")?;
     let mut counters = Map::default();
-    for counter in metrics::ALL {
+    for counter in counter_names::ALL {
         counters.put(counter, RedisValue::Integer(counters_key.hash_int(counter)));
     }
     m.put("counters", counters.done());
@@ -79,7 +79,7 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     m.put("audit_length", RedisValue::Integer(audit.len()));
     let mut names = Map::default();
     for what in Derived::ALL {
-        names.put(what.label(), bytes(&keys::derived(name, what)));
+        names.put(what.label(), bytes(&names::derived(name, what)));
     }
     m.put("derived_keys", names.done());
     Ok(m.done())

@@ -5,21 +5,22 @@
 use redis_module::{Context, RedisValue};
 
 use super::{debug, RedisEffects, Targets};
-use crate::args;
-use crate::commit::{self, Plan};
-use crate::error::{Error, Result, Shown};
 use crate::glue::call::{now_ms, Args, Caller};
 use crate::glue::key::{Key, Mode};
-use crate::keys;
 use crate::observe::events::Kind;
-use crate::observe::{audit, log};
+use crate::observe::log;
+use redis_jwks_core::args;
+use redis_jwks_core::audit;
+use redis_jwks_core::commit::{self, Plan};
+use redis_jwks_core::error::{Error, Result, Shown};
+use redis_jwks_core::names;
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 2 {
         return Err(Error::Arity("jwks.invalidate"));
     }
     let name = args.bytes(1);
-    keys::check_name(name)?;
+    names::check_name(name)?;
     let reason = args::parse_invalidate(&args.rest(2))?;
     let key = Key::arg(
         ctx,

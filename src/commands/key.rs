@@ -4,9 +4,9 @@
 
 use redis_module::{raw, Context, RedisValue};
 
-use crate::error::{Error, Result};
 use crate::glue::call::Args;
 use crate::glue::key::{Key, Mode};
+use redis_jwks_core::error::{Error, Result};
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (3, Some(name)) = (args.len(), args.string(1)) else {

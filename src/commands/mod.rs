@@ -19,16 +19,16 @@ use redis_module::raw::KeyType;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisString, RedisValue};
 
-use crate::commit::Effects;
 use crate::config;
 use crate::datatype::Stored;
-use crate::error::{Access, Error, Result, Shown};
 use crate::glue::call::Caller;
 use crate::glue::key::{publish, Key, Mode};
-use crate::keys::{self, Derived, Name};
-use crate::observe::audit::Fields;
 use crate::observe::events;
 use crate::observe::stats as process_stats;
+use redis_jwks_core::audit::Fields;
+use redis_jwks_core::commit::Effects;
+use redis_jwks_core::error::{Access, Error, Result, Shown};
+use redis_jwks_core::names::{self, Derived, Name};
 
 /// A reply map: a RESP3 map, flattened to `[name, value, ...]` on RESP2.
 #[derive(Default)]
@@ -75,10 +75,10 @@ impl Targets {
     pub fn check(ctx: &Context, caller: &Caller, key: &[u8]) -> Result<Targets> {
         let targets = Targets {
             key: Name::from_slice(key),
-            cache: keys::derived(key, Derived::Cache),
-            audit: keys::derived(key, Derived::Audit),
-            metrics: keys::derived(key, Derived::Metrics),
-            events: keys::derived(key, Derived::Events),
+            cache: names::derived(key, Derived::Cache),
+            audit: names::derived(key, Derived::Audit),
+            metrics: names::derived(key, Derived::Metrics),
+            events: names::derived(key, Derived::Events),
         };
         for (name, kind, what) in [
             (
@@ -174,9 +174,9 @@ fn is_counters(ctx: &Context, name: &[u8]) -> bool {
     };
     fields.iter().all(|f| {
         as_bytes(f).is_some_and(|f| {
-            crate::observe::metrics::ALL
+            redis_jwks_core::counter_names::ALL
                 .iter()
-                .chain([&crate::observe::metrics::KEYSETS_LOST])
+                .chain([&redis_jwks_core::counter_names::KEYSETS_LOST])
                 .any(|c| c.as_bytes() == f)
         })
     })
@@ -252,7 +252,7 @@ impl Effects for RedisEffects<'_> {
 
     fn count(&mut self, counter: &'static str) -> Result<()> {
         process_stats::count(counter);
-        if counter == crate::observe::metrics::INVALIDATION_ERRORS {
+        if counter == redis_jwks_core::counter_names::INVALIDATION_ERRORS {
             let db = crate::glue::call::db(self.ctx);
             process_stats::count_keyset_error(db, &self.targets.key);
         }

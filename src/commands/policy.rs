@@ -8,18 +8,18 @@
 use redis_module::{Context, RedisValue};
 
 use super::{int, text, Map, RedisEffects, Targets};
-use crate::commit::Effects;
 use crate::datatype::Stored;
-use crate::error::{Error, Result, Shown};
 use crate::glue::call::{now_ms, Args, Caller};
 use crate::glue::key::{Key, Mode};
-use crate::keys;
-use crate::keyset::{KeySet, Lifecycle};
-use crate::observe::audit;
 use crate::observe::events::Kind;
+use redis_jwks_core::audit;
+use redis_jwks_core::commit::Effects;
+use redis_jwks_core::error::{Error, Result, Shown};
+use redis_jwks_core::keyset::{KeySet, Lifecycle};
+use redis_jwks_core::names;
 
 /// Ten years: longer is a typo, not a policy.
-const MAX_MS: u64 = crate::keyset::lifecycle::MAX_AFTER_MS;
+const MAX_MS: u64 = redis_jwks_core::keyset::lifecycle::MAX_AFTER_MS;
 
 fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
     if args.is_empty() {
@@ -66,7 +66,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         return Err(Error::Arity("jwks.policy"));
     }
     let name = args.bytes(1);
-    keys::check_name(name)?;
+    names::check_name(name)?;
     let key = Key::arg(
         ctx,
         args.string(1).ok_or(Error::Arity("jwks.policy"))?,

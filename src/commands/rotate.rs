@@ -6,24 +6,25 @@
 use redis_module::{Context, RedisValue};
 
 use super::{debug, int, text, Map, RedisEffects, Targets};
-use crate::args;
-use crate::commit::{self, Outcome, Plan};
 use crate::config;
 use crate::datatype::Stored;
-use crate::error::{Error, Result};
 use crate::glue::call::{now_ms, Args, Caller};
 use crate::glue::key::{Key, Mode};
-use crate::keys;
-use crate::keyset::{Change, KeySet};
 use crate::observe::events::Kind;
-use crate::observe::{audit, log};
+use crate::observe::log;
+use redis_jwks_core::args;
+use redis_jwks_core::audit;
+use redis_jwks_core::commit::{self, Outcome, Plan};
+use redis_jwks_core::error::{Error, Result};
+use redis_jwks_core::keyset::{Change, KeySet};
+use redis_jwks_core::names;
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 3 {
         return Err(Error::Arity("jwks.rotate"));
     }
     let name = args.bytes(1);
-    keys::check_name(name)?;
+    names::check_name(name)?;
     let req = args::parse_rotate(&args.rest(2), &config::policy())?;
 
     // Decide on a read: a refused rotation opens nothing for writing.

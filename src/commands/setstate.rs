@@ -6,11 +6,11 @@
 use redis_module::{Context, ContextFlags, RedisValue};
 
 use crate::datatype::{Stored, SETSTATE_COMMAND};
-use crate::error::{Error, Result};
 use crate::glue::call::{self, Args};
 use crate::glue::key::{replicate as propagate, Key, Mode};
-use crate::keyset::KeySet;
 use crate::upkeep;
+use redis_jwks_core::error::{Error, Result};
+use redis_jwks_core::keyset::KeySet;
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !ctx

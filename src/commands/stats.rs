@@ -19,11 +19,12 @@ use std::ffi::CString;
 use redis_module::raw;
 use redis_module::{Context, InfoContext, RedisResult, RedisValue};
 
-use crate::error::{Error, Result};
 use crate::glue::call::{self, Args};
 use crate::glue::key::{api, Key, Mode};
-use crate::observe::{metrics, stats};
+use crate::observe::stats;
 use crate::upkeep::{self, registry};
+use redis_jwks_core::counter_names;
+use redis_jwks_core::error::{Error, Result};
 
 pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() != 1 {
@@ -171,12 +172,12 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
     registry::each(|db, names| {
         total += names.len() as i64;
         series.clear();
-        series.push_str(metrics::KEY_SETS);
+        series.push_str(counter_names::KEY_SETS);
         series.push(':');
         series.push_str(itoa::Buffer::new().format(db));
         emit(&series, Number::Count(names.len() as i64));
     });
-    emit(metrics::KEY_SETS, Number::Count(total));
+    emit(counter_names::KEY_SETS, Number::Count(total));
     // Lifecycle gauges for key sets with a policy: what the stall alert reads.
     registry::each(|db, names| {
         for (name, s) in names.iter().filter(|(_, s)| s.has_policy) {
@@ -191,17 +192,17 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
             };
             if let Some(since) = s.current_since_ms {
                 one(
-                    metrics::KEYSET_CURRENT_AGE,
+                    counter_names::KEYSET_CURRENT_AGE,
                     Number::Seconds(now.saturating_sub(since).max(0)),
                 );
             }
             one(
-                metrics::KEYSET_NEXT_PUBLISHED,
+                counter_names::KEYSET_NEXT_PUBLISHED,
                 Number::Count(i64::from(s.has_next)),
             );
             let promote_after = i64::try_from(s.promote_after_ms).unwrap_or(i64::MAX);
             one(
-                metrics::KEYSET_PROMOTE_AFTER,
+                counter_names::KEYSET_PROMOTE_AFTER,
                 Number::Seconds(promote_after),
             );
         }
@@ -212,7 +213,7 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
     registry::each(|db, names| {
         for name in names.keys() {
             series.clear();
-            series.push_str(metrics::KEYSET_ERRORS);
+            series.push_str(counter_names::KEYSET_ERRORS);
             series.push(':');
             series.push_str(itoa::Buffer::new().format(db));
             series.push(':');
@@ -238,7 +239,7 @@ pub fn label(name: &[u8]) -> String {
 }
 
 fn push_label(out: &mut String, name: &[u8]) {
-    crate::escape::push_label(out, name);
+    redis_jwks_core::escape::push_label(out, name);
 }
 
 #[cfg(test)]

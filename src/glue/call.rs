@@ -12,8 +12,8 @@ use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, 
 use smallvec::SmallVec;
 
 use super::key::api;
-use crate::error::{Access, Error, Result, Shown};
 use crate::observe::log;
+use redis_jwks_core::error::{Access, Error, Result, Shown};
 
 /// A command's arguments as Redis passed them: `args.get(0)` is the command name.
 #[derive(Clone, Copy)]

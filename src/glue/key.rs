@@ -16,15 +16,16 @@ use redis_module::{Context, RedisString};
 
 use super::strings::{self, fixed};
 use crate::datatype::Stored;
-use crate::error::{Error, Result, Shown};
-use crate::observe::audit::{Fields, Value};
 use crate::upkeep;
+use redis_jwks_core::audit::{Fields, Value};
+use redis_jwks_core::error::{Error, Result, Shown};
 
 /// Looks up a module API function: `Err(Error::Api)` on a server that lacks it.
 macro_rules! api {
     ($name:ident) => {
         // SAFETY: the function table is filled once when the module loads, then only read.
-        unsafe { ::redis_module::raw::$name }.ok_or($crate::error::Error::Api(stringify!($name)))
+        unsafe { ::redis_module::raw::$name }
+            .ok_or(redis_jwks_core::error::Error::Api(stringify!($name)))
     };
 }
 pub(crate) use api;

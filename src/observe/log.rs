@@ -13,7 +13,7 @@
 //! core from the server. Every attempt is still counted in the line, and each has its own
 //! audit entry and counter increment.
 //!
-//! Names and free text are written in the ASCII text form of [`crate::escape`], quoted, so
+//! Names and free text are written in the ASCII text form of [`redis_jwks_core::escape`], quoted, so
 //! no name can break, hide or reorder a line and two names never log alike. Redis cuts a
 //! module's log line at 1024 bytes, so every field has a budget: a longer form is cut
 //! before it and followed by `…' (N bytes, sha256 <16 hex>)`, the digest of the whole
@@ -28,15 +28,17 @@ use parking_lot::Mutex;
 use redis_module::logging::RedisLogLevel;
 use redis_module::MODULE_CONTEXT;
 
-use crate::escape;
+use redis_jwks_core::escape;
 
 const MAX_PENDING: usize = 65_536;
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
 
-/// What Redis keeps of a module's log line: 1024 bytes with the NUL, less `<jwks> `.
-pub const MAX_LINE_BYTES: usize = 1024 - 1 - "<jwks> ".len();
+/// What Redis keeps of a module's log line: 1024 bytes with the NUL, less `<jwks> `. The
+/// budgets below are set by it; the tests check every line fits.
+#[cfg(test)]
+const MAX_LINE_BYTES: usize = 1024 - 1 - "<jwks> ".len();
 /// Budgets, in bytes of the escaped form, of the fields of a line: together, with the
-/// digests of cut fields and the fixed text, within [`MAX_LINE_BYTES`] (tested).
+/// digests of cut fields and the fixed text, within `MAX_LINE_BYTES` (tested).
 const KEY_BYTES: usize = 300;
 const REASON_BYTES: usize = 128;
 const ERROR_BYTES: usize = 200;
@@ -266,7 +268,7 @@ pub fn invalidation(
     reason: &str,
     generation: u64,
     changes: usize,
-    outcome: &crate::commit::Outcome,
+    outcome: &redis_jwks_core::commit::Outcome,
 ) {
     attempt(&Attempt {
         key,

@@ -45,11 +45,12 @@ use redis_module::raw::{self, KeyType, RedisModuleCtx, RedisModuleString};
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::config;
-use crate::error::Result;
 use crate::glue::call::{self, now_ms};
 use crate::glue::key::{api, publish, Key, Mode};
-use crate::keys::{self, Derived, Name};
-use crate::observe::{audit, events, log, metrics, stats};
+use crate::observe::{events, log, stats};
+use redis_jwks_core::error::Result;
+use redis_jwks_core::names::{self, Derived, Name};
+use redis_jwks_core::{audit, counter_names};
 
 /// What a job asks for a name; several requests for one name are merged.
 #[derive(Debug, Default, Clone, Copy)]
@@ -96,16 +97,16 @@ const WAIT_MS: i64 = 10;
 
 /// A key set is now at (`db`, `name`): what JWKS.STATS reports of it and when its policy
 /// next changes it.
-pub fn track(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+pub fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     registry::put(db, name, registry::Snapshot::of(set));
     schedule::track(db, name, set);
 }
 
 /// The key set at `name` was opened after it had left another key (RENAME, MOVE): register
 /// it here. Called by `Key::keyset`, so any command on it heals the registry.
-pub fn placed(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+pub fn placed(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     track(db, name, set);
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         log::reserved_name(name);
     }
 }
@@ -165,7 +166,7 @@ pub fn start(ctx: &Context) -> Result<()> {
             | raw::REDISMODULE_NOTIFY_EVICTED) as c_int;
         // SAFETY: a live context and a callback with the expected signature.
         if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
-            return Err(crate::error::Error::Api(
+            return Err(redis_jwks_core::error::Error::Api(
                 "RedisModule_SubscribeToKeyspaceEvents",
             ));
         }
@@ -261,7 +262,7 @@ unsafe extern "C" fn on_event(
             });
         }
         if cache {
-            if let Some((Derived::Cache, owner)) = keys::owner(name) {
+            if let Some((Derived::Cache, owner)) = names::owner(name) {
                 push(db, &owner, |w| w.reconcile = true);
             }
         }
@@ -294,7 +295,7 @@ pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>
 /// expired early or overwritten by another command is refilled within a second of reads.
 pub fn check_cache(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored, now: i64) {
     if stored.cache_ok(now) {
-        let cache = keys::derived(name, Derived::Cache);
+        let cache = names::derived(name, Derived::Cache);
         let holds = Key::named(ctx, &cache, Mode::Peek)
             .is_ok_and(|c| c.string() == Some(stored.rendered().doc.as_bytes()));
         if holds {
@@ -478,7 +479,7 @@ pub fn before_snapshot(ctx: &Context, in_child: bool) {
     });
     let home = call::db(ctx);
     for (db, name) in gone {
-        if !select(ctx, db) || keys::check_name(&name).is_err() {
+        if !select(ctx, db) || names::check_name(&name).is_err() {
             continue;
         }
         let Ok(set_key) = Key::named(ctx, &name, Mode::Peek) else {
@@ -490,7 +491,7 @@ pub fn before_snapshot(ctx: &Context, in_child: bool) {
             .flatten()
             .map(|s| s.rendered().doc.clone());
         drop(set_key);
-        let cache_name = keys::derived(&name, Derived::Cache);
+        let cache_name = names::derived(&name, Derived::Cache);
         let Ok(cache) = Key::named(ctx, &cache_name, Mode::Peek) else {
             continue;
         };
@@ -533,7 +534,7 @@ fn settle(ctx: &Context, db: i32, name: &[u8], wants: Wants, gate: Gate) -> Resu
         }
         _ => {}
     }
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         return Ok(None);
     }
     if lost {
@@ -568,7 +569,7 @@ fn announce(ctx: &Context, db: i32, name: &[u8], before: Option<u64>) -> Result<
         ),
         None => events::message(events::Kind::Deleted, name, None, None),
     };
-    publish(ctx, &keys::derived(name, Derived::Events), &message)
+    publish(ctx, &names::derived(name, Derived::Events), &message)
 }
 
 /// Another command put a value of another type where a key set was (`SET K x`, a RENAME
@@ -576,17 +577,17 @@ fn announce(ctx: &Context, db: i32, name: &[u8], before: Option<u64>) -> Result<
 /// logged at warning, since verifiers now find no keys.
 fn keyset_lost(ctx: &Context, name: &[u8]) -> Result<()> {
     log::keyset_lost(name);
-    stats::count(metrics::KEYSETS_LOST);
-    let audit_name = keys::derived(name, Derived::Audit);
+    stats::count(counter_names::KEYSETS_LOST);
+    let audit_name = names::derived(name, Derived::Audit);
     let audit_key = Key::named(ctx, &audit_name, Mode::Write)?;
     if audit_key.require_type(KeyType::Stream, "").is_ok() {
         audit_key.xadd(&audit::lost(now_ms()), config::audit_maxlen())?;
     }
     drop(audit_key);
-    let metrics_name = keys::derived(name, Derived::Metrics);
+    let metrics_name = names::derived(name, Derived::Metrics);
     let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
     if counters.require_type(KeyType::Hash, "").is_ok() {
-        counters.hash_incr(metrics::KEYSETS_LOST)?;
+        counters.hash_incr(counter_names::KEYSETS_LOST)?;
     }
     Ok(())
 }
@@ -596,7 +597,7 @@ fn keyset_lost(ctx: &Context, name: &[u8]) -> Result<()> {
 fn reconcile(ctx: &Context, name: &[u8]) -> Result<()> {
     let set_key = Key::named(ctx, name, Mode::Peek)?;
     let stored = set_key.keyset().ok().flatten();
-    let cache_name = keys::derived(name, Derived::Cache);
+    let cache_name = names::derived(name, Derived::Cache);
     let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
     let current = stored.map(|s| s.rendered().doc.as_bytes());
     let until = match cache.kind() {
@@ -642,7 +643,7 @@ fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
         return Ok(());
     }
     let doc = stored.rendered().doc.as_bytes();
-    let cache_name = keys::derived(name, Derived::Cache);
+    let cache_name = names::derived(name, Derived::Cache);
     let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
     let until = stored.set().cache_until(now, config::cache_ttl_ms());
     match cache.kind() {
@@ -663,12 +664,12 @@ fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
                 return Ok(());
             }
             Key::named(ctx, &cache_name, Mode::Write)?.set_string_until(doc, until)?;
-            let metrics_name = keys::derived(name, Derived::Metrics);
+            let metrics_name = names::derived(name, Derived::Metrics);
             let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
             if counters.require_type(KeyType::Hash, "").is_ok() {
-                counters.hash_incr(metrics::CACHE_FILLS)?;
+                counters.hash_incr(counter_names::CACHE_FILLS)?;
             }
-            stats::count(metrics::CACHE_FILLS);
+            stats::count(counter_names::CACHE_FILLS);
         }
         _ => {
             stored.release_fill();

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use crate::keyset::{KeySet, State};
+use redis_jwks_core::keyset::{KeySet, State};
 
 /// What a scrape reports of one key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -18,11 +18,12 @@ use redis_module::Context;
 
 use super::{guarded, select, server_events, DETACHED};
 use crate::commands::{rotate, Targets};
-use crate::error::Result;
 use crate::glue::call::{self, now_ms, Caller};
 use crate::glue::key::{api, Key, Mode};
-use crate::keys;
-use crate::observe::{audit, log, metrics, stats};
+use crate::observe::{log, stats};
+use redis_jwks_core::error::Result;
+use redis_jwks_core::names;
+use redis_jwks_core::{audit, counter_names};
 
 type Entry = (i32, Vec<u8>);
 
@@ -210,7 +211,7 @@ fn set_keep_failures(db: i32, name: &[u8], at: Option<i64>) {
 
 /// Applies the due changes of one key set, in order, each as an ordinary change.
 fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         return Ok(());
     }
     loop {
@@ -233,7 +234,7 @@ fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
             forced: false,
         };
         rotate::commit_change(ctx, &targets, &next, &changes, &actx)?;
-        stats::count(metrics::SCHEDULED_CHANGES);
+        stats::count(counter_names::SCHEDULED_CHANGES);
     }
 }
 
@@ -244,6 +245,6 @@ pub fn on_promoted() {
 }
 
 /// Registers the key set at (`db`, `name`) from its value (load, copy, arrival, change).
-pub fn track(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+pub fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     self::set(db, name, set.next_change().map(|d| d.at_ms));
 }

@@ -9,9 +9,9 @@ use redis_module::raw::{self, RedisModuleCtx, RedisModuleEvent};
 use redis_module::{Context, RedisValue};
 
 use super::{guarded, registry};
-use crate::error::{Error, Result};
 use crate::glue::key::api;
 use crate::observe::log;
+use redis_jwks_core::error::{Error, Result};
 
 /// This node replicates another: the module writes nothing of its own (fills, reconciles,
 /// scheduled changes); the primary's effects arrive through the link.

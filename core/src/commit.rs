@@ -3,10 +3,10 @@
 //! cache invalidation undo the rotation) in one place. Pure: the writes go through the
 //! `Effects` trait, implemented on Redis keys in `commands` and in memory in the tests.
 
+use crate::audit::{self, Fields};
+use crate::counter_names;
 use crate::error::Result;
 use crate::keyset::Change;
-use crate::observe::audit::{self, Fields};
-use crate::observe::metrics;
 
 /// The writes a committing command makes, each propagated as the command's effect.
 pub trait Effects {
@@ -89,11 +89,11 @@ pub fn commit(effects: &mut impl Effects, plan: &Plan) -> Result<Outcome> {
     };
     let mut counters = Vec::with_capacity(2);
     if !plan.changes.is_empty() {
-        counters.push(metrics::ROTATIONS);
+        counters.push(counter_names::ROTATIONS);
     }
     counters.push(match outcome.error {
-        None => metrics::INVALIDATIONS,
-        Some(_) => metrics::INVALIDATION_ERRORS,
+        None => counter_names::INVALIDATIONS,
+        Some(_) => counter_names::INVALIDATION_ERRORS,
     });
     for counter in counters {
         if let Err(e) = effects.count(counter) {

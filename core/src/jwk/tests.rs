@@ -228,7 +228,7 @@ fn same_key_ignores_optional_members() {
 fn hardening_fuzz_seeds_are_what_their_names_say() {
     let seed = |dir: &str, name: &str| {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/seeds")
+            .join("../fuzz/seeds")
             .join(dir)
             .join(name);
         std::fs::read_to_string(path).unwrap()

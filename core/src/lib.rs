@@ -1,0 +1,25 @@
+//! redis-jwks's pure core: everything the module decides without Redis. Plain Rust values
+//! in and out; this crate does not depend on `redis-module`, so nothing here can reach a
+//! server, and its tests and the fuzz targets run without one.
+//!
+//! - `jwk`: parse and validate one JWK per kty, RFC 7638 thumbprint;
+//! - `keyset`: states next/current/previous, the lifecycle policy, rendering, stored form;
+//! - `names`: key-set names and the names derived from them (cache, audit, metrics, events);
+//! - `args`: command arguments to typed requests;
+//! - `commit`: what a change writes and in which order, with `audit` (the audit entries'
+//!   fields) and `counter_names` (the counters it bumps);
+//! - `error`: the one error vocabulary; `escape`: names and free text made printable.
+
+pub mod args;
+pub mod audit;
+pub mod commit;
+pub mod counter_names;
+pub mod error;
+pub mod escape;
+#[cfg(test)]
+mod fuzz_replay;
+pub mod jwk;
+pub mod keyset;
+pub mod names;
+#[doc(hidden)]
+pub mod testkeys;
