@@ -6,6 +6,20 @@
 //! state kept true), `config`, `observe` (log writer, events, this process's counts). This
 //! file only registers.
 
+// pub means "for the other crate"; inside one, pub(crate) says so.
+#![warn(unreachable_pub)]
+// A panic in a module takes the server down (catch_unwind guards the entry points, but a
+// caught panic still fails the command): no unwrap, expect or panic outside tests; tests
+// may (clippy.toml). The module writes to the Redis log, never to the server's stdout.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::dbg_macro,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
 mod commands;
 mod config;
 mod datatype;

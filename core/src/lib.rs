@@ -10,6 +10,22 @@
 //!   fields) and `counter_names` (the counters it bumps);
 //! - `error`: the one error vocabulary; `escape`: names and free text made printable.
 
+// No unsafe in the core: FFI is the module crate's business.
+#![forbid(unsafe_code)]
+// pub means "for the other crate"; inside one, pub(crate) says so.
+#![warn(unreachable_pub)]
+// A panic in a module takes the server down (catch_unwind guards the entry points, but a
+// caught panic still fails the command): no unwrap, expect or panic outside tests; tests
+// may (clippy.toml). The module writes to the Redis log, never to the server's stdout.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::dbg_macro,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
 pub mod args;
 pub mod audit;
 pub mod commit;

@@ -12,17 +12,17 @@ use redis_jwks_core::error::{Error, Result, Shown};
 
 static FAIL_NEXT: AtomicU64 = AtomicU64::new(0);
 
-pub const INJECTED_FAULT: &str = "injected fault (jwks.fault-injection)";
+pub(crate) const INJECTED_FAULT: &str = "injected fault (jwks.fault-injection)";
 
 /// Consumes one pending injected failure, if any.
-pub fn take_injected_failure() -> Option<String> {
+pub(crate) fn take_injected_failure() -> Option<String> {
     FAIL_NEXT
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         .ok()
         .map(|_| INJECTED_FAULT.to_owned())
 }
 
-pub fn run(_ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(_ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !config::fault_injection_enabled() {
         return Err(Error::Disabled(
             "JWKS.DEBUG is disabled; load the module with 'fault-injection yes' to enable it",

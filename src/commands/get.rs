@@ -19,7 +19,7 @@ use crate::upkeep;
 use redis_jwks_core::error::{Access, Error, Result};
 use redis_jwks_core::names::{self, Derived};
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let Some(name) = args.string(1) else {
         return Err(Error::Arity("jwks.get"));
     };

@@ -28,7 +28,7 @@ fn entry(e: &Entry) -> RedisValue {
     m.done()
 }
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (2, Some(arg)) = (args.len(), args.string(1)) else {
         return Err(Error::Arity("jwks.info"));
     };

@@ -15,7 +15,7 @@ use redis_jwks_core::commit::{self, Plan};
 use redis_jwks_core::error::{Error, Result, Shown};
 use redis_jwks_core::names;
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 2 {
         return Err(Error::Arity("jwks.invalidate"));
     }

@@ -2,16 +2,16 @@
 //! decide with `keyset`, check everything the change will write (ACL and types), and only
 //! then write, so a refused command changes nothing and opens no key for writing.
 
-pub mod debug;
-pub mod get;
-pub mod info;
-pub mod invalidate;
-pub mod key;
-pub mod policy;
-pub mod rotate;
-pub mod setstate;
-pub mod stats;
-pub mod table;
+pub(crate) mod debug;
+pub(crate) mod get;
+pub(crate) mod info;
+pub(crate) mod invalidate;
+pub(crate) mod key;
+pub(crate) mod policy;
+pub(crate) mod rotate;
+pub(crate) mod setstate;
+pub(crate) mod stats;
+pub(crate) mod table;
 
 use std::collections::BTreeMap;
 
@@ -32,38 +32,38 @@ use redis_jwks_core::names::{self, Derived, Name};
 
 /// A reply map: a RESP3 map, flattened to `[name, value, ...]` on RESP2.
 #[derive(Default)]
-pub struct Map(BTreeMap<RedisValueKey, RedisValue>);
+pub(crate) struct Map(BTreeMap<RedisValueKey, RedisValue>);
 
 impl Map {
-    pub fn put(&mut self, name: &str, value: RedisValue) -> &mut Map {
+    pub(crate) fn put(&mut self, name: &str, value: RedisValue) -> &mut Map {
         self.0.insert(RedisValueKey::String(name.to_owned()), value);
         self
     }
 
-    pub fn done(self) -> RedisValue {
+    pub(crate) fn done(self) -> RedisValue {
         RedisValue::OrderedMap(self.0)
     }
 }
 
-pub fn text(s: &str) -> RedisValue {
+pub(crate) fn text(s: &str) -> RedisValue {
     RedisValue::BulkString(s.to_owned())
 }
 
-pub fn bytes(b: &[u8]) -> RedisValue {
+pub(crate) fn bytes(b: &[u8]) -> RedisValue {
     RedisValue::StringBuffer(b.to_vec())
 }
 
-pub fn opt_int(v: Option<i64>) -> RedisValue {
+pub(crate) fn opt_int(v: Option<i64>) -> RedisValue {
     v.map_or(RedisValue::Null, RedisValue::Integer)
 }
 
-pub fn int(v: u64) -> RedisValue {
+pub(crate) fn int(v: u64) -> RedisValue {
     RedisValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 /// The derived keys a changing command writes, checked before anything is written: the
 /// caller's ACL must allow writing each, and each must hold its type or nothing.
-pub struct Targets {
+pub(crate) struct Targets {
     pub key: Name,
     pub cache: Name,
     pub audit: Name,
@@ -72,7 +72,7 @@ pub struct Targets {
 }
 
 impl Targets {
-    pub fn check(ctx: &Context, caller: &Caller, key: &[u8]) -> Result<Targets> {
+    pub(crate) fn check(ctx: &Context, caller: &Caller, key: &[u8]) -> Result<Targets> {
         let targets = Targets {
             key: Name::from_slice(key),
             cache: names::derived(key, Derived::Cache),
@@ -110,7 +110,7 @@ impl Targets {
     /// of other entries, a hash of other fields. Leftovers of an earlier key set at the
     /// name (its audit trail and counters, or a cache whose clean-up is still queued) are
     /// the module's own.
-    pub fn check_unclaimed(&self, ctx: &Context) -> Result<()> {
+    pub(crate) fn check_unclaimed(&self, ctx: &Context) -> Result<()> {
         let pending = crate::upkeep::cleanup_pending(crate::glue::call::db(ctx), &self.key);
         if !pending && Key::named(ctx, &self.cache, Mode::Peek)?.exists() {
             return Err(Error::NotOurs(Shown::bytes(&self.cache), "a value"));
@@ -125,7 +125,7 @@ impl Targets {
         Ok(())
     }
 
-    pub fn cached(&self, ctx: &Context) -> Result<bool> {
+    pub(crate) fn cached(&self, ctx: &Context) -> Result<bool> {
         Ok(Key::named(ctx, &self.cache, Mode::Peek)?.exists())
     }
 }
@@ -192,7 +192,7 @@ fn as_bytes(v: &RedisValue) -> Option<&[u8]> {
 }
 
 /// `commit::Effects` on the Redis keys: each write opens its key for writing only then.
-pub struct RedisEffects<'a> {
+pub(crate) struct RedisEffects<'a> {
     pub ctx: &'a Context,
     pub targets: &'a Targets,
     /// The new key set, stored by `store_set` (rotations), and replicated as its state.
@@ -205,7 +205,7 @@ impl<'a> RedisEffects<'a> {
     /// Effects for a change after which `after` is the key set at the key; `store` when
     /// the change stores it (rendered now, once, for the event's ETag: the stored value
     /// keeps the rendering for the next read).
-    pub fn new(
+    pub(crate) fn new(
         ctx: &'a Context,
         targets: &'a Targets,
         kind: events::Kind,

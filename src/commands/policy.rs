@@ -61,7 +61,7 @@ fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
     Ok(Some(policy))
 }
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 2 {
         return Err(Error::Arity("jwks.policy"));
     }
@@ -124,7 +124,7 @@ fn reply(set: &KeySet) -> RedisValue {
 }
 
 /// `promote_after_ms` and `retire_after_ms`.
-pub fn policy(set: &KeySet) -> RedisValue {
+pub(crate) fn policy(set: &KeySet) -> RedisValue {
     let l = set.lifecycle();
     let mut m = Map::default();
     m.put("promote_after_ms", int(l.promote_after_ms))
@@ -133,7 +133,7 @@ pub fn policy(set: &KeySet) -> RedisValue {
 }
 
 /// `action`, `kid`, `at_ms` of the next scheduled change, or nil.
-pub fn next_change(set: &KeySet) -> RedisValue {
+pub(crate) fn next_change(set: &KeySet) -> RedisValue {
     match set.next_change() {
         None => RedisValue::Null,
         Some(due) => {

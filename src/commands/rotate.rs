@@ -19,7 +19,7 @@ use redis_jwks_core::error::{Error, Result};
 use redis_jwks_core::keyset::{Change, KeySet};
 use redis_jwks_core::names;
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 3 {
         return Err(Error::Arity("jwks.rotate"));
     }
@@ -77,7 +77,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
 }
 
 /// Commits a change whose targets were checked: audit, swap, invalidate, count, log.
-pub fn commit_change(
+pub(crate) fn commit_change(
     ctx: &Context,
     targets: &Targets,
     next: &KeySet,

@@ -12,7 +12,7 @@ use crate::upkeep;
 use redis_jwks_core::error::{Error, Result};
 use redis_jwks_core::keyset::KeySet;
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !ctx
         .get_flags()
         .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
 }
 
 /// Propagates a key set's new state as `JWKS.SETSTATE K state`.
-pub fn replicate(ctx: &Context, key: &[u8], state: &str) {
+pub(crate) fn replicate(ctx: &Context, key: &[u8], state: &str) {
     let name = redis_module::RedisString::create_from_slice(ctx.ctx, key);
     let state = redis_module::RedisString::create_from_slice(ctx.ctx, state.as_bytes());
     let Ok(cmd) = std::ffi::CString::new(SETSTATE_COMMAND) else {

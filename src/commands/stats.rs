@@ -26,7 +26,7 @@ use crate::upkeep::{self, registry};
 use redis_jwks_core::counter_names;
 use redis_jwks_core::error::{Error, Result};
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() != 1 {
         return Err(Error::Arity("jwks.stats"));
     }
@@ -107,7 +107,7 @@ fn info_section(info: &InfoContext) {
 
 /// A number as exported: a count, or seconds with millisecond precision.
 #[derive(Debug, Clone, Copy)]
-pub enum Number {
+pub(crate) enum Number {
     Count(i64),
     Seconds(i64),
 }
@@ -159,7 +159,7 @@ fn check_some(ctx: &Context) -> Result<()> {
 }
 
 /// Every number, in order: node counters, key sets per db and in all, then per key set.
-pub fn collect(mut emit: impl FnMut(&str, Number)) {
+pub(crate) fn collect(mut emit: impl FnMut(&str, Number)) {
     for (counter, value) in stats::all() {
         emit(
             counter,
@@ -232,7 +232,7 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
 /// and bidi characters, backslashes and bytes that are not UTF-8 written as `\xNN`, so
 /// distinct names stay distinct and none can hide or reorder an alert's text.
 #[cfg(test)]
-pub fn label(name: &[u8]) -> String {
+pub(crate) fn label(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     push_label(&mut out, name);
     out

@@ -33,7 +33,7 @@ macro_rules! entry {
 
 /// How a command uses its one declared key (argument 1), in `REDISMODULE_CMD_KEY_*` flags.
 #[derive(Clone, Copy)]
-pub enum KeyUse {
+pub(crate) enum KeyUse {
     /// Reads the key set.
     Read,
     /// Reads it and writes other keys of the key set (the derived keys).
@@ -70,7 +70,7 @@ impl KeyUse {
 }
 
 #[derive(Clone, Copy)]
-pub enum ArgType {
+pub(crate) enum ArgType {
     Key,
     String,
     Integer,
@@ -79,7 +79,7 @@ pub enum ArgType {
     OneOf,
 }
 
-pub struct Arg {
+pub(crate) struct Arg {
     pub name: &'static str,
     pub kind: ArgType,
     pub token: Option<&'static str>,
@@ -149,7 +149,7 @@ const DEBUG_ARGS: &[Arg] = &[Arg {
     ..arg("count", ArgType::Integer, "how many invalidations fail")
 }];
 
-pub struct Command {
+pub(crate) struct Command {
     pub name: &'static str,
     pub entry: Entry,
     pub flags: &'static str,
@@ -249,7 +249,7 @@ const POLICY_ARGS: &[Arg] = &[
     ),
 ];
 
-pub fn commands() -> [Command; 9] {
+pub(crate) fn commands() -> [Command; 9] {
     [
         Command {
             name: "jwks.rotate",
@@ -462,9 +462,9 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
     };
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,
-        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
-        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
-        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+        sizeof_historyentry: size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: size_of::<raw::RedisModuleCommandArg>(),
     };
     let info = raw::RedisModuleCommandInfo {
         version: &version,
@@ -492,7 +492,7 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
 }
 
 /// Registers every command. ACL categories only where the server has module categories.
-pub fn register(ctx: &Context) -> Result<()> {
+pub(crate) fn register(ctx: &Context) -> Result<()> {
     let (create, get) = (
         api!(RedisModule_CreateCommand)?,
         api!(RedisModule_GetCommand)?,

@@ -17,14 +17,14 @@ use redis_jwks_core::error::{Access, Error, Result, Shown};
 
 /// A command's arguments as Redis passed them: `args.get(0)` is the command name.
 #[derive(Clone, Copy)]
-pub struct Args<'a> {
+pub(crate) struct Args<'a> {
     raw: &'a [*mut RedisModuleString],
 }
 
 impl<'a> Args<'a> {
     /// # Safety
     /// `argv` must point to `argc` live strings that outlive `'a` (a command's arguments).
-    pub unsafe fn new(argv: *mut *mut RedisModuleString, argc: c_int) -> Args<'a> {
+    pub(crate) unsafe fn new(argv: *mut *mut RedisModuleString, argc: c_int) -> Args<'a> {
         let raw = match usize::try_from(argc) {
             // SAFETY: the caller's promise.
             Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, n) },
@@ -33,30 +33,30 @@ impl<'a> Args<'a> {
         Args { raw }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.raw.len()
     }
 
     /// The bytes of argument `i` (empty if there is none).
-    pub fn bytes(&self, i: usize) -> &'a [u8] {
+    pub(crate) fn bytes(&self, i: usize) -> &'a [u8] {
         self.raw
             .get(i)
             .map_or(&[][..], |&s| RedisString::string_as_slice(s))
     }
 
     /// The Redis string of argument `i`, to open a key without copying its name.
-    pub fn string(&self, i: usize) -> Option<*mut RedisModuleString> {
+    pub(crate) fn string(&self, i: usize) -> Option<*mut RedisModuleString> {
         self.raw.get(i).copied()
     }
 
     /// Arguments `from..` as byte slices.
-    pub fn rest(&self, from: usize) -> SmallVec<[&'a [u8]; 8]> {
+    pub(crate) fn rest(&self, from: usize) -> SmallVec<[&'a [u8]; 8]> {
         (from..self.raw.len()).map(|i| self.bytes(i)).collect()
     }
 }
 
 /// A command's handler: arguments in, reply out.
-pub type Handler = fn(&Context, &Args) -> Result<RedisValue>;
+pub(crate) type Handler = fn(&Context, &Args) -> Result<RedisValue>;
 
 /// The command entry point behind every registered command: arguments borrowed, the
 /// handler behind a panic guard (a panic unwinding into Redis would abort the server), the
@@ -64,7 +64,7 @@ pub type Handler = fn(&Context, &Args) -> Result<RedisValue>;
 ///
 /// # Safety
 /// Called by Redis with a command's context and arguments.
-pub unsafe fn dispatch(
+pub(crate) unsafe fn dispatch(
     ctx: *mut RedisModuleCtx,
     argv: *mut *mut RedisModuleString,
     argc: c_int,
@@ -94,7 +94,7 @@ fn reply_error(e: Error) -> RedisError {
     RedisError::String(text)
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -102,7 +102,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// The db the context has selected.
-pub fn db(ctx: &Context) -> i32 {
+pub(crate) fn db(ctx: &Context) -> i32 {
     match api!(RedisModule_GetSelectedDb) {
         // SAFETY: a live context.
         Ok(f) => unsafe { f(ctx.ctx) },
@@ -112,7 +112,7 @@ pub fn db(ctx: &Context) -> i32 {
 
 /// Who a command runs as, for ACL checks on the keys the module uses besides the one the
 /// command names (Redis checks that one itself), and for the audit trail.
-pub struct Caller<'c> {
+pub(crate) struct Caller<'c> {
     ctx: &'c Context,
     /// The ACL user, fetched on first use; `None` inside: unrestricted (replication, AOF,
     /// the lifecycle schedule).
@@ -122,7 +122,7 @@ pub struct Caller<'c> {
 }
 
 impl<'c> Caller<'c> {
-    pub fn new(ctx: &'c Context) -> Caller<'c> {
+    pub(crate) fn new(ctx: &'c Context) -> Caller<'c> {
         Caller {
             ctx,
             user: OnceCell::new(),
@@ -131,7 +131,7 @@ impl<'c> Caller<'c> {
     }
 
     /// The module's own lifecycle schedule: no ACL user, named `(schedule)` in the audit.
-    pub fn schedule(ctx: &'c Context) -> Caller<'c> {
+    pub(crate) fn schedule(ctx: &'c Context) -> Caller<'c> {
         let user = OnceCell::new();
         let _ = user.set(None);
         Caller {
@@ -167,7 +167,7 @@ impl<'c> Caller<'c> {
     }
 
     /// The user's name for the audit trail.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self.user() {
             Some((name, _)) => String::from_utf8_lossy(name.as_slice()).into_owned(),
             None => self.unrestricted.into(),
@@ -175,7 +175,7 @@ impl<'c> Caller<'c> {
     }
 
     /// Refuses (`NOPERM`, naming the key) if the user may not `access` the key `name`.
-    pub fn check(&self, name: &[u8], access: Access) -> Result<()> {
+    pub(crate) fn check(&self, name: &[u8], access: Access) -> Result<()> {
         let Some((user_name, user)) = self.user() else {
             return Ok(());
         };

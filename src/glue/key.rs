@@ -31,7 +31,7 @@ macro_rules! api {
 pub(crate) use api;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A read by the command: counts as an access (LRU/LFU, keyspace hits).
     Read,
     /// A read for the module's own bookkeeping: leaves the key's access time alone.
@@ -54,7 +54,7 @@ impl KeyName {
     }
 }
 
-pub struct Key {
+pub(crate) struct Key {
     ctx: *mut raw::RedisModuleCtx,
     /// Null when a key opened for reading does not exist.
     ptr: *mut RedisModuleKey,
@@ -84,21 +84,21 @@ impl Key {
     }
 
     /// Opens the key named by a command argument (no copy of the name).
-    pub fn arg(ctx: &Context, name: *mut RedisModuleString, mode: Mode) -> Result<Key> {
+    pub(crate) fn arg(ctx: &Context, name: *mut RedisModuleString, mode: Mode) -> Result<Key> {
         Key::open_name(ctx, KeyName::Arg(name), mode)
     }
 
     /// Opens the key with this name.
-    pub fn named(ctx: &Context, name: &[u8], mode: Mode) -> Result<Key> {
+    pub(crate) fn named(ctx: &Context, name: &[u8], mode: Mode) -> Result<Key> {
         let name = RedisString::create_from_slice(ctx.ctx, name);
         Key::open_name(ctx, KeyName::Made(name), mode)
     }
 
-    pub fn name(&self) -> &[u8] {
+    pub(crate) fn name(&self) -> &[u8] {
         RedisString::string_as_slice(self.name.ptr())
     }
 
-    pub fn kind(&self) -> KeyType {
+    pub(crate) fn kind(&self) -> KeyType {
         if self.ptr.is_null() {
             return KeyType::Empty;
         }
@@ -109,12 +109,12 @@ impl Key {
         }
     }
 
-    pub fn exists(&self) -> bool {
+    pub(crate) fn exists(&self) -> bool {
         self.kind() != KeyType::Empty
     }
 
     /// Refuses a key that holds something other than `wanted` (or nothing).
-    pub fn require_type(&self, wanted: KeyType, what: &'static str) -> Result<()> {
+    pub(crate) fn require_type(&self, wanted: KeyType, what: &'static str) -> Result<()> {
         match self.kind() {
             KeyType::Empty => Ok(()),
             kind if kind == wanted => Ok(()),
@@ -124,7 +124,7 @@ impl Key {
 
     /// The key set stored here: `None` for no key, `WRONGTYPE` for another type. The
     /// reference lives as long as the key is open and the command runs.
-    pub fn keyset(&self) -> Result<Option<&Stored>> {
+    pub(crate) fn keyset(&self) -> Result<Option<&Stored>> {
         if self.ptr.is_null() {
             return Ok(None);
         }
@@ -156,7 +156,7 @@ impl Key {
     }
 
     /// The bytes of a string key, or `None` for no key or another type.
-    pub fn string(&self) -> Option<&[u8]> {
+    pub(crate) fn string(&self) -> Option<&[u8]> {
         if self.kind() != KeyType::String {
             return None;
         }
@@ -172,7 +172,7 @@ impl Key {
     }
 
     /// Milliseconds to live, as PTTL: -2 for no key, -1 for no expiry.
-    pub fn pttl(&self) -> i64 {
+    pub(crate) fn pttl(&self) -> i64 {
         if !self.exists() {
             return -2;
         }
@@ -187,7 +187,7 @@ impl Key {
     }
 
     /// Number of elements (stream entries, hash fields), 0 for no key.
-    pub fn len(&self) -> i64 {
+    pub(crate) fn len(&self) -> i64 {
         if !self.exists() {
             return 0;
         }
@@ -199,7 +199,7 @@ impl Key {
     }
 
     /// An integer field of a hash key; 0 when missing or not an integer.
-    pub fn hash_int(&self, field: &'static str) -> i64 {
+    pub(crate) fn hash_int(&self, field: &'static str) -> i64 {
         if self.kind() != KeyType::Hash {
             return 0;
         }
@@ -256,7 +256,7 @@ impl Key {
     }
 
     /// Stores a key set here, replacing what was there.
-    pub fn set_keyset(&self, value: Stored) -> Result<()> {
+    pub(crate) fn set_keyset(&self, value: Stored) -> Result<()> {
         self.writable()?;
         let set = api!(RedisModule_ModuleTypeSetValue)?;
         let raw_type = crate::datatype::raw_type();
@@ -276,7 +276,7 @@ impl Key {
     }
 
     /// Deletes the key; whether it existed. Propagated as DEL only when it did, as Redis does.
-    pub fn delete(&self) -> Result<bool> {
+    pub(crate) fn delete(&self) -> Result<bool> {
         if !self.exists() {
             return Ok(false);
         }
@@ -291,7 +291,7 @@ impl Key {
 
     /// Deletes the key in a snapshot's child process only: nothing propagated or notified
     /// (the child's copy of the dataset becomes the file, then the child exits).
-    pub fn delete_in_snapshot(&self) -> Result<()> {
+    pub(crate) fn delete_in_snapshot(&self) -> Result<()> {
         self.writable()?;
         let delete = api!(RedisModule_DeleteKey)?;
         // SAFETY: an open writable key.
@@ -300,7 +300,7 @@ impl Key {
     }
 
     /// SET value with an absolute expiry, propagated as `SET key value PXAT <ms>`.
-    pub fn set_string_until(&self, value: &[u8], at_ms: i64) -> Result<()> {
+    pub(crate) fn set_string_until(&self, value: &[u8], at_ms: i64) -> Result<()> {
         self.writable()?;
         let (set, expire) = (
             api!(RedisModule_StringSet)?,
@@ -328,7 +328,7 @@ impl Key {
     /// Adds 1 to an integer field of a hash (created if missing), saturating at i64::MAX.
     /// Propagated as `HSET key field <result>`: an absolute value cannot fail on a replica
     /// the way an increment past i64::MAX would.
-    pub fn hash_incr(&self, field: &'static str) -> Result<i64> {
+    pub(crate) fn hash_incr(&self, field: &'static str) -> Result<i64> {
         self.writable()?;
         let set = api!(RedisModule_HashSet)?;
         let after = self.hash_int(field).saturating_add(1);
@@ -353,7 +353,7 @@ impl Key {
     /// `XADD key MAXLEN = <resulting length> <id> ...`, exactly as Redis propagates an
     /// approximate trim, so replicas keep the very same entries. Fails (writing nothing)
     /// when the stream's last ID is at the maximum.
-    pub fn xadd(&self, fields: &Fields, maxlen: i64) -> Result<()> {
+    pub(crate) fn xadd(&self, fields: &Fields, maxlen: i64) -> Result<()> {
         self.writable()?;
         let (add, trim, len) = (
             api!(RedisModule_StreamAdd)?,
@@ -436,7 +436,7 @@ impl Drop for Key {
 /// Publishes `message` on the sharded channel `channel`, as SPUBLISH would: in a cluster
 /// Redis sends it to the shard's nodes; standalone, the command is propagated to replicas
 /// (not the AOF) so their subscribers get it too, as Redis does for SPUBLISH.
-pub fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
+pub(crate) fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
     let publish = api!(RedisModule_PublishMessageShard)?;
     let channel = RedisString::create_from_slice(ctx.ctx, channel);
     let message = RedisString::create_from_slice(ctx.ctx, message.as_bytes());
@@ -463,7 +463,11 @@ pub fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
 }
 
 /// Propagates a command to replicas and the AOF as part of the running command.
-pub fn replicate(ctx: *mut raw::RedisModuleCtx, cmd: &CStr, argv: &mut [*mut RedisModuleString]) {
+pub(crate) fn replicate(
+    ctx: *mut raw::RedisModuleCtx,
+    cmd: &CStr,
+    argv: &mut [*mut RedisModuleString],
+) {
     let Ok(f) = api!(RedisModule_Replicate) else {
         return;
     };

@@ -2,6 +2,6 @@
 //! (`call`), the one key wrapper (`key`), and Redis strings reused across commands
 //! (`strings`).
 
-pub mod call;
-pub mod key;
-pub mod strings;
+pub(crate) mod call;
+pub(crate) mod key;
+pub(crate) mod strings;

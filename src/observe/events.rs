@@ -16,7 +16,7 @@ use redis_jwks_core::keyset::KeySet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Keys added, promoted, retired or updated (by a command or the schedule).
     Rotated,
     /// The cached document was dropped (JWKS.INVALIDATE).
@@ -43,7 +43,7 @@ struct Message<'a> {
 
 /// The message for the key set now at `key` (`None` when there is none), with the ETag of
 /// its document.
-pub fn message(
+pub(crate) fn message(
     kind: Kind,
     key: &[u8],
     set: Option<(&KeySet, &str)>,

@@ -177,7 +177,7 @@ fn drain(batch: &mut Vec<Pending>) {
 }
 
 /// Starts the logging thread; called once when the module loads.
-pub fn start() {
+pub(crate) fn start() {
     let spawned = std::thread::Builder::new()
         .name("jwks-log".into())
         .spawn(|| {
@@ -195,7 +195,7 @@ pub fn start() {
 
 /// On server shutdown: stop the thread and write what is still buffered, so a clean
 /// shutdown loses no line.
-pub fn stop() {
+pub(crate) fn stop() {
     STOPPING.store(true, Ordering::Relaxed);
     if let Some(handle) = THREAD.lock().take() {
         let _ = handle.join();
@@ -263,7 +263,7 @@ fn warning(text: String) {
 
 /// One invalidation attempt (a rotation's or a plain one): notice when the cache was
 /// invalidated, warning when it failed; plus a warning if a write after the commit failed.
-pub fn invalidation(
+pub(crate) fn invalidation(
     key: &[u8],
     reason: &str,
     generation: u64,
@@ -285,7 +285,7 @@ pub fn invalidation(
     }
 }
 
-pub fn write_failed(key: &[u8], error: &str) {
+pub(crate) fn write_failed(key: &[u8], error: &str) {
     warning(write_failed_line(key, error));
 }
 
@@ -297,14 +297,14 @@ fn write_failed_line(key: &[u8], error: &str) -> String {
     )
 }
 
-pub fn cache_dropped(cache: &[u8]) {
+pub(crate) fn cache_dropped(cache: &[u8]) {
     warning(format!(
         "redis-jwks deleted {}: it did not hold the current document of its key set",
         quoted(cache, KEY_BYTES)
     ));
 }
 
-pub fn eviction_risk(policy: &str) {
+pub(crate) fn eviction_risk(policy: &str) {
     let mut shown = String::new();
     escape::push_cut(&mut shown, policy.as_bytes(), OTHER_BYTES);
     warning(format!(
@@ -313,7 +313,7 @@ pub fn eviction_risk(policy: &str) {
     ));
 }
 
-pub fn reserved_name(name: &[u8]) {
+pub(crate) fn reserved_name(name: &[u8]) {
     warning(format!(
         "redis-jwks: a key set arrived at {}, a name no key set may have; it is served but its \
          cache is not kept: rename it back",
@@ -321,7 +321,7 @@ pub fn reserved_name(name: &[u8]) {
     ));
 }
 
-pub fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: i64) {
+pub(crate) fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: i64) {
     warning(format!(
         "redis-jwks could not apply the scheduled change of key set {}: {} (attempt {attempt}, \
          retrying in {} s; logged again at attempt {})",
@@ -332,7 +332,7 @@ pub fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: 
     ));
 }
 
-pub fn keyset_lost(name: &[u8]) {
+pub(crate) fn keyset_lost(name: &[u8]) {
     warning(format!(
         "redis-jwks: the key set {} was replaced by a value of another type (SET or another \
          command over it): its keys are no longer published; restore it from the audit trail \
@@ -341,7 +341,7 @@ pub fn keyset_lost(name: &[u8]) {
     ));
 }
 
-pub fn load_refused(name: &[u8], why: &str) {
+pub(crate) fn load_refused(name: &[u8], why: &str) {
     warning(format!(
         "redis-jwks refused to load the key set {}: {} (RESTORE fails; an RDB load stops)",
         quoted(name, KEY_BYTES),
@@ -349,13 +349,13 @@ pub fn load_refused(name: &[u8], why: &str) {
     ));
 }
 
-pub fn internal_error(context: &str) {
+pub(crate) fn internal_error(context: &str) {
     internal_error_in(context.as_bytes());
 }
 
 /// As [`internal_error`], for a context given as bytes (a command name as the client sent
 /// it): escaped here, not made lossy by the caller.
-pub fn internal_error_in(context: &[u8]) {
+pub(crate) fn internal_error_in(context: &[u8]) {
     let mut shown = String::new();
     escape::push_cut(&mut shown, context, OTHER_BYTES);
     warning(format!(

@@ -3,6 +3,6 @@
 //! `redis_jwks_core::counter_names`), written by `commit` through the command's keys; `log`
 //! writes the Redis log; `stats` counts what this process did.
 
-pub mod events;
-pub mod log;
-pub mod stats;
+pub(crate) mod events;
+pub(crate) mod log;
+pub(crate) mod stats;

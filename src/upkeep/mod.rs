@@ -29,9 +29,9 @@
 //! The module touches a derived name only for a key set: a job changes `K:cache` only while
 //! a key set is at K, or right after one left it.
 
-pub mod registry;
-pub mod schedule;
-pub mod server_events;
+pub(crate) mod registry;
+pub(crate) mod schedule;
+pub(crate) mod server_events;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -97,14 +97,14 @@ const WAIT_MS: i64 = 10;
 
 /// A key set is now at (`db`, `name`): what JWKS.STATS reports of it and when its policy
 /// next changes it.
-pub fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
+pub(crate) fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     registry::put(db, name, registry::Snapshot::of(set));
     schedule::track(db, name, set);
 }
 
 /// The key set at `name` was opened after it had left another key (RENAME, MOVE): register
 /// it here. Called by `Key::keyset`, so any command on it heals the registry.
-pub fn placed(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
+pub(crate) fn placed(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     track(db, name, set);
     if names::check_name(name).is_err() {
         log::reserved_name(name);
@@ -113,12 +113,12 @@ pub fn placed(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
 
 /// The module's detached context: for callbacks that get none (INFO, unlink), on the main
 /// thread only.
-pub fn detached() -> *mut RedisModuleCtx {
+pub(crate) fn detached() -> *mut RedisModuleCtx {
     DETACHED.load(Ordering::Relaxed)
 }
 
 /// Runs the module's own write: the unlinks it causes are not someone else's.
-pub fn ours<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn ours<T>(f: impl FnOnce() -> T) -> T {
     OURS.fetch_add(1, Ordering::Relaxed);
     let result = f();
     OURS.fetch_sub(1, Ordering::Relaxed);
@@ -140,7 +140,7 @@ fn push(db: i32, key: &[u8], f: impl FnOnce(&mut Wants)) {
 
 /// A clean-up after a key set that left (`db`, `name`) is still queued: what is at its
 /// derived names is the module's own, not a stranger's.
-pub fn cleanup_pending(db: i32, name: &[u8]) -> bool {
+pub(crate) fn cleanup_pending(db: i32, name: &[u8]) -> bool {
     QUEUE.with(|q| {
         q.borrow()
             .jobs
@@ -151,7 +151,7 @@ pub fn cleanup_pending(db: i32, name: &[u8]) -> bool {
 
 /// Keeps a context for timers and, with `jwks.keyspace-hook yes`, subscribes to keyspace
 /// events; called once at load.
-pub fn start(ctx: &Context) -> Result<()> {
+pub(crate) fn start(ctx: &Context) -> Result<()> {
     let detach = api!(RedisModule_GetDetachedThreadSafeContext)?;
     // SAFETY: a live context at load; the detached context lives as long as the module.
     DETACHED.store(unsafe { detach(ctx.ctx) }, Ordering::Relaxed);
@@ -182,7 +182,7 @@ fn guarded(what: &str, f: impl FnOnce()) {
 }
 
 /// From the data type's unlink callback: the key set at `name` in `db` left its key.
-pub fn on_unlink(db: i32, name: &[u8]) {
+pub(crate) fn on_unlink(db: i32, name: &[u8]) {
     guarded("unlink", || {
         let before = registry::remove(db, name).map(|s| s.fingerprint);
         schedule::remove(db, name);
@@ -201,7 +201,7 @@ pub fn on_unlink(db: i32, name: &[u8]) {
 /// From RDB load (a load, RESTORE, MIGRATE, a full sync): a key set is being loaded at
 /// `name`. Registered after the command, where it really is (a RESTORE with a past
 /// `ABSTTL` frees it at once). A load at start or a reload announces nothing.
-pub fn loaded(db: i32, name: &[u8]) {
+pub(crate) fn loaded(db: i32, name: &[u8]) {
     guarded("load", || {
         let ctx = DETACHED.load(Ordering::Relaxed);
         let loading = !ctx.is_null()
@@ -217,7 +217,7 @@ pub fn loaded(db: i32, name: &[u8]) {
 }
 
 /// From COPY (and the keyspace hook's RENAME/MOVE): a key set arrives at `name`.
-pub fn arrived(db: i32, name: &[u8]) {
+pub(crate) fn arrived(db: i32, name: &[u8]) {
     guarded("arrival", || {
         push(db, name, |w| {
             w.track = true;
@@ -275,7 +275,7 @@ unsafe extern "C" fn on_event(
 
 /// After a flush or SWAPDB: check each name (with what was there before) and announce what
 /// is there now, right after the command, as for a DEL.
-pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>) {
+pub(crate) fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>) {
     if names.is_empty() {
         return;
     }
@@ -293,7 +293,7 @@ pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>
 /// From JWKS.GET: the cache string is not known to hold the document (fill it soon), or it
 /// is time to look whether it still does (a second since the last look): a copy deleted,
 /// expired early or overwritten by another command is refilled within a second of reads.
-pub fn check_cache(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored, now: i64) {
+pub(crate) fn check_cache(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored, now: i64) {
     if stored.cache_ok(now) {
         let cache = names::derived(name, Derived::Cache);
         let holds = Key::named(ctx, &cache, Mode::Peek)
@@ -373,7 +373,7 @@ pub(super) fn select(ctx: &Context, db: i32) -> bool {
 
 /// Whether the module may write from a job or timer right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
+pub(crate) enum Gate {
     /// Write.
     Open,
     /// Not now: clients are paused for writes (CLIENT PAUSE, FAILOVER), the server is
@@ -386,7 +386,7 @@ pub enum Gate {
 /// Every write from a callback, job or timer asks this first. Writing while clients are
 /// paused would fail a server assertion (the dataset must hold still for a failover) as
 /// soon as AOF is on or a replica is attached.
-pub fn gate(ctx: &Context) -> Gate {
+pub(crate) fn gate(ctx: &Context) -> Gate {
     let flags = ctx.get_flags();
     if server_events::is_replica() || flags.contains(ContextFlags::SLAVE) {
         return Gate::Replica;
@@ -462,7 +462,7 @@ fn merge(into: &mut Wants, from: Wants) {
 /// deletions change only the child's copy, which becomes the file (the server runs the same
 /// clean-up, propagated, in its own time); in the server itself they run as usual, when
 /// writing is allowed.
-pub fn before_snapshot(ctx: &Context, in_child: bool) {
+pub(crate) fn before_snapshot(ctx: &Context, in_child: bool) {
     if !in_child {
         if gate(ctx) == Gate::Open {
             drain(ctx);

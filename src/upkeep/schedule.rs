@@ -61,7 +61,7 @@ fn with<T>(f: impl FnOnce(&mut Schedule) -> T) -> T {
 
 /// Records when the key set at (`db`, `name`) next changes (`None`: never), and arms the
 /// timer if that is now the earliest.
-pub fn set(db: i32, name: &[u8], at: Option<i64>) {
+pub(crate) fn set(db: i32, name: &[u8], at: Option<i64>) {
     with(|s| {
         if let Some(old) = s.at.remove(&(db, name.to_vec())) {
             s.queue.remove(&(old, db, name.to_vec()));
@@ -77,19 +77,19 @@ pub fn set(db: i32, name: &[u8], at: Option<i64>) {
     arm();
 }
 
-pub fn remove(db: i32, name: &[u8]) {
+pub(crate) fn remove(db: i32, name: &[u8]) {
     set(db, name, None);
 }
 
 /// Forgets db `db`, or every db for -1.
-pub fn clear(db: i32) {
+pub(crate) fn clear(db: i32) {
     with(|s| {
         s.at.retain(|(d, _), _| db >= 0 && *d != db);
         s.queue.retain(|(_, d, _)| db >= 0 && *d != db);
     });
 }
 
-pub fn swap(a: i32, b: i32) {
+pub(crate) fn swap(a: i32, b: i32) {
     with(|s| {
         let moved = |d: i32| match d {
             d if d == a => b,
@@ -108,7 +108,7 @@ pub fn swap(a: i32, b: i32) {
 }
 
 /// Arms the timer for the earliest entry (on a primary).
-pub fn arm() {
+pub(crate) fn arm() {
     if server_events::is_replica() {
         return;
     }
@@ -239,12 +239,12 @@ fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
 }
 
 /// After a failover: this node now owns its key sets' schedules.
-pub fn on_promoted() {
+pub(crate) fn on_promoted() {
     with(|s| s.timer = None);
     arm();
 }
 
 /// Registers the key set at (`db`, `name`) from its value (load, copy, arrival, change).
-pub fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
+pub(crate) fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     self::set(db, name, set.next_change().map(|d| d.at_ms));
 }

@@ -17,13 +17,13 @@ use redis_jwks_core::error::{Error, Result};
 /// scheduled changes); the primary's effects arrive through the link.
 static REPLICA: AtomicBool = AtomicBool::new(false);
 
-pub fn is_replica() -> bool {
+pub(crate) fn is_replica() -> bool {
     REPLICA.load(Ordering::Relaxed)
 }
 
 type Callback = unsafe extern "C" fn(*mut RedisModuleCtx, RedisModuleEvent, u64, *mut c_void);
 
-pub fn subscribe(ctx: &Context) -> Result<()> {
+pub(crate) fn subscribe(ctx: &Context) -> Result<()> {
     let subscribe = api!(RedisModule_SubscribeToServerEvent)?;
     REPLICA.store(
         ctx.get_flags().contains(redis_module::ContextFlags::SLAVE),

@@ -1,3 +1,3 @@
-pub use crate::testkeys::*;
+pub(crate) use crate::testkeys::*;
 
-pub const POLICY: super::Policy = super::Policy { min_rsa_bits: 2048 };
+pub(crate) const POLICY: super::Policy = super::Policy { min_rsa_bits: 2048 };
