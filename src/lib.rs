@@ -2,9 +2,9 @@
 //!
 //! The pure core (JWKs, key sets, names, arguments, what a change writes, errors) is the
 //! `redis-jwks-core` crate. Here, the Redis side: `commands` (one file per command, and the
-//! command table), `glue` (arguments, ACL, the key wrapper), `datatype`, `upkeep` (derived
-//! state kept true), `config`, `observe` (log writer, events, this process's counts). This
-//! file only registers.
+//! command table), `write` (the one write path every change takes), `glue` (arguments,
+//! ACL, the key wrapper), `datatype`, `upkeep` (derived state kept true), `config`,
+//! `observe` (log writer, events, this process's counts). This file only registers.
 
 // pub means "for the other crate"; inside one, pub(crate) says so.
 #![warn(unreachable_pub)]
@@ -26,6 +26,7 @@ mod datatype;
 mod glue;
 mod observe;
 mod upkeep;
+mod write;
 
 mod registration {
     use redis_module::{

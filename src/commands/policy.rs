@@ -7,13 +7,10 @@
 
 use redis_module::{Context, RedisValue};
 
-use super::{int, text, Map, RedisEffects, Targets};
-use crate::datatype::Stored;
+use super::{int, text, Map};
 use crate::glue::call::{now_ms, Args, Caller};
 use crate::glue::key::{Key, Mode};
-use crate::observe::events::Kind;
-use redis_jwks_core::audit;
-use redis_jwks_core::commit::Effects;
+use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::error::{Error, Result, Shown};
 use redis_jwks_core::keyset::{KeySet, Lifecycle};
 use redis_jwks_core::names;
@@ -87,29 +84,19 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
 
     let caller = Caller::new(ctx);
     let targets = Targets::check(ctx, &caller, name)?;
-    let actx = audit::Context {
-        timestamp: audit::timestamp(now_ms()),
-        reason: "policy".into(),
-        generation: next.generation(),
-        user: caller.name(),
-        forced: false,
-    };
-    let stored = Stored::new(next.clone());
-    let mut effects = RedisEffects::new(ctx, &targets, Kind::Policy, &stored, None, "policy");
-    effects.new_set = Some(stored);
-    effects.audit(&audit::policy_set(&actx, policy))?;
-    effects.store_set()?;
-    // The cached document must not outlive the next scheduled change.
-    let cache = Key::named(ctx, &targets.cache, Mode::Peek)?;
-    let expires = cache.pttl();
-    drop(cache);
-    if let Some(due) = next.next_change() {
-        let now = now_ms();
-        if expires != -2 && (expires == -1 || now.saturating_add(expires) > due.at_ms) {
-            effects.delete_cache()?;
-        }
-    }
-    effects.announce()?;
+    // Audited, stored, and the cached document dropped (and that audited and counted) if
+    // it would outlive the next scheduled change.
+    write::commit(
+        ctx,
+        &caller,
+        &targets,
+        Write {
+            what: What::Policy { next: &next },
+            at_ms: now_ms(),
+            reason: "policy".into(),
+            forced: false,
+        },
+    )?;
     Ok(reply(&next))
 }
 

@@ -5,9 +5,9 @@
 
 use redis_module::{Context, ContextFlags, RedisValue};
 
-use crate::datatype::{Stored, SETSTATE_COMMAND};
+use crate::datatype::Stored;
 use crate::glue::call::{self, Args};
-use crate::glue::key::{replicate as propagate, Key, Mode};
+use crate::glue::key::{Key, Mode};
 use crate::upkeep;
 use redis_jwks_core::error::{Error, Result};
 use redis_jwks_core::keyset::KeySet;
@@ -35,14 +35,4 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     key.set_keyset(stored)?;
     upkeep::track(db, args.bytes(1), &tracked);
     Ok(RedisValue::SimpleStringStatic("OK"))
-}
-
-/// Propagates a key set's new state as `JWKS.SETSTATE K state`.
-pub(crate) fn replicate(ctx: &Context, key: &[u8], state: &str) {
-    let name = redis_module::RedisString::create_from_slice(ctx.ctx, key);
-    let state = redis_module::RedisString::create_from_slice(ctx.ctx, state.as_bytes());
-    let Ok(cmd) = std::ffi::CString::new(SETSTATE_COMMAND) else {
-        return;
-    };
-    propagate(ctx.ctx, &cmd, &mut [name.inner, state.inner]);
 }

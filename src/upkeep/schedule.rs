@@ -17,13 +17,13 @@ use redis_module::raw::RedisModuleCtx;
 use redis_module::Context;
 
 use super::{guarded, select, server_events, DETACHED};
-use crate::commands::{rotate, Targets};
 use crate::glue::call::{self, now_ms, Caller};
 use crate::glue::key::{api, Key, Mode};
 use crate::observe::{log, stats};
+use crate::write::{self, Targets, What, Write};
+use redis_jwks_core::counter_names;
 use redis_jwks_core::error::Result;
 use redis_jwks_core::names;
-use redis_jwks_core::{audit, counter_names};
 
 type Entry = (i32, Vec<u8>);
 
@@ -226,14 +226,20 @@ fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
         drop(key);
         let caller = Caller::schedule(ctx);
         let targets = Targets::check(ctx, &caller, name)?;
-        let actx = audit::Context {
-            timestamp: audit::timestamp(due.at_ms),
-            reason: "policy".into(),
-            generation: next.generation(),
-            user: caller.name(),
-            forced: false,
-        };
-        rotate::commit_change(ctx, &targets, &next, &changes, &actx)?;
+        write::commit(
+            ctx,
+            &caller,
+            &targets,
+            Write {
+                what: What::Keys {
+                    next: &next,
+                    changes: &changes,
+                },
+                at_ms: due.at_ms,
+                reason: "policy".into(),
+                forced: false,
+            },
+        )?;
         stats::count(counter_names::SCHEDULED_CHANGES);
     }
 }
