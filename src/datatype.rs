@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use once_cell::sync::OnceCell;
 use redis_module::{native_types::RedisType, raw, RedisString};
 
-use crate::glue::key::api;
+use crate::glue::redis_key::api;
 use crate::observe::log;
 use crate::upkeep;
 use redis_jwks_core::keyset::{KeySet, Rendered};

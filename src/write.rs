@@ -16,7 +16,7 @@ use redis_module::{Context, RedisString, RedisValue};
 use crate::config;
 use crate::datatype::{Stored, SETSTATE_COMMAND};
 use crate::glue::call::{db, Caller};
-use crate::glue::key::{publish, replicate, Key, Mode};
+use crate::glue::redis_key::{publish, replicate, Key, Mode};
 use crate::observe::stats as process_stats;
 use crate::observe::{events, log};
 use crate::upkeep;
@@ -165,7 +165,7 @@ fn replicate_state(ctx: &Context, key: &[u8], state: &str) {
     let Ok(cmd) = std::ffi::CString::new(SETSTATE_COMMAND) else {
         return;
     };
-    replicate(ctx.ctx, &cmd, &mut [name.inner, state.inner]);
+    replicate(ctx, &cmd, [&name, &state]);
 }
 
 /// The derived keys a changing command writes, checked before anything is written: the

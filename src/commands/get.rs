@@ -14,7 +14,7 @@ use super::{int, text, Map};
 use crate::config;
 use crate::datatype::Stored;
 use crate::glue::call::{now_ms, Args, Caller};
-use crate::glue::key::{Key, Mode};
+use crate::glue::redis_key::{Key, Mode};
 use crate::upkeep;
 use redis_jwks_core::error::{Access, Error, Result};
 use redis_jwks_core::names::{self, Derived};

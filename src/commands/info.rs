@@ -8,7 +8,7 @@ use redis_module::{Context, RedisValue};
 use super::{bytes, int, opt_int, text, Map};
 use crate::datatype::Stored;
 use crate::glue::call::{Args, Caller};
-use crate::glue::key::{Key, Mode};
+use crate::glue::redis_key::{Key, Mode};
 use redis_jwks_core::counter_names;
 use redis_jwks_core::error::{Access, Error, Result};
 use redis_jwks_core::keyset::Entry;

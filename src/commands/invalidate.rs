@@ -5,7 +5,7 @@
 use redis_module::{Context, RedisValue};
 
 use crate::glue::call::{now_ms, Args, Caller};
-use crate::glue::key::{Key, Mode};
+use crate::glue::redis_key::{Key, Mode};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::args;
 use redis_jwks_core::error::{Error, Result, Shown};

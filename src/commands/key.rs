@@ -5,7 +5,7 @@
 use redis_module::{raw, Context, RedisValue};
 
 use crate::glue::call::Args;
-use crate::glue::key::{Key, Mode};
+use crate::glue::redis_key::{Key, Mode};
 use redis_jwks_core::error::{Error, Result};
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {

@@ -10,7 +10,7 @@ use super::{int, text, Map};
 use crate::config;
 use crate::datatype::Stored;
 use crate::glue::call::{now_ms, Args, Caller};
-use crate::glue::key::{Key, Mode};
+use crate::glue::redis_key::{Key, Mode};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::args;
 use redis_jwks_core::commit::Outcome;

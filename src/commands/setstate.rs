@@ -7,7 +7,7 @@ use redis_module::{Context, ContextFlags, RedisValue};
 
 use crate::datatype::Stored;
 use crate::glue::call::{self, Args};
-use crate::glue::key::{Key, Mode};
+use crate::glue::redis_key::{Key, Mode};
 use crate::upkeep;
 use redis_jwks_core::error::{Error, Result};
 use redis_jwks_core::keyset::KeySet;

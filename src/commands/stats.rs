@@ -20,7 +20,7 @@ use redis_module::raw;
 use redis_module::{Context, InfoContext, RedisResult, RedisValue};
 
 use crate::glue::call::{self, Args};
-use crate::glue::key::{api, Key, Mode};
+use crate::glue::redis_key::{api, Key, Mode};
 use crate::observe::stats;
 use crate::upkeep::{self, registry};
 use redis_jwks_core::counter_names;

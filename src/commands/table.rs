@@ -11,7 +11,7 @@ use redis_module::Context;
 
 use super::{debug, get, info, invalidate, key, policy, rotate, setstate, stats};
 use crate::glue::call::{dispatch, Handler};
-use crate::glue::key::api;
+use crate::glue::redis_key::api;
 use redis_jwks_core::error::{Error, Result};
 
 type Entry = unsafe extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;

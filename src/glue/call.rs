@@ -1,114 +1,22 @@
-//! One command invocation: its arguments (borrowed from Redis, never copied), the ACL user
-//! it runs as, and how its result becomes a reply.
+//! Who a command runs as: the ACL user it is checked against and audited as.
+//!
+//! A command's arguments are in `args`, its entry point in `dispatch`, the clock in
+//! `clock`, the selected db in `redis_key`; they are re-exported here under their old
+//! paths (`glue::call::{Args, dispatch, Handler, now_ms, db}`).
 
 use std::cell::OnceCell;
 use std::os::raw::c_int;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis_module::raw::{self, RedisModuleCtx, RedisModuleString, RedisModuleUser};
-use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
-use smallvec::SmallVec;
+use redis_module::raw::{self, RedisModuleUser};
+use redis_module::{Context, ContextFlags, RedisString};
 
-use super::key::api;
-use crate::observe::log;
+pub(crate) use super::args::Args;
+pub(crate) use super::clock::now_ms;
+pub(crate) use super::dispatch::{dispatch, Handler};
+use super::redis_key::api;
+pub(crate) use super::redis_key::db;
 use redis_jwks_core::error::{Access, Error, Result, Shown};
-
-/// A command's arguments as Redis passed them: `args.get(0)` is the command name.
-#[derive(Clone, Copy)]
-pub(crate) struct Args<'a> {
-    raw: &'a [*mut RedisModuleString],
-}
-
-impl<'a> Args<'a> {
-    /// # Safety
-    /// `argv` must point to `argc` live strings that outlive `'a` (a command's arguments).
-    pub(crate) unsafe fn new(argv: *mut *mut RedisModuleString, argc: c_int) -> Args<'a> {
-        let raw = match usize::try_from(argc) {
-            // SAFETY: the caller's promise.
-            Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, n) },
-            _ => &[],
-        };
-        Args { raw }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.raw.len()
-    }
-
-    /// The bytes of argument `i` (empty if there is none).
-    pub(crate) fn bytes(&self, i: usize) -> &'a [u8] {
-        self.raw
-            .get(i)
-            .map_or(&[][..], |&s| RedisString::string_as_slice(s))
-    }
-
-    /// The Redis string of argument `i`, to open a key without copying its name.
-    pub(crate) fn string(&self, i: usize) -> Option<*mut RedisModuleString> {
-        self.raw.get(i).copied()
-    }
-
-    /// Arguments `from..` as byte slices.
-    pub(crate) fn rest(&self, from: usize) -> SmallVec<[&'a [u8]; 8]> {
-        (from..self.raw.len()).map(|i| self.bytes(i)).collect()
-    }
-}
-
-/// A command's handler: arguments in, reply out.
-pub(crate) type Handler = fn(&Context, &Args) -> Result<RedisValue>;
-
-/// The command entry point behind every registered command: arguments borrowed, the
-/// handler behind a panic guard (a panic unwinding into Redis would abort the server), the
-/// result sent as the reply.
-///
-/// # Safety
-/// Called by Redis with a command's context and arguments.
-pub(crate) unsafe fn dispatch(
-    ctx: *mut RedisModuleCtx,
-    argv: *mut *mut RedisModuleString,
-    argc: c_int,
-    handler: Handler,
-) -> c_int {
-    let context = Context::new(ctx);
-    // SAFETY: the arguments of the running command.
-    let args = unsafe { Args::new(argv, argc) };
-    let result: RedisResult = match catch_unwind(AssertUnwindSafe(|| handler(&context, &args))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(reply_error(e)),
-        Err(_) => {
-            log::internal_error(&String::from_utf8_lossy(args.bytes(0)));
-            Err(reply_error(Error::Internal))
-        }
-    };
-    context.reply(result) as c_int
-}
-
-/// Error text goes into a C string and a RESP line: no NUL, CR or LF.
-fn reply_error(e: Error) -> RedisError {
-    let text: String = e
-        .to_string()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    RedisError::String(text)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The db the context has selected.
-pub(crate) fn db(ctx: &Context) -> i32 {
-    match api!(RedisModule_GetSelectedDb) {
-        // SAFETY: a live context.
-        Ok(f) => unsafe { f(ctx.ctx) },
-        Err(_) => 0,
-    }
-}
 
 /// Who a command runs as, for ACL checks on the keys the module uses besides the one the
 /// command names (Redis checks that one itself), and for the audit trail.

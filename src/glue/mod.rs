@@ -1,7 +1,11 @@
-//! Redis plumbing shared by the commands: a command's arguments, caller and reply
-//! (`call`), the one key wrapper (`key`), and Redis strings reused across commands
-//! (`strings`).
+//! Redis plumbing shared by the commands and the write path: a command's arguments
+//! (`args`), its entry point (`dispatch`), the ACL user it runs as (`call`), the clock
+//! (`clock`), the one Redis key wrapper (`redis_key`), and Redis strings reused across
+//! commands (`strings`).
 
+pub(crate) mod args;
 pub(crate) mod call;
-pub(crate) mod key;
+pub(crate) mod clock;
+pub(crate) mod dispatch;
+pub(crate) mod redis_key;
 pub(crate) mod strings;

@@ -46,7 +46,7 @@ use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::config;
 use crate::glue::call::{self, now_ms};
-use crate::glue::key::{api, publish, Key, Mode};
+use crate::glue::redis_key::{api, publish, Key, Mode};
 use crate::observe::{events, log, stats};
 use redis_jwks_core::error::Result;
 use redis_jwks_core::names::{self, Derived, Name};

@@ -18,7 +18,7 @@ use redis_module::Context;
 
 use super::{guarded, select, server_events, DETACHED};
 use crate::glue::call::{self, now_ms, Caller};
-use crate::glue::key::{api, Key, Mode};
+use crate::glue::redis_key::{api, Key, Mode};
 use crate::observe::{log, stats};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::counter_names;

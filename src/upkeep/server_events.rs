@@ -9,7 +9,7 @@ use redis_module::raw::{self, RedisModuleCtx, RedisModuleEvent};
 use redis_module::{Context, RedisValue};
 
 use super::{guarded, registry};
-use crate::glue::key::api;
+use crate::glue::redis_key::api;
 use crate::observe::log;
 use redis_jwks_core::error::{Error, Result};
 

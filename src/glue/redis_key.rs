@@ -14,6 +14,7 @@ use std::ptr::{self, NonNull};
 use redis_module::raw::{self, KeyType, RedisModuleKey, RedisModuleString};
 use redis_module::{Context, RedisString};
 
+use super::args::Arg;
 use super::strings::{self, fixed};
 use crate::datatype::Stored;
 use crate::upkeep;
@@ -84,8 +85,8 @@ impl Key {
     }
 
     /// Opens the key named by a command argument (no copy of the name).
-    pub(crate) fn arg(ctx: &Context, name: *mut RedisModuleString, mode: Mode) -> Result<Key> {
-        Key::open_name(ctx, KeyName::Arg(name), mode)
+    pub(crate) fn arg(ctx: &Context, name: Arg<'_>, mode: Mode) -> Result<Key> {
+        Key::open_name(ctx, KeyName::Arg(name.as_ptr()), mode)
     }
 
     /// Opens the key with this name.
@@ -140,7 +141,7 @@ impl Key {
             if let Some(s) = stored {
                 // Renamed or moved here since it was registered: register it here.
                 if s.take_moved() {
-                    let db = super::call::db(&Context::new(self.ctx));
+                    let db = db(&Context::new(self.ctx));
                     upkeep::placed(db, self.name(), s.set());
                 }
             }
@@ -252,7 +253,9 @@ impl Key {
 
     /// Propagates `cmd` with `argv` (whose first element is this key's name).
     fn replicate(&self, cmd: &CStr, argv: &mut [*mut RedisModuleString]) {
-        replicate(self.ctx, cmd, argv);
+        // SAFETY: the key's context and the strings its writes pass are alive while the
+        // key is open.
+        unsafe { replicate_raw(self.ctx, cmd, argv) };
     }
 
     /// Stores a key set here, replacing what was there.
@@ -463,7 +466,16 @@ pub(crate) fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()
 }
 
 /// Propagates a command to replicas and the AOF as part of the running command.
-pub(crate) fn replicate(
+/// Propagates `cmd args...` to replicas and the AOF, as the running command's effect.
+pub(crate) fn replicate<const N: usize>(ctx: &Context, cmd: &CStr, args: [&RedisString; N]) {
+    let mut argv = args.map(|s| s.inner);
+    // SAFETY: a live context, and strings borrowed for the call.
+    unsafe { replicate_raw(ctx.ctx, cmd, &mut argv) };
+}
+
+/// # Safety
+/// `ctx` must be a live context and `argv` live strings.
+unsafe fn replicate_raw(
     ctx: *mut raw::RedisModuleCtx,
     cmd: &CStr,
     argv: &mut [*mut RedisModuleString],
@@ -492,6 +504,15 @@ fn stream_id(buf: &mut [u8; 41], ms: u64, seq: u64) -> &[u8] {
     buf[ms.len()] = b'-';
     buf[ms.len() + 1..n].copy_from_slice(seq);
     &buf[..n]
+}
+
+/// The db the context has selected.
+pub(crate) fn db(ctx: &Context) -> i32 {
+    match api!(RedisModule_GetSelectedDb) {
+        // SAFETY: a live context.
+        Ok(f) => unsafe { f(ctx.ctx) },
+        Err(_) => 0,
+    }
 }
 
 #[cfg(test)]
