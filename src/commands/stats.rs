@@ -14,13 +14,11 @@
 //! O(key sets) from the registry: no keyspace scan, no key opened but a rolling check of a
 //! few (3 ms with 10,000 key sets, bench/).
 
-use std::ffi::CString;
-
-use redis_module::raw;
 use redis_module::{Context, InfoContext, RedisResult, RedisValue};
 
 use crate::glue::call::{self, Args};
-use crate::glue::redis_key::{api, Key, Mode};
+use crate::glue::redis_key::{api, select_db, Key, Mode};
+use crate::glue::reply::{InfoSection, StreamedArray};
 use crate::observe::stats;
 use crate::upkeep::{self, registry};
 use redis_jwks_core::counter_names;
@@ -32,37 +30,15 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     }
     check_some(ctx)?;
     // Written straight into the reply (tens of thousands of strings with many key sets).
-    let (Some(array), Some(string), Some(set_len)) = (
-        // SAFETY: reading function pointers filled at load.
-        unsafe { raw::RedisModule_ReplyWithArray },
-        // SAFETY: as above.
-        unsafe { raw::RedisModule_ReplyWithStringBuffer },
-        // SAFETY: as above.
-        unsafe { raw::RedisModule_ReplySetArrayLength },
-    ) else {
-        return Err(Error::Api("RedisModule_ReplyWithArray"));
-    };
-    // SAFETY: a command context; the length is set below.
-    unsafe {
-        array(
-            ctx.ctx,
-            raw::REDISMODULE_POSTPONED_LEN as std::os::raw::c_long,
-        )
-    };
-    let mut n: std::os::raw::c_long = 0;
+    let mut reply = StreamedArray::open(ctx)?;
     let mut value = String::new();
     collect(|name, number| {
         value.clear();
         number.write(&mut value);
-        for part in [name, value.as_str()] {
-            // SAFETY: a command context and a buffer alive for the call.
-            unsafe { string(ctx.ctx, part.as_ptr().cast(), part.len()) };
-        }
-        n += 2;
+        reply.push(name);
+        reply.push(&value);
     });
-    // SAFETY: the postponed array opened above.
-    unsafe { set_len(ctx.ctx, n) };
-    Ok(RedisValue::NoReply)
+    Ok(reply.finish())
 }
 
 /// The same numbers in `INFO jwks` (fields prefixed `jwks_` by Redis), which
@@ -79,29 +55,15 @@ fn info_section(info: &InfoContext) {
     if ctx.ctx.is_null() {
         return;
     }
-    // SAFETY: reading function pointers filled at load.
-    let apis = unsafe {
-        (
-            raw::RedisModule_InfoAddSection,
-            raw::RedisModule_InfoAddFieldCString,
-        )
-    };
-    let (Some(section), Some(field)) = apis else {
+    let Some(section) = InfoSection::open(info) else {
         return;
     };
-    // SAFETY: the INFO context of this call; an empty name is the module's own section.
-    if unsafe { section(info.ctx, c"".as_ptr()) } != raw::REDISMODULE_OK as i32 {
-        return;
-    }
     let _ = check_some(&ctx);
     let mut value = String::new();
     collect(|name, number| {
         value.clear();
         number.write(&mut value);
-        if let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value.as_str())) {
-            // SAFETY: the INFO context of this call and two C strings.
-            unsafe { field(info.ctx, name.as_ptr(), value.as_ptr()) };
-        }
+        section.field(name, &value);
     });
 }
 
@@ -142,10 +104,10 @@ const CHECKED_PER_CALL: usize = 256;
 /// registry current).
 fn check_some(ctx: &Context) -> Result<()> {
     let home = call::db(ctx);
-    let select = api!(RedisModule_SelectDb)?;
+    api!(RedisModule_SelectDb)?;
     for (db, name) in registry::next_slice(CHECKED_PER_CALL) {
-        // SAFETY: a live context; the db is switched back below.
-        if unsafe { select(ctx.ctx, db) } != raw::REDISMODULE_OK as i32 {
+        // The db is switched back below.
+        if !select_db(ctx, db) {
             continue;
         }
         let key = Key::named(ctx, &name, Mode::Peek)?;
@@ -153,8 +115,7 @@ fn check_some(ctx: &Context) -> Result<()> {
             registry::remove(db, &name);
         }
     }
-    // SAFETY: as above.
-    unsafe { select(ctx.ctx, home) };
+    select_db(ctx, home);
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! Redis plumbing shared by the commands and the write path: a command's arguments
 //! (`args`), its entry point (`dispatch`), the ACL user it runs as (`call`), the clock
-//! (`clock`), the one Redis key wrapper (`redis_key`), and Redis strings reused across
-//! commands (`strings`).
+//! (`clock`), the one Redis key wrapper (`redis_key`), replies streamed into Redis's output
+//! (`reply`), and Redis strings reused across commands (`strings`).
 
 pub(crate) mod args;
 pub(crate) mod call;
 pub(crate) mod clock;
 pub(crate) mod dispatch;
 pub(crate) mod redis_key;
+pub(crate) mod reply;
 pub(crate) mod strings;

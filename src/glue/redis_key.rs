@@ -515,6 +515,15 @@ pub(crate) fn db(ctx: &Context) -> i32 {
     }
 }
 
+/// Selects db `db` on the context: false if the server refuses it.
+pub(crate) fn select_db(ctx: &Context, db: i32) -> bool {
+    match api!(RedisModule_SelectDb) {
+        // SAFETY: a live context.
+        Ok(f) => (unsafe { f(ctx.ctx, db) }) == raw::REDISMODULE_OK as c_int,
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -46,7 +46,7 @@ use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::config;
 use crate::glue::call::{self, now_ms};
-use crate::glue::redis_key::{api, publish, Key, Mode};
+use crate::glue::redis_key::{api, publish, select_db, Key, Mode};
 use crate::observe::{events, log, stats};
 use redis_jwks_core::error::Result;
 use redis_jwks_core::names::{self, Derived, Name};
@@ -363,14 +363,6 @@ unsafe extern "C" fn on_post_job(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
     guarded("upkeep job", || drain(&Context::new(ctx)));
 }
 
-pub(super) fn select(ctx: &Context, db: i32) -> bool {
-    match api!(RedisModule_SelectDb) {
-        // SAFETY: a live context.
-        Ok(f) => (unsafe { f(ctx.ctx, db) }) == raw::REDISMODULE_OK as c_int,
-        Err(_) => false,
-    }
-}
-
 /// Whether the module may write from a job or timer right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gate {
@@ -424,7 +416,7 @@ fn drain(ctx: &Context) {
     let home = call::db(ctx);
     let mut waiting = Vec::new();
     for ((db, name), wants) in batch {
-        if !select(ctx, db) {
+        if !select_db(ctx, db) {
             continue;
         }
         match settle(ctx, db, &name, wants, gate) {
@@ -433,7 +425,7 @@ fn drain(ctx: &Context) {
             Err(e) => log::write_failed(&name, &e.to_string()),
         }
     }
-    select(ctx, home);
+    select_db(ctx, home);
     let (more, wait) = QUEUE.with(|q| {
         let mut q = q.borrow_mut();
         let wait = !waiting.is_empty();
@@ -479,7 +471,7 @@ pub(crate) fn before_snapshot(ctx: &Context, in_child: bool) {
     });
     let home = call::db(ctx);
     for (db, name) in gone {
-        if !select(ctx, db) || names::check_name(&name).is_err() {
+        if !select_db(ctx, db) || names::check_name(&name).is_err() {
             continue;
         }
         let Ok(set_key) = Key::named(ctx, &name, Mode::Peek) else {
@@ -504,7 +496,7 @@ pub(crate) fn before_snapshot(ctx: &Context, in_child: bool) {
             }
         }
     }
-    select(ctx, home);
+    select_db(ctx, home);
 }
 
 /// Brings what is derived from the name up to date with what is there now. Returns what is

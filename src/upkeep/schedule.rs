@@ -16,9 +16,9 @@ use parking_lot::Mutex;
 use redis_module::raw::RedisModuleCtx;
 use redis_module::Context;
 
-use super::{guarded, select, server_events, DETACHED};
+use super::{guarded, server_events, DETACHED};
 use crate::glue::call::{self, now_ms, Caller};
-use crate::glue::redis_key::{api, Key, Mode};
+use crate::glue::redis_key::{api, select_db, Key, Mode};
 use crate::observe::{log, stats};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::counter_names;
@@ -173,7 +173,7 @@ fn run_due(ctx: &Context) {
     });
     let home = call::db(ctx);
     for (db, name) in due {
-        if !select(ctx, db) {
+        if !select_db(ctx, db) {
             continue;
         }
         match apply(ctx, db, &name, now) {
@@ -197,7 +197,7 @@ fn run_due(ctx: &Context) {
             }
         }
     }
-    select(ctx, home);
+    select_db(ctx, home);
 }
 
 /// `set` for a retry: keeps the failure count.
