@@ -236,16 +236,33 @@ fn the_readme_quick_start_runs_as_written() {
     stop();
     let work = tempfile::tempdir().unwrap();
     // The quick start talks to its own server on 6390; the shim's port is only a default.
-    let page = page + "\n```sh\nkill %1\nredis-cli -p 6390 SHUTDOWN NOSAVE || true\n```\n";
+    // Its own stop step (kill by the endpoint's pid file, SHUTDOWN) runs as the last block.
+    let pid_file = repo_path("jwks-endpoint.pid");
     let problems = run_page("README.md", &page, 6390, work.path());
+    // The endpoint removes its pid file as it exits (within a second of the kill).
+    for _ in 0..50 {
+        if !pid_file.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Had a step failed, the endpoint would still run: stop it by its pid file.
+    let leftover = std::fs::read_to_string(&pid_file).ok();
+    if let Some(pid) = &leftover {
+        let _ = Command::new("kill").arg(pid.trim()).output();
+    }
     stop();
+    assert!(
+        leftover.is_none() || !problems.is_empty(),
+        "the README's stop step left the endpoint running (pid {leftover:?})"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
 #[test]
 fn every_tagged_block_is_claimed_by_a_test() {
     let mut sources = String::new();
-    for dir in ["tests", "python/tests"] {
+    for dir in ["tests", "python/tests", "node/test"] {
         let Ok(entries) = std::fs::read_dir(repo_path(dir)) else {
             continue;
         };

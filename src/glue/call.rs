@@ -5,17 +5,18 @@
 //! paths (`glue::call::{Args, dispatch, Handler, now_ms, db}`).
 
 use std::cell::OnceCell;
-use std::os::raw::c_int;
 use std::ptr::NonNull;
 
-use redis_module::raw::{self, RedisModuleUser};
+use redis_module::raw::RedisModuleUser;
 use redis_module::{Context, ContextFlags, RedisString};
 
+use super::acl::{self, Argv, Scope};
 pub(crate) use super::args::Args;
 pub(crate) use super::clock::now_ms;
 pub(crate) use super::dispatch::{dispatch, Handler};
 use super::redis_key::api;
 pub(crate) use super::redis_key::db;
+use redis_jwks_core::audit;
 use redis_jwks_core::error::{Access, Error, Result, Shown};
 
 /// Who a command runs as, for ACL checks on the keys the module uses besides the one the
@@ -25,6 +26,11 @@ pub(crate) struct Caller<'c> {
     /// The ACL user, fetched on first use; `None` inside: unrestricted (replication, AOF,
     /// the lifecycle schedule).
     user: OnceCell<Option<(RedisString, Option<NonNull<RedisModuleUser>>)>>,
+    /// The running command's arguments (`None` outside a command).
+    argv: Option<Argv>,
+    /// Which of the user's selectors allow the command and every access checked so far
+    /// (see `acl`), worked out on the first access Redis's own check allows.
+    scope: OnceCell<Scope>,
     /// Who an unrestricted caller is, for the audit trail.
     unrestricted: &'static str,
 }
@@ -34,6 +40,8 @@ impl<'c> Caller<'c> {
         Caller {
             ctx,
             user: OnceCell::new(),
+            argv: super::dispatch::running(),
+            scope: OnceCell::new(),
             unrestricted: "(replication)",
         }
     }
@@ -45,6 +53,8 @@ impl<'c> Caller<'c> {
         Caller {
             ctx,
             user,
+            argv: None,
+            scope: OnceCell::new(),
             unrestricted: "(schedule)",
         }
     }
@@ -77,12 +87,14 @@ impl<'c> Caller<'c> {
     /// The user's name for the audit trail.
     pub(crate) fn name(&self) -> String {
         match self.user() {
-            Some((name, _)) => String::from_utf8_lossy(name.as_slice()).into_owned(),
+            Some((name, _)) => audit::user_name(name.as_slice()),
             None => self.unrestricted.into(),
         }
     }
 
-    /// Refuses (`NOPERM`, naming the key) if the user may not `access` the key `name`.
+    /// Refuses (`NOPERM`, naming the key) unless the selector of the user's ACL that allows
+    /// the running command also allows it to `access` the key `name`, together with every
+    /// access checked before on this caller.
     pub(crate) fn check(&self, name: &[u8], access: Access) -> Result<()> {
         let Some((user_name, user)) = self.user() else {
             return Ok(());
@@ -92,32 +104,9 @@ impl<'c> Caller<'c> {
             access,
             key: Shown::bytes(name),
         };
-        // A user deleted or disabled while its client stays connected may do nothing.
+        // A user deleted while its client stays connected may do nothing.
         let user = user.ok_or_else(denied)?;
-        let allowed = match access {
-            Access::Publish => {
-                let check = api!(RedisModule_ACLCheckChannelPermissions)?;
-                let channel = RedisString::create_from_slice(self.ctx.ctx, name);
-                let flags = raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int;
-                // SAFETY: a live user and string.
-                unsafe { check(user.as_ptr(), channel.inner, flags) }
-            }
-            Access::Read | Access::Write => {
-                let check = api!(RedisModule_ACLCheckKeyPermissions)?;
-                let flags = match access {
-                    Access::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
-                    _ => {
-                        raw::REDISMODULE_CMD_KEY_INSERT
-                            | raw::REDISMODULE_CMD_KEY_UPDATE
-                            | raw::REDISMODULE_CMD_KEY_DELETE
-                    }
-                };
-                let key = RedisString::create_from_slice(self.ctx.ctx, name);
-                // SAFETY: a live user and string.
-                unsafe { check(user.as_ptr(), key.inner, flags as c_int) }
-            }
-        };
-        if allowed == raw::REDISMODULE_OK as c_int {
+        if acl::allowed(self.ctx, user, &self.scope, self.argv, name, access)? {
             Ok(())
         } else {
             Err(denied())

@@ -1,8 +1,10 @@
 //! Redis plumbing shared by the commands and the write path: a command's arguments
-//! (`args`), its entry point (`dispatch`), the ACL user it runs as (`call`), the clock
+//! (`args`), its entry point (`dispatch`), the ACL user it runs as (`call`) and the ACL
+//! check of the keys it touches through that user's selectors (`acl`), the clock
 //! (`clock`), the one Redis key wrapper (`redis_key`), replies streamed into Redis's output
 //! (`reply`), and Redis strings reused across commands (`strings`).
 
+pub(crate) mod acl;
 pub(crate) mod args;
 pub(crate) mod call;
 pub(crate) mod clock;
