@@ -342,11 +342,16 @@ pub(crate) fn keyset_lost(name: &[u8]) {
 }
 
 pub(crate) fn load_refused(name: &[u8], why: &str) {
-    warning(format!(
-        "redis-jwks refused to load the key set {}: {} (RESTORE fails; an RDB load stops)",
-        quoted(name, KEY_BYTES),
-        quoted(why.as_bytes(), ERROR_BYTES)
-    ));
+    // Written at once, not through the logging thread: a refused value stops an RDB load,
+    // and Redis exits before the thread would write it.
+    write_now(Pending {
+        message: Message::Warning(format!(
+            "redis-jwks refused to load the key set {}: {} (RESTORE fails; an RDB load stops)",
+            quoted(name, KEY_BYTES),
+            quoted(why.as_bytes(), ERROR_BYTES)
+        )),
+        repeated: 1,
+    });
 }
 
 pub(crate) fn internal_error(context: &str) {
