@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use redis_module::RedisString;
 
-use crate::error::{Error, Result, Shown};
-use crate::jwk::Policy;
+use redis_jwks_core::error::{Error, Result, Shown};
+use redis_jwks_core::jwk::Policy;
 
 /// `MODULE LIST`'s version: the crate's, as major * 10000 + minor * 100 + patch.
-pub const MODULE_VERSION: i32 = {
+pub(crate) const MODULE_VERSION: i32 = {
     const fn num(s: &str) -> i32 {
         let b = s.as_bytes();
         let mut i = 0;
@@ -26,22 +26,23 @@ pub const MODULE_VERSION: i32 = {
         + num(env!("CARGO_PKG_VERSION_PATCH"))
 };
 
-pub const DEFAULT_CACHE_TTL_S: i64 = 3600;
-pub const DEFAULT_AUDIT_MAXLEN: i64 = 10_000;
-pub const DEFAULT_MIN_RSA_BITS: i64 = 2048;
-pub const CACHE_TTL_RANGE: (i64, i64) = (1, 31_536_000);
-pub const AUDIT_MAXLEN_RANGE: (i64, i64) = (1, 100_000_000);
-pub const MIN_RSA_BITS_RANGE: (i64, i64) = (crate::keyset::RSA_FLOOR_BITS as i64, 16384);
+pub(crate) const DEFAULT_CACHE_TTL_S: i64 = 3600;
+pub(crate) const DEFAULT_AUDIT_MAXLEN: i64 = 10_000;
+pub(crate) const DEFAULT_MIN_RSA_BITS: i64 = 2048;
+pub(crate) const CACHE_TTL_RANGE: (i64, i64) = (1, 31_536_000);
+pub(crate) const AUDIT_MAXLEN_RANGE: (i64, i64) = (1, 100_000_000);
+pub(crate) const MIN_RSA_BITS_RANGE: (i64, i64) =
+    (redis_jwks_core::keyset::RSA_FLOOR_BITS as i64, 16384);
 
 /// Seconds a rendered JWKS stays cached: the bound on staleness if an invalidation fails.
-pub static CACHE_TTL: AtomicI64 = AtomicI64::new(DEFAULT_CACHE_TTL_S);
+pub(crate) static CACHE_TTL: AtomicI64 = AtomicI64::new(DEFAULT_CACHE_TTL_S);
 /// Approximate cap on each audit stream (`XADD MAXLEN ~`).
-pub static AUDIT_MAXLEN: AtomicI64 = AtomicI64::new(DEFAULT_AUDIT_MAXLEN);
+pub(crate) static AUDIT_MAXLEN: AtomicI64 = AtomicI64::new(DEFAULT_AUDIT_MAXLEN);
 /// Smallest RSA modulus accepted from clients.
-pub static MIN_RSA_BITS: AtomicI64 = AtomicI64::new(DEFAULT_MIN_RSA_BITS);
+pub(crate) static MIN_RSA_BITS: AtomicI64 = AtomicI64::new(DEFAULT_MIN_RSA_BITS);
 /// Load-time only (immutable), off by default, like Redis's `enable-debug-command`: lets
 /// `JWKS.DEBUG` make invalidations fail so the failure path can be exercised for real.
-pub static FAULT_INJECTION: AtomicBool = AtomicBool::new(false);
+pub(crate) static FAULT_INJECTION: AtomicBool = AtomicBool::new(false);
 
 /// Load-time only (immutable), off by default: subscribe to the server's generic and string
 /// keyspace events, so a value written at a key set's cache name by another command is
@@ -49,27 +50,27 @@ pub static FAULT_INJECTION: AtomicBool = AtomicBool::new(false);
 /// `EXPIRE` of the server then pays for a call into the module (10-20 % of pipelined
 /// throughput, bench/other_workloads.py); without it those cases heal at the key set's
 /// next use (docs/data-model.md, "What the module owns").
-pub static KEYSPACE_HOOK: AtomicBool = AtomicBool::new(false);
+pub(crate) static KEYSPACE_HOOK: AtomicBool = AtomicBool::new(false);
 
-pub fn keyspace_hook() -> bool {
+pub(crate) fn keyspace_hook() -> bool {
     KEYSPACE_HOOK.load(Ordering::Relaxed)
 }
 
-pub fn cache_ttl_ms() -> i64 {
+pub(crate) fn cache_ttl_ms() -> i64 {
     CACHE_TTL.load(Ordering::Relaxed).saturating_mul(1000)
 }
 
-pub fn audit_maxlen() -> i64 {
+pub(crate) fn audit_maxlen() -> i64 {
     AUDIT_MAXLEN.load(Ordering::Relaxed)
 }
 
-pub fn policy() -> Policy {
+pub(crate) fn policy() -> Policy {
     Policy {
         min_rsa_bits: usize::try_from(MIN_RSA_BITS.load(Ordering::Relaxed)).unwrap_or(0),
     }
 }
 
-pub fn fault_injection_enabled() -> bool {
+pub(crate) fn fault_injection_enabled() -> bool {
     FAULT_INJECTION.load(Ordering::Relaxed)
 }
 
@@ -82,7 +83,7 @@ const INTEGERS: [(&str, (i64, i64)); 3] = [
 
 /// Checks the `loadmodule` arguments exactly as `CONFIG SET` would check the same values,
 /// so a typo or an out-of-range value stops the load instead of being ignored or applied.
-pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
+pub(crate) fn check_load_args(args: &[&[u8]]) -> Result<()> {
     let bad = |name: &[u8], why: String| Error::LoadArg(Shown::bytes(name), why);
     if !args.len().is_multiple_of(2) {
         return Err(bad(
@@ -125,7 +126,10 @@ pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
             _ => {
                 return Err(bad(
                     name,
-                    format!("must be an integer from {min} to {max}, not {}", Shown::bytes(value)),
+                    format!(
+                        "must be an integer from {min} to {max}, not {}",
+                        Shown::bytes(value)
+                    ),
                 ))
             }
         }
@@ -133,7 +137,7 @@ pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
-pub fn check_module_args(args: &[RedisString]) -> Result<()> {
+pub(crate) fn check_module_args(args: &[RedisString]) -> Result<()> {
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
     check_load_args(&args)
 }

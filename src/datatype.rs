@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use once_cell::sync::OnceCell;
 use redis_module::{native_types::RedisType, raw, RedisString};
 
-use crate::keyset::{KeySet, Rendered};
+use crate::glue::redis_key::api;
 use crate::observe::log;
 use crate::upkeep;
+use redis_jwks_core::keyset::{KeySet, Rendered};
 
 /// Bump only with a loader for the old version in `rdb_load`.
 const ENCODING_VERSION: c_int = 1;
@@ -22,7 +23,7 @@ const ENCODING_VERSION: c_int = 1;
 static RAW_TYPE: std::sync::atomic::AtomicPtr<raw::RedisModuleType> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
-pub fn raw_type() -> *mut raw::RedisModuleType {
+pub(crate) fn raw_type() -> *mut raw::RedisModuleType {
     let cached = RAW_TYPE.load(Ordering::Relaxed);
     if !cached.is_null() {
         return cached;
@@ -36,11 +37,11 @@ pub fn raw_type() -> *mut raw::RedisModuleType {
 const CHECK_EVERY_MS: i64 = 1000;
 
 /// The command that AOF rewrite emits and that replicas receive; see `commands::setstate`.
-pub const SETSTATE_COMMAND: &str = "JWKS.SETSTATE";
+pub(crate) const SETSTATE_COMMAND: &str = "JWKS.SETSTATE";
 
 /// A key set as Redis holds it.
 #[derive(Debug)]
-pub struct Stored {
+pub(crate) struct Stored {
     set: KeySet,
     /// Rendered on first read: most rotations are never read before the next one.
     rendered: OnceCell<Rendered>,
@@ -59,7 +60,7 @@ pub struct Stored {
 }
 
 impl Stored {
-    pub fn new(set: KeySet) -> Stored {
+    pub(crate) fn new(set: KeySet) -> Stored {
         Stored {
             set,
             rendered: OnceCell::new(),
@@ -71,38 +72,38 @@ impl Stored {
     }
 
     /// True once after the value left a key: the caller registers it where it is now.
-    pub fn take_moved(&self) -> bool {
+    pub(crate) fn take_moved(&self) -> bool {
         self.moved.load(Ordering::Relaxed) && self.moved.swap(false, Ordering::Relaxed)
     }
 
-    pub fn set(&self) -> &KeySet {
+    pub(crate) fn set(&self) -> &KeySet {
         &self.set
     }
 
-    pub fn rendered(&self) -> &Rendered {
+    pub(crate) fn rendered(&self) -> &Rendered {
         self.rendered.get_or_init(|| self.set.rendered())
     }
 
     /// The cache string holds the document at `now_ms`, as far as the module knows.
-    pub fn cache_ok(&self, now_ms: i64) -> bool {
+    pub(crate) fn cache_ok(&self, now_ms: i64) -> bool {
         now_ms < self.cache_until.load(Ordering::Relaxed)
     }
 
     /// The cache holds the document until `until_ms`.
-    pub fn set_cache_until(&self, until_ms: i64) {
+    pub(crate) fn set_cache_until(&self, until_ms: i64) {
         self.cache_until.store(until_ms, Ordering::Relaxed);
         self.fill_queued.store(false, Ordering::Relaxed);
     }
 
     /// The cache is not known to hold the document.
-    pub fn forget_cache(&self) {
+    pub(crate) fn forget_cache(&self) {
         self.cache_until.store(0, Ordering::Relaxed);
     }
 
     /// True at most once a second: time for a read to look at the cache string itself, which
     /// a command other than the module's may have deleted or overwritten (no keyspace-event
     /// subscription tells the module, unless `jwks.keyspace-hook` is on).
-    pub fn check_due(&self, now_ms: i64) -> bool {
+    pub(crate) fn check_due(&self, now_ms: i64) -> bool {
         let last = self.checked_ms.load(Ordering::Relaxed);
         now_ms.saturating_sub(last) >= CHECK_EVERY_MS
             && self
@@ -112,16 +113,16 @@ impl Stored {
     }
 
     /// True once per stretch without a cache: the caller queues the fill.
-    pub fn claim_fill(&self) -> bool {
+    pub(crate) fn claim_fill(&self) -> bool {
         !self.fill_queued.swap(true, Ordering::Relaxed)
     }
 
-    pub fn release_fill(&self) {
+    pub(crate) fn release_fill(&self) {
         self.fill_queued.store(false, Ordering::Relaxed);
     }
 
     fn approximate_bytes(&self) -> usize {
-        std::mem::size_of::<Stored>()
+        size_of::<Stored>()
             + self.set.approximate_bytes()
             + self
                 .rendered
@@ -130,7 +131,7 @@ impl Stored {
     }
 }
 
-pub static KEYSET_TYPE: RedisType = RedisType::new(
+pub(crate) static KEYSET_TYPE: RedisType = RedisType::new(
     "jwks-keys",
     ENCODING_VERSION,
     raw::RedisModuleTypeMethods {
@@ -161,15 +162,18 @@ pub static KEYSET_TYPE: RedisType = RedisType::new(
 /// # Safety
 /// `rdb` must be the IO context Redis passed to `rdb_load`.
 unsafe fn loading_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
-    let (name_of, db_of) = (raw::RedisModule_GetKeyNameFromIO?, raw::RedisModule_GetDbIdFromIO?);
-    let name = name_of(rdb);
+    let (name_of, db_of) = (
+        api!(RedisModule_GetKeyNameFromIO).ok()?,
+        api!(RedisModule_GetDbIdFromIO).ok()?,
+    );
+    // SAFETY: `rdb` is the IO context of the load in progress (this function's contract).
+    let name = unsafe { name_of(rdb) };
     if name.is_null() {
         return None;
     }
-    Some((
-        db_of(rdb),
-        RedisString::string_as_slice(name.cast_mut()).to_vec(),
-    ))
+    // SAFETY: as above.
+    let db = unsafe { db_of(rdb) };
+    Some((db, RedisString::string_as_slice(name.cast_mut()).to_vec()))
 }
 
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
@@ -188,7 +192,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         return std::ptr::null_mut();
     };
     let loaded = std::str::from_utf8(buffer.as_ref())
-        .map_err(|_| crate::error::Error::State("not UTF-8".into()))
+        .map_err(|_| redis_jwks_core::error::Error::State("not UTF-8".into()))
         .and_then(KeySet::from_stored);
     // NULL makes Redis refuse the payload (RESTORE error, or a failed load) rather than
     // accept a corrupt key set.
@@ -210,7 +214,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
 
 /// Asks Redis to report IO errors in `rdb_load` instead of panicking on a short read, so a
 /// crafted RESTORE payload or a corrupt RDB file is refused with an error. Called at load.
-pub fn enable_io_errors(ctx: &redis_module::Context) {
+pub(crate) fn enable_io_errors(ctx: &redis_module::Context) {
     // SAFETY: the function table is filled before the module's init runs.
     if let Some(set_options) = unsafe { raw::RedisModule_SetModuleOptions } {
         // SAFETY: a live context at load.
@@ -221,7 +225,8 @@ pub fn enable_io_errors(ctx: &redis_module::Context) {
 /// # Safety
 /// Redis passes a value this type created (a `Box<Stored>`).
 unsafe fn stored<'a>(value: *const c_void) -> &'a Stored {
-    &*value.cast::<Stored>()
+    // SAFETY: this function's contract: a live `Box<Stored>` made by this type.
+    unsafe { &*value.cast::<Stored>() }
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -240,7 +245,7 @@ unsafe extern "C" fn aof_rewrite(
     let (Ok(cmd), Ok(fmt)) = (CString::new(SETSTATE_COMMAND), CString::new("sb")) else {
         return;
     };
-    if let Some(emit) = raw::RedisModule_EmitAOF {
+    if let Ok(emit) = api!(RedisModule_EmitAOF) {
         // SAFETY: "sb" takes the key string and a (pointer, length) buffer that outlives the call.
         unsafe {
             emit(
@@ -263,13 +268,17 @@ unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     // SAFETY: a value of this type.
     let stored_form = unsafe { stored(value) }.set().to_stored();
-    if let (Some(add), Some(end)) = (
-        raw::RedisModule_DigestAddStringBuffer,
-        raw::RedisModule_DigestEndSequence,
+    if let (Ok(add), Ok(end)) = (
+        api!(RedisModule_DigestAddStringBuffer),
+        api!(RedisModule_DigestEndSequence),
     ) {
         // SAFETY: the buffer outlives the call; Redis only reads it.
         unsafe {
-            add(md, stored_form.as_ptr().cast_mut().cast(), stored_form.len());
+            add(
+                md,
+                stored_form.as_ptr().cast_mut().cast(),
+                stored_form.len(),
+            );
             end(md);
         }
     }
@@ -277,12 +286,15 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 
 /// COPY: a new value (derived state rebuilt) at the destination, which joins the registry
 /// right after the command.
-unsafe extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) -> *mut c_void {
+unsafe extern "C" fn copy2(
+    ctx: *mut raw::RedisModuleKeyOptCtx,
+    value: *const c_void,
+) -> *mut c_void {
     // SAFETY: a value of this type; `ctx` is the copy's option context.
     let set = unsafe { stored(value) }.set().clone();
-    if let (Some(name_of), Some(db_of)) = (
-        raw::RedisModule_GetToKeyNameFromOptCtx,
-        raw::RedisModule_GetToDbIdFromOptCtx,
+    if let (Ok(name_of), Ok(db_of)) = (
+        api!(RedisModule_GetToKeyNameFromOptCtx),
+        api!(RedisModule_GetToDbIdFromOptCtx),
     ) {
         // SAFETY: valid for the duration of this callback.
         let name = unsafe { name_of(ctx) };
@@ -306,9 +318,9 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         stored.forget_cache();
         stored.moved.store(true, Ordering::Relaxed);
     }
-    if let (Some(name_of), Some(db_of)) = (
-        raw::RedisModule_GetKeyNameFromOptCtx,
-        raw::RedisModule_GetDbIdFromOptCtx,
+    if let (Ok(name_of), Ok(db_of)) = (
+        api!(RedisModule_GetKeyNameFromOptCtx),
+        api!(RedisModule_GetDbIdFromOptCtx),
     ) {
         // SAFETY: valid for the duration of this callback.
         let name = unsafe { name_of(ctx) };

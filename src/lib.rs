@@ -1,37 +1,33 @@
 //! redis-jwks: JWT signing-key rotation and JWKS caching inside Redis.
 //!
-//! Pure core: `jwk`, `keyset`, `args`, `keys`, `commit`, `error`. Redis glue: `commands`
-//! (one file per command, and the command table), `glue` (arguments, ACL, the key
-//! wrapper), `datatype`, `upkeep` (derived state kept true), `config`. Observability:
-//! `observe` (pure but for its log writer). This file only registers.
+//! The pure core (JWKs, key sets, names, arguments, what a change writes, errors) is the
+//! `redis-jwks-core` crate. Here, the Redis side: `commands` (one file per command, and the
+//! command table), `write` (the one write path every change takes), `glue` (arguments,
+//! ACL, the key wrapper), `datatype`, `upkeep` (derived state kept true), `config`,
+//! `observe` (log writer, events, this process's counts). This file only registers.
 
-pub mod args;
-pub mod commit;
-pub mod error;
-pub mod escape;
-#[cfg(test)]
-mod fuzz_replay;
-pub mod jwk;
-pub mod keys;
-pub mod keyset;
-pub mod observe;
-#[doc(hidden)]
-pub mod testkeys;
+// pub means "for the other crate"; inside one, pub(crate) says so.
+#![warn(unreachable_pub)]
+// A panic in a module takes the server down (catch_unwind guards the entry points, but a
+// caught panic still fails the command): no unwrap, expect or panic outside tests; tests
+// may (clippy.toml). The module writes to the Redis log, never to the server's stdout.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::dbg_macro,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
-/// The Redis glue: compiled with the `module` feature, registered only outside unit tests
-/// (the Redis allocator would abort a test binary), hence dead code under `cargo test`.
-macro_rules! glue_modules {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[cfg(feature = "module")]
-            #[cfg_attr(test, allow(dead_code))]
-            mod $name;
-        )*
-    };
-}
-glue_modules!(commands, config, datatype, glue, upkeep);
+mod commands;
+mod config;
+mod datatype;
+mod glue;
+mod observe;
+mod upkeep;
+mod write;
 
-#[cfg(all(feature = "module", not(test)))]
 mod registration {
     use redis_module::{
         configuration::ConfigurationFlags, redis_module, AclCategory, Context, RedisString,
@@ -40,6 +36,17 @@ mod registration {
     use crate::config;
     use crate::datatype::KEYSET_TYPE;
     use crate::{commands, observe, upkeep};
+
+    /// The Redis allocator in the module; unit tests run outside Redis, where it would abort
+    /// the test binary, so they keep the system's.
+    #[cfg(not(test))]
+    type Allocator = redis_module::alloc::RedisAlloc;
+    #[cfg(not(test))]
+    const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+    #[cfg(test)]
+    type Allocator = std::alloc::System;
+    #[cfg(test)]
+    const ALLOCATOR: Allocator = std::alloc::System;
 
     fn init(ctx: &Context, args: &[RedisString]) -> redis_module::Status {
         let started = config::check_module_args(args)
@@ -56,7 +63,7 @@ mod registration {
     redis_module! {
         name: "jwks",
         version: config::MODULE_VERSION,
-        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        allocator: (Allocator, ALLOCATOR),
         data_types: [KEYSET_TYPE],
         // Module ACL categories (`+@jwks`) where the server supports them (Redis 7.4+,
         // Valkey); on older servers the commands load without it.

@@ -1,5 +1,5 @@
 //! Key-set names: derived names are injective and reserved (refused as key-set names), and
-//! JWKS.INFO lists them. The exhaustive property test is in src/keys.rs; this checks the
+//! JWKS.INFO lists them. The exhaustive property test is in core/src/names.rs; this checks the
 //! same rules through a real server.
 
 mod common;

@@ -2,8 +2,8 @@
 //! applied set renders to a document that parses back to the same kids.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use redis_jwks::jwk::{parse_document, Policy};
-use redis_jwks::keyset::{KeySet, Op};
+use redis_jwks_core::jwk::{parse_document, Policy};
+use redis_jwks_core::keyset::{KeySet, Op};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

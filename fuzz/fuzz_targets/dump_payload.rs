@@ -13,7 +13,7 @@
 //! --test restore_payloads crafted`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use redis_jwks::keyset::KeySet;
+use redis_jwks_core::keyset::KeySet;
 
 const RDB_TYPE_MODULE_2: u8 = 7;
 const OPCODE_EOF: u64 = 0;

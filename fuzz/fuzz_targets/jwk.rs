@@ -2,7 +2,7 @@
 //! accepted key must have a kid and no private member.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use redis_jwks::jwk::{Jwk, Policy};
+use redis_jwks_core::jwk::{Jwk, Policy};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -4,15 +4,15 @@
 //! unchanged.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use redis_jwks::args::parse_rotate;
-use redis_jwks::jwk::{Jwk, Policy};
-use redis_jwks::keyset::{KeySet, Lifecycle, Op};
+use redis_jwks_core::args::parse_rotate;
+use redis_jwks_core::jwk::{Jwk, Policy};
+use redis_jwks_core::keyset::{KeySet, Lifecycle, Op};
 
 fuzz_target!(|data: &[u8]| {
     let args: Vec<&[u8]> = data.split(|b| *b == 0xFF).collect();
     let policy = Policy { min_rsa_bits: 2048 };
     let Ok(req) = parse_rotate(&args, &policy) else { return };
-    let base_key = Jwk::from_value(redis_jwks::testkeys::ec("a", 1), &policy).expect("fixture");
+    let base_key = Jwk::from_value(redis_jwks_core::testkeys::ec("a", 1), &policy).expect("fixture");
     let (base, _) = KeySet::default()
         .apply(&[Op::Add(base_key), Op::Promote("a".into())], 0, false)
         .expect("fixture");

@@ -2,7 +2,7 @@
 //! and anything that loads must store back to something that loads the same.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use redis_jwks::keyset::KeySet;
+use redis_jwks_core::keyset::KeySet;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

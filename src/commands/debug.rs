@@ -2,27 +2,14 @@
 //! operators can drive the failure path for real. Refused unless the module was loaded
 //! with `jwks.fault-injection yes` (immutable, off by default).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::error::{Error, Result, Shown};
 use crate::glue::call::Args;
+use crate::write;
+use redis_jwks_core::error::{Error, Result, Shown};
 
-static FAIL_NEXT: AtomicU64 = AtomicU64::new(0);
-
-pub const INJECTED_FAULT: &str = "injected fault (jwks.fault-injection)";
-
-/// Consumes one pending injected failure, if any.
-pub fn take_injected_failure() -> Option<String> {
-    FAIL_NEXT
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-        .ok()
-        .map(|_| INJECTED_FAULT.to_owned())
-}
-
-pub fn run(_ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(_ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !config::fault_injection_enabled() {
         return Err(Error::Disabled(
             "JWKS.DEBUG is disabled; load the module with 'fault-injection yes' to enable it",
@@ -42,6 +29,6 @@ pub fn run(_ctx: &Context, args: &Args) -> Result<RedisValue> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Error::Syntax("FAIL-INVALIDATIONS needs a non-negative integer".into()))?;
-    FAIL_NEXT.store(count, Ordering::Relaxed);
+    write::fail_next_invalidations(count);
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

@@ -13,13 +13,13 @@ use redis_module::{raw, Context, RedisValue};
 use super::{int, text, Map};
 use crate::config;
 use crate::datatype::Stored;
-use crate::error::{Access, Error, Result};
 use crate::glue::call::{now_ms, Args, Caller};
-use crate::glue::key::{Key, Mode};
-use crate::keys::{self, Derived};
+use crate::glue::redis_key::{Key, Mode};
 use crate::upkeep;
+use redis_jwks_core::error::{Access, Error, Result};
+use redis_jwks_core::names::{self, Derived};
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let Some(name) = args.string(1) else {
         return Err(Error::Arity("jwks.get"));
     };
@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         3 => {
             return Err(Error::Syntax(format!(
                 "unknown option {} (META)",
-                crate::error::Shown::bytes(args.bytes(2))
+                redis_jwks_core::error::Shown::bytes(args.bytes(2))
             )))
         }
         _ => return Err(Error::Arity("jwks.get")),
@@ -40,9 +40,13 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     };
     let name = args.bytes(1);
     // A refused META read must not even cause the module's own fill.
-    let reply = if meta { Some(described(ctx, name, stored)?) } else { None };
+    let reply = if meta {
+        Some(described(ctx, name, stored)?)
+    } else {
+        None
+    };
     let now = now_ms();
-    if (!stored.cache_ok(now) || stored.check_due(now)) && keys::check_name(name).is_ok() {
+    if (!stored.cache_ok(now) || stored.check_due(now)) && names::check_name(name).is_ok() {
         upkeep::check_cache(ctx, name, stored, now);
     }
     if let Some(reply) = reply {
@@ -58,8 +62,8 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
 fn described(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     let now = now_ms();
     let mut until = stored.set().cache_until(now, config::cache_ttl_ms());
-    if keys::check_name(name).is_ok() {
-        let cache = keys::derived(name, Derived::Cache);
+    if names::check_name(name).is_ok() {
+        let cache = names::derived(name, Derived::Cache);
         Caller::new(ctx).check(&cache, Access::Read)?;
         let ttl = Key::named(ctx, &cache, Mode::Peek)?.pttl();
         if ttl >= 0 {
@@ -71,6 +75,9 @@ fn described(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> 
     m.put("document", text(&rendered.doc))
         .put("etag", text(&rendered.etag))
         .put("generation", int(stored.set().generation()))
-        .put("ttl_ms", RedisValue::Integer(until.saturating_sub(now).max(0)));
+        .put(
+            "ttl_ms",
+            RedisValue::Integer(until.saturating_sub(now).max(0)),
+        );
     Ok(m.done())
 }

@@ -7,12 +7,12 @@ use redis_module::{Context, RedisValue};
 
 use super::{bytes, int, opt_int, text, Map};
 use crate::datatype::Stored;
-use crate::error::{Access, Error, Result};
 use crate::glue::call::{Args, Caller};
-use crate::glue::key::{Key, Mode};
-use crate::keys::{self, Derived};
-use crate::keyset::Entry;
-use crate::observe::metrics;
+use crate::glue::redis_key::{Key, Mode};
+use redis_jwks_core::counter_names;
+use redis_jwks_core::error::{Access, Error, Result};
+use redis_jwks_core::keyset::Entry;
+use redis_jwks_core::names::{self, Derived};
 
 fn entry(e: &Entry) -> RedisValue {
     let member = |name| e.jwk.member_str(name).map_or(RedisValue::Null, text);
@@ -28,7 +28,7 @@ fn entry(e: &Entry) -> RedisValue {
     m.done()
 }
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (2, Some(arg)) = (args.len(), args.string(1)) else {
         return Err(Error::Arity("jwks.info"));
     };
@@ -45,26 +45,32 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     let mut m = Map::default();
     m.put("generation", int(set.generation()))
         .put("current", set.current_kid().map_or(RedisValue::Null, text))
-        .put("keys", RedisValue::Array(set.published().map(entry).collect()))
+        .put(
+            "keys",
+            RedisValue::Array(set.published().map(entry).collect()),
+        )
         .put("etag", text(&stored.rendered().etag));
     m.put("policy", super::policy::policy(set))
         .put("next_change", super::policy::next_change(set));
     // A key set moved (RENAME, MOVE) to a name no key set may have keeps no derived keys.
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         m.put("derived_keys", RedisValue::Null);
         return Ok(m.done());
     }
     let caller = Caller::new(ctx);
     let read = |what: Derived| -> Result<Key> {
-        let derived = keys::derived(name, what);
+        let derived = names::derived(name, what);
         caller.check(&derived, Access::Read)?;
         Key::named(ctx, &derived, Mode::Peek)
     };
-    m.put("cache_ttl_ms", RedisValue::Integer(read(Derived::Cache)?.pttl()));
+    m.put(
+        "cache_ttl_ms",
+        RedisValue::Integer(read(Derived::Cache)?.pttl()),
+    );
     let counters_key = read(Derived::Metrics)?;
     counters_key.require_type(KeyType::Hash, "expected a hash (the counters)")?;
     let mut counters = Map::default();
-    for counter in metrics::ALL {
+    for counter in counter_names::ALL {
         counters.put(counter, RedisValue::Integer(counters_key.hash_int(counter)));
     }
     m.put("counters", counters.done());
@@ -73,7 +79,7 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
     m.put("audit_length", RedisValue::Integer(audit.len()));
     let mut names = Map::default();
     for what in Derived::ALL {
-        names.put(what.label(), bytes(&keys::derived(name, what)));
+        names.put(what.label(), bytes(&names::derived(name, what)));
     }
     m.put("derived_keys", names.done());
     Ok(m.done())

@@ -4,11 +4,11 @@
 
 use redis_module::{raw, Context, RedisValue};
 
-use crate::error::{Error, Result};
 use crate::glue::call::Args;
-use crate::glue::key::{Key, Mode};
+use crate::glue::redis_key::{Key, Mode};
+use redis_jwks_core::error::{Error, Result};
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (3, Some(name)) = (args.len(), args.string(1)) else {
         return Err(Error::Arity("jwks.key"));
     };

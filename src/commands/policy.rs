@@ -7,19 +7,16 @@
 
 use redis_module::{Context, RedisValue};
 
-use super::{int, text, Map, RedisEffects, Targets};
-use crate::commit::Effects;
-use crate::datatype::Stored;
-use crate::error::{Error, Result, Shown};
+use super::{int, text, Map};
 use crate::glue::call::{now_ms, Args, Caller};
-use crate::glue::key::{Key, Mode};
-use crate::keys;
-use crate::keyset::{KeySet, Lifecycle};
-use crate::observe::audit;
-use crate::observe::events::Kind;
+use crate::glue::redis_key::{Key, Mode};
+use crate::write::{self, Targets, What, Write};
+use redis_jwks_core::error::{Error, Result, Shown};
+use redis_jwks_core::keyset::{KeySet, Lifecycle};
+use redis_jwks_core::names;
 
 /// Ten years: longer is a typo, not a policy.
-const MAX_MS: u64 = crate::keyset::lifecycle::MAX_AFTER_MS;
+const MAX_MS: u64 = redis_jwks_core::keyset::lifecycle::MAX_AFTER_MS;
 
 fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
     if args.is_empty() {
@@ -61,13 +58,17 @@ fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
     Ok(Some(policy))
 }
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 2 {
         return Err(Error::Arity("jwks.policy"));
     }
     let name = args.bytes(1);
-    keys::check_name(name)?;
-    let key = Key::arg(ctx, args.string(1).ok_or(Error::Arity("jwks.policy"))?, Mode::Read)?;
+    names::check_name(name)?;
+    let key = Key::arg(
+        ctx,
+        args.string(1).ok_or(Error::Arity("jwks.policy"))?,
+        Mode::Read,
+    )?;
     let stored = key
         .keyset()?
         .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
@@ -83,29 +84,19 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
 
     let caller = Caller::new(ctx);
     let targets = Targets::check(ctx, &caller, name)?;
-    let actx = audit::Context {
-        timestamp: audit::timestamp(now_ms()),
-        reason: "policy".into(),
-        generation: next.generation(),
-        user: caller.name(),
-        forced: false,
-    };
-    let stored = Stored::new(next.clone());
-    let mut effects = RedisEffects::new(ctx, &targets, Kind::Policy, &stored, None, "policy");
-    effects.new_set = Some(stored);
-    effects.audit(&audit::policy_set(&actx, policy))?;
-    effects.store_set()?;
-    // The cached document must not outlive the next scheduled change.
-    let cache = Key::named(ctx, &targets.cache, Mode::Peek)?;
-    let expires = cache.pttl();
-    drop(cache);
-    if let Some(due) = next.next_change() {
-        let now = now_ms();
-        if expires != -2 && (expires == -1 || now.saturating_add(expires) > due.at_ms) {
-            effects.delete_cache()?;
-        }
-    }
-    effects.announce()?;
+    // Audited, stored, and the cached document dropped (and that audited and counted) if
+    // it would outlive the next scheduled change.
+    write::commit(
+        ctx,
+        &caller,
+        &targets,
+        Write {
+            what: What::Policy { next: &next },
+            at_ms: now_ms(),
+            reason: "policy".into(),
+            forced: false,
+        },
+    )?;
     Ok(reply(&next))
 }
 
@@ -120,7 +111,7 @@ fn reply(set: &KeySet) -> RedisValue {
 }
 
 /// `promote_after_ms` and `retire_after_ms`.
-pub fn policy(set: &KeySet) -> RedisValue {
+pub(crate) fn policy(set: &KeySet) -> RedisValue {
     let l = set.lifecycle();
     let mut m = Map::default();
     m.put("promote_after_ms", int(l.promote_after_ms))
@@ -129,7 +120,7 @@ pub fn policy(set: &KeySet) -> RedisValue {
 }
 
 /// `action`, `kid`, `at_ms` of the next scheduled change, or nil.
-pub fn next_change(set: &KeySet) -> RedisValue {
+pub(crate) fn next_change(set: &KeySet) -> RedisValue {
     match set.next_change() {
         None => RedisValue::Null,
         Some(due) => {

@@ -1,33 +1,37 @@
 //! `JWKS.ROTATE K [IFGEN generation] [REASON reason] [FORCE] [DRYRUN] op [op ...]`:
 //! validates every op, swaps the key set, and deletes the cached JWKS, all in one command.
 //! DRYRUN replies as the real command would (plus the resulting document) and writes
-//! nothing. The scheduler applies lifecycle changes through `commit_change` too.
+//! nothing. The change is committed by the write path (`write::commit`), as the
+//! scheduler's are.
 
 use redis_module::{Context, RedisValue};
 
-use super::{debug, int, text, Map, RedisEffects, Targets};
-use crate::args;
-use crate::commit::{self, Outcome, Plan};
+use super::{int, text, Map};
 use crate::config;
 use crate::datatype::Stored;
-use crate::error::{Error, Result};
 use crate::glue::call::{now_ms, Args, Caller};
-use crate::glue::key::{Key, Mode};
-use crate::keys;
-use crate::keyset::{Change, KeySet};
-use crate::observe::events::Kind;
-use crate::observe::{audit, log};
+use crate::glue::redis_key::{Key, Mode};
+use crate::write::{self, Targets, What, Write};
+use redis_jwks_core::args;
+use redis_jwks_core::commit::Outcome;
+use redis_jwks_core::error::{Error, Result};
+use redis_jwks_core::keyset::KeySet;
+use redis_jwks_core::names;
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 3 {
         return Err(Error::Arity("jwks.rotate"));
     }
     let name = args.bytes(1);
-    keys::check_name(name)?;
+    names::check_name(name)?;
     let req = args::parse_rotate(&args.rest(2), &config::policy())?;
 
     // Decide on a read: a refused rotation opens nothing for writing.
-    let key = Key::arg(ctx, args.string(1).ok_or(Error::Arity("jwks.rotate"))?, Mode::Read)?;
+    let key = Key::arg(
+        ctx,
+        args.string(1).ok_or(Error::Arity("jwks.rotate"))?,
+        Mode::Read,
+    )?;
     let empty = KeySet::default();
     let existing = key.keyset()?;
     let creating = existing.is_none();
@@ -60,43 +64,21 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         };
         return Ok(reply(&next, changes.len(), Some(predicted), true));
     }
-    let actx = audit::Context {
-        timestamp: audit::timestamp(now),
-        reason: req.reason,
-        generation: next.generation(),
-        user: caller.name(),
-        forced: req.force,
-    };
-    let outcome = commit_change(ctx, &targets, &next, &changes, &actx)?;
+    let outcome = write::commit(
+        ctx,
+        &caller,
+        &targets,
+        Write {
+            what: What::Keys {
+                next: &next,
+                changes: &changes,
+            },
+            at_ms: now,
+            reason: req.reason,
+            forced: req.force,
+        },
+    )?;
     Ok(reply(&next, changes.len(), Some(outcome), false))
-}
-
-/// Commits a change whose targets were checked: audit, swap, invalidate, count, log.
-pub fn commit_change(
-    ctx: &Context,
-    targets: &Targets,
-    next: &KeySet,
-    changes: &[Change],
-    actx: &audit::Context,
-) -> Result<Outcome> {
-    let plan = Plan {
-        actx,
-        changes,
-        cached: targets.cached(ctx)?,
-        fault: debug::take_injected_failure(),
-    };
-    let stored = Stored::new(next.clone());
-    let mut effects = RedisEffects::new(ctx, targets, Kind::Rotated, &stored, None, &actx.reason);
-    effects.new_set = Some(stored);
-    let outcome = commit::commit(&mut effects, &plan)?;
-    log::invalidation(
-        &targets.key,
-        &actx.reason,
-        actx.generation,
-        changes.len(),
-        &outcome,
-    );
-    Ok(outcome)
 }
 
 fn reply(set: &KeySet, changed: usize, outcome: Option<Outcome>, dry_run: bool) -> RedisValue {

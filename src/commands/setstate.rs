@@ -5,14 +5,14 @@
 
 use redis_module::{Context, ContextFlags, RedisValue};
 
-use crate::datatype::{Stored, SETSTATE_COMMAND};
-use crate::error::{Error, Result};
+use crate::datatype::Stored;
 use crate::glue::call::{self, Args};
-use crate::glue::key::{replicate as propagate, Key, Mode};
-use crate::keyset::KeySet;
+use crate::glue::redis_key::{Key, Mode};
 use crate::upkeep;
+use redis_jwks_core::error::{Error, Result};
+use redis_jwks_core::keyset::KeySet;
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if !ctx
         .get_flags()
         .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
@@ -24,8 +24,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (3, Some(name)) = (args.len(), args.string(1)) else {
         return Err(Error::Arity("jwks.setstate"));
     };
-    let text = std::str::from_utf8(args.bytes(2))
-        .map_err(|_| Error::State("not UTF-8".into()))?;
+    let text = std::str::from_utf8(args.bytes(2)).map_err(|_| Error::State("not UTF-8".into()))?;
     let set = KeySet::from_stored(text)?;
     let key = Key::arg(ctx, name, Mode::Write)?;
     key.keyset()?;
@@ -36,14 +35,4 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     key.set_keyset(stored)?;
     upkeep::track(db, args.bytes(1), &tracked);
     Ok(RedisValue::SimpleStringStatic("OK"))
-}
-
-/// Propagates a key set's new state as `JWKS.SETSTATE K state`.
-pub fn replicate(ctx: &Context, key: &[u8], state: &str) {
-    let name = redis_module::RedisString::create_from_slice(ctx.ctx, key);
-    let state = redis_module::RedisString::create_from_slice(ctx.ctx, state.as_bytes());
-    let Ok(cmd) = std::ffi::CString::new(SETSTATE_COMMAND) else {
-        return;
-    };
-    propagate(ctx.ctx, &cmd, &mut [name.inner, state.inner]);
 }

@@ -14,49 +14,31 @@
 //! O(key sets) from the registry: no keyspace scan, no key opened but a rolling check of a
 //! few (3 ms with 10,000 key sets, bench/).
 
-use std::ffi::CString;
-
-use redis_module::raw;
 use redis_module::{Context, InfoContext, RedisResult, RedisValue};
 
-use crate::error::{Error, Result};
 use crate::glue::call::{self, Args};
-use crate::glue::key::{api, Key, Mode};
-use crate::observe::{metrics, stats};
+use crate::glue::redis_key::{api, select_db, Key, Mode};
+use crate::glue::reply::{InfoSection, StreamedArray};
+use crate::observe::stats;
 use crate::upkeep::{self, registry};
+use redis_jwks_core::counter_names;
+use redis_jwks_core::error::{Error, Result};
 
-pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
+pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() != 1 {
         return Err(Error::Arity("jwks.stats"));
     }
     check_some(ctx)?;
     // Written straight into the reply (tens of thousands of strings with many key sets).
-    let (Some(array), Some(string), Some(set_len)) = (
-        // SAFETY: reading function pointers filled at load.
-        unsafe { raw::RedisModule_ReplyWithArray },
-        // SAFETY: as above.
-        unsafe { raw::RedisModule_ReplyWithStringBuffer },
-        // SAFETY: as above.
-        unsafe { raw::RedisModule_ReplySetArrayLength },
-    ) else {
-        return Err(Error::Api("RedisModule_ReplyWithArray"));
-    };
-    // SAFETY: a command context; the length is set below.
-    unsafe { array(ctx.ctx, raw::REDISMODULE_POSTPONED_LEN as std::os::raw::c_long) };
-    let mut n: std::os::raw::c_long = 0;
+    let mut reply = StreamedArray::open(ctx)?;
     let mut value = String::new();
     collect(|name, number| {
         value.clear();
         number.write(&mut value);
-        for part in [name, value.as_str()] {
-            // SAFETY: a command context and a buffer alive for the call.
-            unsafe { string(ctx.ctx, part.as_ptr().cast(), part.len()) };
-        }
-        n += 2;
+        reply.push(name);
+        reply.push(&value);
     });
-    // SAFETY: the postponed array opened above.
-    unsafe { set_len(ctx.ctx, n) };
-    Ok(RedisValue::NoReply)
+    Ok(reply.finish())
 }
 
 /// The same numbers in `INFO jwks` (fields prefixed `jwks_` by Redis), which
@@ -73,35 +55,21 @@ fn info_section(info: &InfoContext) {
     if ctx.ctx.is_null() {
         return;
     }
-    // SAFETY: reading function pointers filled at load.
-    let apis = unsafe {
-        (
-            raw::RedisModule_InfoAddSection,
-            raw::RedisModule_InfoAddFieldCString,
-        )
-    };
-    let (Some(section), Some(field)) = apis else {
+    let Some(section) = InfoSection::open(info) else {
         return;
     };
-    // SAFETY: the INFO context of this call; an empty name is the module's own section.
-    if unsafe { section(info.ctx, c"".as_ptr()) } != raw::REDISMODULE_OK as i32 {
-        return;
-    }
     let _ = check_some(&ctx);
     let mut value = String::new();
     collect(|name, number| {
         value.clear();
         number.write(&mut value);
-        if let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value.as_str())) {
-            // SAFETY: the INFO context of this call and two C strings.
-            unsafe { field(info.ctx, name.as_ptr(), value.as_ptr()) };
-        }
+        section.field(name, &value);
     });
 }
 
 /// A number as exported: a count, or seconds with millisecond precision.
 #[derive(Debug, Clone, Copy)]
-pub enum Number {
+pub(crate) enum Number {
     Count(i64),
     Seconds(i64),
 }
@@ -136,10 +104,10 @@ const CHECKED_PER_CALL: usize = 256;
 /// registry current).
 fn check_some(ctx: &Context) -> Result<()> {
     let home = call::db(ctx);
-    let select = api!(RedisModule_SelectDb)?;
+    api!(RedisModule_SelectDb)?;
     for (db, name) in registry::next_slice(CHECKED_PER_CALL) {
-        // SAFETY: a live context; the db is switched back below.
-        if unsafe { select(ctx.ctx, db) } != raw::REDISMODULE_OK as i32 {
+        // The db is switched back below.
+        if !select_db(ctx, db) {
             continue;
         }
         let key = Key::named(ctx, &name, Mode::Peek)?;
@@ -147,15 +115,17 @@ fn check_some(ctx: &Context) -> Result<()> {
             registry::remove(db, &name);
         }
     }
-    // SAFETY: as above.
-    unsafe { select(ctx.ctx, home) };
+    select_db(ctx, home);
     Ok(())
 }
 
 /// Every number, in order: node counters, key sets per db and in all, then per key set.
-pub fn collect(mut emit: impl FnMut(&str, Number)) {
+pub(crate) fn collect(mut emit: impl FnMut(&str, Number)) {
     for (counter, value) in stats::all() {
-        emit(counter, Number::Count(i64::try_from(value).unwrap_or(i64::MAX)));
+        emit(
+            counter,
+            Number::Count(i64::try_from(value).unwrap_or(i64::MAX)),
+        );
     }
     let now = call::now_ms();
     let mut total = 0;
@@ -163,12 +133,12 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
     registry::each(|db, names| {
         total += names.len() as i64;
         series.clear();
-        series.push_str(metrics::KEY_SETS);
+        series.push_str(counter_names::KEY_SETS);
         series.push(':');
         series.push_str(itoa::Buffer::new().format(db));
         emit(&series, Number::Count(names.len() as i64));
     });
-    emit(metrics::KEY_SETS, Number::Count(total));
+    emit(counter_names::KEY_SETS, Number::Count(total));
     // Lifecycle gauges for key sets with a policy: what the stall alert reads.
     registry::each(|db, names| {
         for (name, s) in names.iter().filter(|(_, s)| s.has_policy) {
@@ -182,11 +152,20 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
                 emit(&series, value);
             };
             if let Some(since) = s.current_since_ms {
-                one(metrics::KEYSET_CURRENT_AGE, Number::Seconds(now.saturating_sub(since).max(0)));
+                one(
+                    counter_names::KEYSET_CURRENT_AGE,
+                    Number::Seconds(now.saturating_sub(since).max(0)),
+                );
             }
-            one(metrics::KEYSET_NEXT_PUBLISHED, Number::Count(i64::from(s.has_next)));
+            one(
+                counter_names::KEYSET_NEXT_PUBLISHED,
+                Number::Count(i64::from(s.has_next)),
+            );
             let promote_after = i64::try_from(s.promote_after_ms).unwrap_or(i64::MAX);
-            one(metrics::KEYSET_PROMOTE_AFTER, Number::Seconds(promote_after));
+            one(
+                counter_names::KEYSET_PROMOTE_AFTER,
+                Number::Seconds(promote_after),
+            );
         }
     });
     // Invalidation errors by key set (so an alert can name it): for every key set held, from
@@ -195,7 +174,7 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
     registry::each(|db, names| {
         for name in names.keys() {
             series.clear();
-            series.push_str(metrics::KEYSET_ERRORS);
+            series.push_str(counter_names::KEYSET_ERRORS);
             series.push(':');
             series.push_str(itoa::Buffer::new().format(db));
             series.push(':');
@@ -214,14 +193,14 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
 /// and bidi characters, backslashes and bytes that are not UTF-8 written as `\xNN`, so
 /// distinct names stay distinct and none can hide or reorder an alert's text.
 #[cfg(test)]
-pub fn label(name: &[u8]) -> String {
+pub(crate) fn label(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     push_label(&mut out, name);
     out
 }
 
 fn push_label(out: &mut String, name: &[u8]) {
-    crate::escape::push_label(out, name);
+    redis_jwks_core::escape::push_label(out, name);
 }
 
 #[cfg(test)]

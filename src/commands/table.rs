@@ -10,9 +10,9 @@ use redis_module::raw::{self, RedisModuleCtx, RedisModuleString};
 use redis_module::Context;
 
 use super::{debug, get, info, invalidate, key, policy, rotate, setstate, stats};
-use crate::error::{Error, Result};
 use crate::glue::call::{dispatch, Handler};
-use crate::glue::key::api;
+use crate::glue::redis_key::api;
+use redis_jwks_core::error::{Error, Result};
 
 type Entry = unsafe extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
 
@@ -33,7 +33,7 @@ macro_rules! entry {
 
 /// How a command uses its one declared key (argument 1), in `REDISMODULE_CMD_KEY_*` flags.
 #[derive(Clone, Copy)]
-pub enum KeyUse {
+pub(crate) enum KeyUse {
     /// Reads the key set.
     Read,
     /// Reads it and writes other keys of the key set (the derived keys).
@@ -70,7 +70,7 @@ impl KeyUse {
 }
 
 #[derive(Clone, Copy)]
-pub enum ArgType {
+pub(crate) enum ArgType {
     Key,
     String,
     Integer,
@@ -79,7 +79,7 @@ pub enum ArgType {
     OneOf,
 }
 
-pub struct Arg {
+pub(crate) struct Arg {
     pub name: &'static str,
     pub kind: ArgType,
     pub token: Option<&'static str>,
@@ -101,7 +101,12 @@ const fn arg(name: &'static str, kind: ArgType, summary: &'static str) -> Arg {
     }
 }
 
-const fn option(name: &'static str, token: &'static str, kind: ArgType, summary: &'static str) -> Arg {
+const fn option(
+    name: &'static str,
+    token: &'static str,
+    kind: ArgType,
+    summary: &'static str,
+) -> Arg {
     Arg {
         name,
         kind,
@@ -114,7 +119,12 @@ const fn option(name: &'static str, token: &'static str, kind: ArgType, summary:
 }
 
 const KEY: Arg = arg("key", ArgType::Key, "the key set's name");
-const REASON: Arg = option("reason", "REASON", ArgType::String, "recorded in the audit trail and the log");
+const REASON: Arg = option(
+    "reason",
+    "REASON",
+    ArgType::String,
+    "recorded in the audit trail and the log",
+);
 const KEY_ONLY: &[Arg] = &[KEY];
 const KEY_ARGS: &[Arg] = &[KEY, arg("kid", ArgType::String, "the key's kid")];
 const GET_ARGS: &[Arg] = &[
@@ -122,17 +132,24 @@ const GET_ARGS: &[Arg] = &[
     Arg {
         optional: true,
         token: Some("META"),
-        ..arg("meta", ArgType::Token, "reply with a map: document, etag, generation, ttl_ms")
+        ..arg(
+            "meta",
+            ArgType::Token,
+            "reply with a map: document, etag, generation, ttl_ms",
+        )
     },
 ];
 const INVALIDATE_ARGS: &[Arg] = &[KEY, REASON];
-const SETSTATE_ARGS: &[Arg] = &[KEY, arg("state", ArgType::String, "the key set's stored form")];
+const SETSTATE_ARGS: &[Arg] = &[
+    KEY,
+    arg("state", ArgType::String, "the key set's stored form"),
+];
 const DEBUG_ARGS: &[Arg] = &[Arg {
     token: Some("FAIL-INVALIDATIONS"),
     ..arg("count", ArgType::Integer, "how many invalidations fail")
 }];
 
-pub struct Command {
+pub(crate) struct Command {
     pub name: &'static str,
     pub entry: Entry,
     pub flags: &'static str,
@@ -150,11 +167,19 @@ pub struct Command {
 const ROTATE_OPS: &[Arg] = &[
     Arg {
         token: Some("ADD"),
-        ..arg("jwk", ArgType::String, "publish a public JWK (JSON) as `next`")
+        ..arg(
+            "jwk",
+            ArgType::String,
+            "publish a public JWK (JSON) as `next`",
+        )
     },
     Arg {
         token: Some("PROMOTE"),
-        ..arg("promote-kid", ArgType::String, "make this key `current`; the old one becomes `previous`")
+        ..arg(
+            "promote-kid",
+            ArgType::String,
+            "make this key `current`; the old one becomes `previous`",
+        )
     },
     Arg {
         token: Some("RETIRE"),
@@ -162,28 +187,49 @@ const ROTATE_OPS: &[Arg] = &[
     },
     Arg {
         token: Some("REPLACE"),
-        ..arg("jwks", ArgType::String, "make the published set exactly this JWKS document")
+        ..arg(
+            "jwks",
+            ArgType::String,
+            "make the published set exactly this JWKS document",
+        )
     },
 ];
 
 const ROTATE_ARGS: &[Arg] = &[
     KEY,
-    option("generation", "IFGEN", ArgType::Integer, "apply only if the key set is at this generation"),
+    option(
+        "generation",
+        "IFGEN",
+        ArgType::Integer,
+        "apply only if the key set is at this generation",
+    ),
     REASON,
     Arg {
         optional: true,
         token: Some("FORCE"),
-        ..arg("force", ArgType::Token, "override the lifecycle policy's guards (emergency revocation)")
+        ..arg(
+            "force",
+            ArgType::Token,
+            "override the lifecycle policy's guards (emergency revocation)",
+        )
     },
     Arg {
         optional: true,
         token: Some("DRYRUN"),
-        ..arg("dryrun", ArgType::Token, "reply as the real command would, with the resulting document; write nothing")
+        ..arg(
+            "dryrun",
+            ArgType::Token,
+            "reply as the real command would, with the resulting document; write nothing",
+        )
     },
     Arg {
         multiple: true,
         sub: ROTATE_OPS,
-        ..arg("operation", ArgType::OneOf, "an operation, applied in order")
+        ..arg(
+            "operation",
+            ArgType::OneOf,
+            "an operation, applied in order",
+        )
     },
 ];
 
@@ -203,7 +249,7 @@ const POLICY_ARGS: &[Arg] = &[
     ),
 ];
 
-pub fn commands() -> [Command; 9] {
+pub(crate) fn commands() -> [Command; 9] {
     [
         Command {
             name: "jwks.rotate",
@@ -369,7 +415,11 @@ fn c_args(
         out.push(raw::RedisModuleCommandArg {
             name: strings.c(a.name),
             type_: kind,
-            key_spec_index: if matches!(a.kind, ArgType::Key) { 0 } else { -1 },
+            key_spec_index: if matches!(a.kind, ArgType::Key) {
+                0
+            } else {
+                -1
+            },
             token: strings.opt(a.token),
             summary: strings.c(a.summary),
             since: ptr::null(),
@@ -398,9 +448,11 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
     let has_key = if let Some(key) = spec.key {
         key_specs[0].notes = strings.opt(key.notes());
         key_specs[0].flags = key.flags();
-        key_specs[0].begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
+        key_specs[0].begin_search_type =
+            raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
         key_specs[0].bs.index.pos = 1;
-        key_specs[0].find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+        key_specs[0].find_keys_type =
+            raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
         key_specs[0].fk.range.lastkey = 0;
         key_specs[0].fk.range.keystep = 1;
         key_specs[0].fk.range.limit = 0;
@@ -410,9 +462,9 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
     };
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,
-        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
-        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
-        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+        sizeof_historyentry: size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: size_of::<raw::RedisModuleCommandArg>(),
     };
     let info = raw::RedisModuleCommandInfo {
         version: &version,
@@ -422,7 +474,11 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
         history: ptr::null_mut(),
         tips: ptr::null(),
         arity: spec.arity,
-        key_specs: if has_key { key_specs.as_mut_ptr() } else { ptr::null_mut() },
+        key_specs: if has_key {
+            key_specs.as_mut_ptr()
+        } else {
+            ptr::null_mut()
+        },
         args,
     };
     // Every pointer in `info` points into `strings`, `arrays`, `key_specs` or `version`,
@@ -436,8 +492,11 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &Command) -> Result<()>
 }
 
 /// Registers every command. ACL categories only where the server has module categories.
-pub fn register(ctx: &Context) -> Result<()> {
-    let (create, get) = (api!(RedisModule_CreateCommand)?, api!(RedisModule_GetCommand)?);
+pub(crate) fn register(ctx: &Context) -> Result<()> {
+    let (create, get) = (
+        api!(RedisModule_CreateCommand)?,
+        api!(RedisModule_GetCommand)?,
+    );
     // SAFETY: reading function pointers filled at load.
     let (categories, add_category) = unsafe {
         (

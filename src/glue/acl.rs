@@ -39,13 +39,13 @@ use redis_module::{Context, RedisString};
 use smallvec::SmallVec;
 
 use super::call::db;
-use super::key::api;
-use crate::error::{Access, Result};
+use super::redis_key::api;
+use redis_jwks_core::error::{Access, Result};
 
 /// A command's arguments as Redis passed them, for `RedisModule_ACLCheckCommandPermissions`:
 /// valid while that command runs, and only used then (by its `Caller`).
 #[derive(Clone, Copy)]
-pub struct Argv {
+pub(crate) struct Argv {
     pub ptr: *mut *mut RedisModuleString,
     pub len: c_int,
 }
@@ -53,7 +53,7 @@ pub struct Argv {
 /// Whether `user`, running the command `argv` (`None`: not inside a command), may
 /// `access` the key or channel `name` by the selector that allows the command and every
 /// access asked about before with the same `scope`.
-pub fn allowed(
+pub(crate) fn allowed(
     ctx: &Context,
     user: NonNull<RedisModuleUser>,
     scope: &OnceCell<Scope>,
@@ -112,7 +112,7 @@ impl Probe {
 }
 
 /// What the caller's selectors leave allowed, worked out on the first derived access.
-pub enum Scope {
+pub(crate) enum Scope {
     /// No selectors: Redis's own any-selector check is exact.
     Root,
     Selectors {
@@ -159,9 +159,7 @@ impl Scope {
         let Some(argv) = argv else {
             return Scope::nothing();
         };
-        let alive = (0..all.len())
-            .filter(|&i| all[i].runs(argv, db))
-            .collect();
+        let alive = (0..all.len()).filter(|&i| all[i].runs(argv, db)).collect();
         Scope::Selectors {
             all,
             alive: RefCell::new(alive),
@@ -199,7 +197,7 @@ const SEEN_MAX: usize = 64;
 
 /// One of a user's selectors: the databases it grants and a module user holding its other
 /// rules (`None`: the server refused one, or the db rules are unknown; it allows nothing).
-pub struct Selector {
+pub(crate) struct Selector {
     dbs: Dbs,
     user: Option<TempUser>,
 }
@@ -336,7 +334,7 @@ fn is_db_rule(rule: &[u8]) -> bool {
 
 /// A module user holding one selector's rules, freed on drop. No client authenticates
 /// as it: it only answers the checks here.
-pub struct TempUser {
+pub(crate) struct TempUser {
     ptr: NonNull<RedisModuleUser>,
 }
 
@@ -346,8 +344,9 @@ impl TempUser {
         let create = api!(RedisModule_CreateModuleUser).ok()?;
         let set = api!(RedisModule_SetModuleUserACL).ok()?;
         // SAFETY: a NUL-terminated name; the server copies it. Freed by `drop`.
+        let created = unsafe { create(c"jwks-acl-selector".as_ptr()) };
         let user = TempUser {
-            ptr: NonNull::new(unsafe { create(c"jwks-acl-selector".as_ptr()) })?,
+            ptr: NonNull::new(created)?,
         };
         // A new user's channels follow `acl-pubsub-default`: start from nothing.
         const START: [&[u8]; 3] = [b"resetkeys", b"resetchannels", b"-@all"];
@@ -421,7 +420,8 @@ mod tests {
 
     #[test]
     fn databases() {
-        let r = |s: &'static str| -> Vec<&'static [u8]> { s.split(' ').map(str::as_bytes).collect() };
+        let r =
+            |s: &'static str| -> Vec<&'static [u8]> { s.split(' ').map(str::as_bytes).collect() };
         let allows = |rules: &'static str, db| dbs(&r(rules)).map(|d| d.allows(db));
         assert_eq!(allows("~* +@all", 3), Some(true));
         assert_eq!(allows("~* db=0,3 +@all", 3), Some(true));

@@ -1,146 +1,27 @@
-//! One command invocation: its arguments (borrowed from Redis, never copied), the ACL user
-//! it runs as, and how its result becomes a reply.
+//! Who a command runs as: the ACL user it is checked against and audited as.
+//!
+//! A command's arguments are in `args`, its entry point in `dispatch`, the clock in
+//! `clock`, the selected db in `redis_key`; they are re-exported here under their old
+//! paths (`glue::call::{Args, dispatch, Handler, now_ms, db}`).
 
-use std::cell::{Cell, OnceCell};
-use std::os::raw::c_int;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::cell::OnceCell;
 use std::ptr::NonNull;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis_module::raw::{RedisModuleCtx, RedisModuleString, RedisModuleUser};
-use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
-use smallvec::SmallVec;
+use redis_module::raw::RedisModuleUser;
+use redis_module::{Context, ContextFlags, RedisString};
 
 use super::acl::{self, Argv, Scope};
-use super::key::api;
-use crate::error::{Access, Error, Result, Shown};
-use crate::observe::log;
-
-/// A command's arguments as Redis passed them: `args.get(0)` is the command name.
-#[derive(Clone, Copy)]
-pub struct Args<'a> {
-    raw: &'a [*mut RedisModuleString],
-}
-
-impl<'a> Args<'a> {
-    /// # Safety
-    /// `argv` must point to `argc` live strings that outlive `'a` (a command's arguments).
-    pub unsafe fn new(argv: *mut *mut RedisModuleString, argc: c_int) -> Args<'a> {
-        let raw = match usize::try_from(argc) {
-            // SAFETY: the caller's promise.
-            Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, n) },
-            _ => &[],
-        };
-        Args { raw }
-    }
-
-    pub fn len(&self) -> usize {
-        self.raw.len()
-    }
-
-    /// The bytes of argument `i` (empty if there is none).
-    pub fn bytes(&self, i: usize) -> &'a [u8] {
-        self.raw
-            .get(i)
-            .map_or(&[][..], |&s| RedisString::string_as_slice(s))
-    }
-
-    /// The Redis string of argument `i`, to open a key without copying its name.
-    pub fn string(&self, i: usize) -> Option<*mut RedisModuleString> {
-        self.raw.get(i).copied()
-    }
-
-    /// Arguments `from..` as byte slices.
-    pub fn rest(&self, from: usize) -> SmallVec<[&'a [u8]; 8]> {
-        (from..self.raw.len()).map(|i| self.bytes(i)).collect()
-    }
-}
-
-/// A command's handler: arguments in, reply out.
-pub type Handler = fn(&Context, &Args) -> Result<RedisValue>;
-
-/// The command entry point behind every registered command: arguments borrowed, the
-/// handler behind a panic guard (a panic unwinding into Redis would abort the server), the
-/// result sent as the reply.
-///
-/// # Safety
-/// Called by Redis with a command's context and arguments.
-pub unsafe fn dispatch(
-    ctx: *mut RedisModuleCtx,
-    argv: *mut *mut RedisModuleString,
-    argc: c_int,
-    handler: Handler,
-) -> c_int {
-    let context = Context::new(ctx);
-    // SAFETY: the arguments of the running command.
-    let args = unsafe { Args::new(argv, argc) };
-    let _running = Running::enter(Argv { ptr: argv, len: argc });
-    let result: RedisResult = match catch_unwind(AssertUnwindSafe(|| handler(&context, &args))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(reply_error(e)),
-        Err(_) => {
-            log::internal_error_in(args.bytes(0));
-            Err(reply_error(Error::Internal))
-        }
-    };
-    context.reply(result) as c_int
-}
-
-thread_local! {
-    /// The arguments of the module command running on this thread (Redis runs commands on
-    /// its main thread), for the ACL check of the selector that allows it.
-    static RUNNING: Cell<Option<Argv>> = const { Cell::new(None) };
-}
-
-/// Marks a command's arguments as the running command's until dropped; restores the outer
-/// command's (a module command called from another through `RedisModule_Call`).
-struct Running {
-    outer: Option<Argv>,
-}
-
-impl Running {
-    fn enter(argv: Argv) -> Running {
-        Running {
-            outer: RUNNING.with(|r| r.replace(Some(argv))),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        RUNNING.with(|r| r.set(self.outer));
-    }
-}
-
-/// Error text goes into a C string and a RESP line: no NUL, CR or LF.
-fn reply_error(e: Error) -> RedisError {
-    let text: String = e
-        .to_string()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    RedisError::String(text)
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The db the context has selected.
-pub fn db(ctx: &Context) -> i32 {
-    match api!(RedisModule_GetSelectedDb) {
-        // SAFETY: a live context.
-        Ok(f) => unsafe { f(ctx.ctx) },
-        Err(_) => 0,
-    }
-}
+pub(crate) use super::args::Args;
+pub(crate) use super::clock::now_ms;
+pub(crate) use super::dispatch::{dispatch, Handler};
+use super::redis_key::api;
+pub(crate) use super::redis_key::db;
+use redis_jwks_core::audit;
+use redis_jwks_core::error::{Access, Error, Result, Shown};
 
 /// Who a command runs as, for ACL checks on the keys the module uses besides the one the
 /// command names (Redis checks that one itself), and for the audit trail.
-pub struct Caller<'c> {
+pub(crate) struct Caller<'c> {
     ctx: &'c Context,
     /// The ACL user, fetched on first use; `None` inside: unrestricted (replication, AOF,
     /// the lifecycle schedule).
@@ -155,18 +36,18 @@ pub struct Caller<'c> {
 }
 
 impl<'c> Caller<'c> {
-    pub fn new(ctx: &'c Context) -> Caller<'c> {
+    pub(crate) fn new(ctx: &'c Context) -> Caller<'c> {
         Caller {
             ctx,
             user: OnceCell::new(),
-            argv: RUNNING.with(Cell::get),
+            argv: super::dispatch::running(),
             scope: OnceCell::new(),
             unrestricted: "(replication)",
         }
     }
 
     /// The module's own lifecycle schedule: no ACL user, named `(schedule)` in the audit.
-    pub fn schedule(ctx: &'c Context) -> Caller<'c> {
+    pub(crate) fn schedule(ctx: &'c Context) -> Caller<'c> {
         let user = OnceCell::new();
         let _ = user.set(None);
         Caller {
@@ -204,9 +85,9 @@ impl<'c> Caller<'c> {
     }
 
     /// The user's name for the audit trail.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self.user() {
-            Some((name, _)) => crate::observe::audit::user_name(name.as_slice()),
+            Some((name, _)) => audit::user_name(name.as_slice()),
             None => self.unrestricted.into(),
         }
     }
@@ -214,7 +95,7 @@ impl<'c> Caller<'c> {
     /// Refuses (`NOPERM`, naming the key) unless the selector of the user's ACL that allows
     /// the running command also allows it to `access` the key `name`, together with every
     /// access checked before on this caller.
-    pub fn check(&self, name: &[u8], access: Access) -> Result<()> {
+    pub(crate) fn check(&self, name: &[u8], access: Access) -> Result<()> {
         let Some((user_name, user)) = self.user() else {
             return Ok(());
         };

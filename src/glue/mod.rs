@@ -1,8 +1,14 @@
-//! Redis plumbing shared by the commands: a command's arguments, caller and reply
-//! (`call`), the ACL check of the keys it touches through the caller's selectors (`acl`),
-//! the one key wrapper (`key`), and Redis strings reused across commands (`strings`).
+//! Redis plumbing shared by the commands and the write path: a command's arguments
+//! (`args`), its entry point (`dispatch`), the ACL user it runs as (`call`) and the ACL
+//! check of the keys it touches through that user's selectors (`acl`), the clock
+//! (`clock`), the one Redis key wrapper (`redis_key`), replies streamed into Redis's output
+//! (`reply`), and Redis strings reused across commands (`strings`).
 
-pub mod acl;
-pub mod call;
-pub mod key;
-pub mod strings;
+pub(crate) mod acl;
+pub(crate) mod args;
+pub(crate) mod call;
+pub(crate) mod clock;
+pub(crate) mod dispatch;
+pub(crate) mod redis_key;
+pub(crate) mod reply;
+pub(crate) mod strings;

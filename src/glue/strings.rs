@@ -22,7 +22,7 @@ const SHARED_MAX_LEN: usize = 64;
 type FixedSlot = Option<(usize, usize, usize)>;
 type SharedSlot = Option<(SmallVec<[u8; SHARED_MAX_LEN]>, usize)>;
 
-pub struct Tables {
+pub(crate) struct Tables {
     /// `(text address, length, Redis string)`, open addressing by address.
     fixed: [FixedSlot; FIXED_SLOTS],
     /// The last string made for each slot, direct-mapped by content.
@@ -38,11 +38,11 @@ thread_local! {
 
 /// Runs `f` with this thread's tables: one thread-local access for a whole command's
 /// strings (in a shared library each access is a call).
-pub fn with<T>(f: impl FnOnce(&mut Tables) -> T) -> T {
+pub(crate) fn with<T>(f: impl FnOnce(&mut Tables) -> T) -> T {
     TABLES.with(|t| f(&mut t.borrow_mut()))
 }
 
-pub fn fixed(text: &'static str) -> *mut RedisModuleString {
+pub(crate) fn fixed(text: &'static str) -> *mut RedisModuleString {
     with(|t| t.fixed(text))
 }
 
@@ -56,7 +56,7 @@ fn make(bytes: &[u8]) -> *mut RedisModuleString {
 impl Tables {
     /// The Redis string for a fixed text (a field name, an action, a keyword), created on
     /// first use and kept for the life of the server. Borrowed: never free it.
-    pub fn fixed(&mut self, text: &'static str) -> *mut RedisModuleString {
+    pub(crate) fn fixed(&mut self, text: &'static str) -> *mut RedisModuleString {
         let (addr, len) = (text.as_ptr() as usize, text.len());
         let start = (addr >> 3) % FIXED_SLOTS;
         for i in 0..FIXED_SLOTS {
@@ -78,7 +78,7 @@ impl Tables {
 
     /// A Redis string with these bytes, the one made last time for the same content when
     /// it is still remembered. The caller owns a reference, released when it is dropped.
-    pub fn shared(&mut self, bytes: &[u8]) -> RedisString {
+    pub(crate) fn shared(&mut self, bytes: &[u8]) -> RedisString {
         if bytes.len() > SHARED_MAX_LEN {
             return RedisString::create_from_slice(ptr::null_mut(), bytes);
         }

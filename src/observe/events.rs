@@ -4,19 +4,19 @@
 //! The message is ASCII (every other character as a JSON `\uXXXX` escape: no U+2028,
 //! bidi override or invisible character reaches a subscriber's log or page raw) and decodes
 //! to the exact name, kid and reason. A name that is not UTF-8 cannot be a JSON string:
-//! `key` then holds its escaped text form (`crate::escape::text`) and `key_b64` its exact
+//! `key` then holds its escaped text form (`redis_jwks_core::escape::text`) and `key_b64` its exact
 //! bytes, standard base64.
 
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::escape;
+use redis_jwks_core::escape;
 
-use crate::keyset::KeySet;
+use redis_jwks_core::keyset::KeySet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Keys added, promoted, retired or updated (by a command or the schedule).
     Rotated,
     /// The cached document was dropped (JWKS.INVALIDATE).
@@ -43,7 +43,7 @@ struct Message<'a> {
 
 /// The message for the key set now at `key` (`None` when there is none), with the ETag of
 /// its document.
-pub fn message(
+pub(crate) fn message(
     kind: Kind,
     key: &[u8],
     set: Option<(&KeySet, &str)>,

@@ -13,7 +13,7 @@
 //! core from the server. Every attempt is still counted in the line, and each has its own
 //! audit entry and counter increment.
 //!
-//! Names and free text are written in the ASCII text form of [`crate::escape`], quoted, so
+//! Names and free text are written in the ASCII text form of [`redis_jwks_core::escape`], quoted, so
 //! no name can break, hide or reorder a line and two names never log alike. Redis cuts a
 //! module's log line at 1024 bytes, so every field has a budget: a longer form is cut
 //! before it and followed by `…' (N bytes, sha256 <16 hex>)`, the digest of the whole
@@ -28,15 +28,17 @@ use parking_lot::Mutex;
 use redis_module::logging::RedisLogLevel;
 use redis_module::MODULE_CONTEXT;
 
-use crate::escape;
+use redis_jwks_core::escape;
 
 const MAX_PENDING: usize = 65_536;
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
 
-/// What Redis keeps of a module's log line: 1024 bytes with the NUL, less `<jwks> `.
-pub const MAX_LINE_BYTES: usize = 1024 - 1 - "<jwks> ".len();
+/// What Redis keeps of a module's log line: 1024 bytes with the NUL, less `<jwks> `. The
+/// budgets below are set by it; the tests check every line fits.
+#[cfg(test)]
+const MAX_LINE_BYTES: usize = 1024 - 1 - "<jwks> ".len();
 /// Budgets, in bytes of the escaped form, of the fields of a line: together, with the
-/// digests of cut fields and the fixed text, within [`MAX_LINE_BYTES`] (tested).
+/// digests of cut fields and the fixed text, within `MAX_LINE_BYTES` (tested).
 const KEY_BYTES: usize = 300;
 const REASON_BYTES: usize = 128;
 const ERROR_BYTES: usize = 200;
@@ -175,7 +177,7 @@ fn drain(batch: &mut Vec<Pending>) {
 }
 
 /// Starts the logging thread; called once when the module loads.
-pub fn start() {
+pub(crate) fn start() {
     let spawned = std::thread::Builder::new()
         .name("jwks-log".into())
         .spawn(|| {
@@ -193,7 +195,7 @@ pub fn start() {
 
 /// On server shutdown: stop the thread and write what is still buffered, so a clean
 /// shutdown loses no line.
-pub fn stop() {
+pub(crate) fn stop() {
     STOPPING.store(true, Ordering::Relaxed);
     if let Some(handle) = THREAD.lock().take() {
         let _ = handle.join();
@@ -261,12 +263,12 @@ fn warning(text: String) {
 
 /// One invalidation attempt (a rotation's or a plain one): notice when the cache was
 /// invalidated, warning when it failed; plus a warning if a write after the commit failed.
-pub fn invalidation(
+pub(crate) fn invalidation(
     key: &[u8],
     reason: &str,
     generation: u64,
     changes: usize,
-    outcome: &crate::commit::Outcome,
+    outcome: &redis_jwks_core::commit::Outcome,
 ) {
     attempt(&Attempt {
         key,
@@ -283,7 +285,7 @@ pub fn invalidation(
     }
 }
 
-pub fn write_failed(key: &[u8], error: &str) {
+pub(crate) fn write_failed(key: &[u8], error: &str) {
     warning(write_failed_line(key, error));
 }
 
@@ -295,14 +297,14 @@ fn write_failed_line(key: &[u8], error: &str) -> String {
     )
 }
 
-pub fn cache_dropped(cache: &[u8]) {
+pub(crate) fn cache_dropped(cache: &[u8]) {
     warning(format!(
         "redis-jwks deleted {}: it did not hold the current document of its key set",
         quoted(cache, KEY_BYTES)
     ));
 }
 
-pub fn eviction_risk(policy: &str) {
+pub(crate) fn eviction_risk(policy: &str) {
     let mut shown = String::new();
     escape::push_cut(&mut shown, policy.as_bytes(), OTHER_BYTES);
     warning(format!(
@@ -311,7 +313,7 @@ pub fn eviction_risk(policy: &str) {
     ));
 }
 
-pub fn reserved_name(name: &[u8]) {
+pub(crate) fn reserved_name(name: &[u8]) {
     warning(format!(
         "redis-jwks: a key set arrived at {}, a name no key set may have; it is served but its \
          cache is not kept: rename it back",
@@ -319,7 +321,7 @@ pub fn reserved_name(name: &[u8]) {
     ));
 }
 
-pub fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: i64) {
+pub(crate) fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: i64) {
     warning(format!(
         "redis-jwks could not apply the scheduled change of key set {}: {} (attempt {attempt}, \
          retrying in {} s; logged again at attempt {})",
@@ -330,7 +332,7 @@ pub fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: 
     ));
 }
 
-pub fn keyset_lost(name: &[u8]) {
+pub(crate) fn keyset_lost(name: &[u8]) {
     warning(format!(
         "redis-jwks: the key set {} was replaced by a value of another type (SET or another \
          command over it): its keys are no longer published; restore it from the audit trail \
@@ -339,7 +341,7 @@ pub fn keyset_lost(name: &[u8]) {
     ));
 }
 
-pub fn load_refused(name: &[u8], why: &str) {
+pub(crate) fn load_refused(name: &[u8], why: &str) {
     // Written at once, not through the logging thread: a refused value stops an RDB load,
     // and Redis exits before the thread would write it.
     write_now(Pending {
@@ -352,13 +354,13 @@ pub fn load_refused(name: &[u8], why: &str) {
     });
 }
 
-pub fn internal_error(context: &str) {
+pub(crate) fn internal_error(context: &str) {
     internal_error_in(context.as_bytes());
 }
 
 /// As [`internal_error`], for a context given as bytes (a command name as the client sent
 /// it): escaped here, not made lossy by the caller.
-pub fn internal_error_in(context: &[u8]) {
+pub(crate) fn internal_error_in(context: &[u8]) {
     let mut shown = String::new();
     escape::push_cut(&mut shown, context, OTHER_BYTES);
     warning(format!(

@@ -1,11 +1,8 @@
-//! Observability: the audit stream, the counters hash and the log lines. `audit` and
-//! `metrics` are plain values (written by `commit` through the command's
-//! keys); `log` writes the Redis log; `stats` counts what this process did.
+//! Observability: the log lines, the change events and this process's counts. The audit
+//! entries' fields and the counter names are the core's (`redis_jwks_core::audit`,
+//! `redis_jwks_core::counter_names`), written by `commit` through the command's keys; `log`
+//! writes the Redis log; `stats` counts what this process did.
 
-pub mod audit;
-pub mod events;
-#[cfg(feature = "module")]
-#[cfg_attr(test, allow(dead_code))]
-pub mod log;
-pub mod metrics;
-pub mod stats;
+pub(crate) mod events;
+pub(crate) mod log;
+pub(crate) mod stats;

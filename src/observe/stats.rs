@@ -6,18 +6,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::metrics::NODE as ALL;
+use redis_jwks_core::counter_names::NODE as ALL;
 
 static COUNTS: [AtomicU64; ALL.len()] = [const { AtomicU64::new(0) }; ALL.len()];
 
-pub fn count(counter: &'static str) {
+pub(crate) fn count(counter: &'static str) {
     if let Some(i) = ALL.iter().position(|c| *c == counter) {
         COUNTS[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Every counter with its value, in `metrics::ALL` order.
-pub fn all() -> [(&'static str, u64); ALL.len()] {
+pub(crate) fn all() -> [(&'static str, u64); ALL.len()] {
     std::array::from_fn(|i| (ALL[i], COUNTS[i].load(Ordering::Relaxed)))
 }
 
@@ -27,7 +27,7 @@ type ByDb = BTreeMap<i32, BTreeMap<Vec<u8>, u64>>;
 
 static KEYSET_ERRORS: parking_lot::Mutex<ByDb> = parking_lot::Mutex::new(BTreeMap::new());
 
-pub fn count_keyset_error(db: i32, name: &[u8]) {
+pub(crate) fn count_keyset_error(db: i32, name: &[u8]) {
     let mut errors = KEYSET_ERRORS.lock();
     *errors
         .entry(db)
@@ -37,6 +37,6 @@ pub fn count_keyset_error(db: i32, name: &[u8]) {
 }
 
 /// A copy of the counts (few entries: errors are rare).
-pub fn keyset_errors() -> ByDb {
+pub(crate) fn keyset_errors() -> ByDb {
     KEYSET_ERRORS.lock().clone()
 }

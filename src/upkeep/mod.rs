@@ -29,9 +29,9 @@
 //! The module touches a derived name only for a key set: a job changes `K:cache` only while
 //! a key set is at K, or right after one left it.
 
-pub mod registry;
-pub mod schedule;
-pub mod server_events;
+pub(crate) mod registry;
+pub(crate) mod schedule;
+pub(crate) mod server_events;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -45,11 +45,12 @@ use redis_module::raw::{self, KeyType, RedisModuleCtx, RedisModuleString};
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::config;
-use crate::error::Result;
 use crate::glue::call::{self, now_ms};
-use crate::glue::key::{api, publish, Key, Mode};
-use crate::keys::{self, Derived, Name};
-use crate::observe::{audit, events, log, metrics, stats};
+use crate::glue::redis_key::{api, publish, select_db, Key, Mode};
+use crate::observe::{events, log, stats};
+use redis_jwks_core::error::Result;
+use redis_jwks_core::names::{self, Derived, Name};
+use redis_jwks_core::{audit, counter_names};
 
 /// What a job asks for a name; several requests for one name are merged.
 #[derive(Debug, Default, Clone, Copy)]
@@ -96,28 +97,28 @@ const WAIT_MS: i64 = 10;
 
 /// A key set is now at (`db`, `name`): what JWKS.STATS reports of it and when its policy
 /// next changes it.
-pub fn track(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+pub(crate) fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     registry::put(db, name, registry::Snapshot::of(set));
     schedule::track(db, name, set);
 }
 
 /// The key set at `name` was opened after it had left another key (RENAME, MOVE): register
 /// it here. Called by `Key::keyset`, so any command on it heals the registry.
-pub fn placed(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+pub(crate) fn placed(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     track(db, name, set);
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         log::reserved_name(name);
     }
 }
 
 /// The module's detached context: for callbacks that get none (INFO, unlink), on the main
 /// thread only.
-pub fn detached() -> *mut RedisModuleCtx {
+pub(crate) fn detached() -> *mut RedisModuleCtx {
     DETACHED.load(Ordering::Relaxed)
 }
 
 /// Runs the module's own write: the unlinks it causes are not someone else's.
-pub fn ours<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn ours<T>(f: impl FnOnce() -> T) -> T {
     OURS.fetch_add(1, Ordering::Relaxed);
     let result = f();
     OURS.fetch_sub(1, Ordering::Relaxed);
@@ -139,7 +140,7 @@ fn push(db: i32, key: &[u8], f: impl FnOnce(&mut Wants)) {
 
 /// A clean-up after a key set that left (`db`, `name`) is still queued: what is at its
 /// derived names is the module's own, not a stranger's.
-pub fn cleanup_pending(db: i32, name: &[u8]) -> bool {
+pub(crate) fn cleanup_pending(db: i32, name: &[u8]) -> bool {
     QUEUE.with(|q| {
         q.borrow()
             .jobs
@@ -150,7 +151,7 @@ pub fn cleanup_pending(db: i32, name: &[u8]) -> bool {
 
 /// Keeps a context for timers and, with `jwks.keyspace-hook yes`, subscribes to keyspace
 /// events; called once at load.
-pub fn start(ctx: &Context) -> Result<()> {
+pub(crate) fn start(ctx: &Context) -> Result<()> {
     let detach = api!(RedisModule_GetDetachedThreadSafeContext)?;
     // SAFETY: a live context at load; the detached context lives as long as the module.
     DETACHED.store(unsafe { detach(ctx.ctx) }, Ordering::Relaxed);
@@ -165,7 +166,9 @@ pub fn start(ctx: &Context) -> Result<()> {
             | raw::REDISMODULE_NOTIFY_EVICTED) as c_int;
         // SAFETY: a live context and a callback with the expected signature.
         if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
-            return Err(crate::error::Error::Api("RedisModule_SubscribeToKeyspaceEvents"));
+            return Err(redis_jwks_core::error::Error::Api(
+                "RedisModule_SubscribeToKeyspaceEvents",
+            ));
         }
     }
     server_events::subscribe(ctx)
@@ -179,7 +182,7 @@ fn guarded(what: &str, f: impl FnOnce()) {
 }
 
 /// From the data type's unlink callback: the key set at `name` in `db` left its key.
-pub fn on_unlink(db: i32, name: &[u8]) {
+pub(crate) fn on_unlink(db: i32, name: &[u8]) {
     guarded("unlink", || {
         let before = registry::remove(db, name).map(|s| s.fingerprint);
         schedule::remove(db, name);
@@ -198,11 +201,13 @@ pub fn on_unlink(db: i32, name: &[u8]) {
 /// From RDB load (a load, RESTORE, MIGRATE, a full sync): a key set is being loaded at
 /// `name`. Registered after the command, where it really is (a RESTORE with a past
 /// `ABSTTL` frees it at once). A load at start or a reload announces nothing.
-pub fn loaded(db: i32, name: &[u8]) {
+pub(crate) fn loaded(db: i32, name: &[u8]) {
     guarded("load", || {
         let ctx = DETACHED.load(Ordering::Relaxed);
         let loading = !ctx.is_null()
-            && Context::new(ctx).get_flags().contains(ContextFlags::LOADING);
+            && Context::new(ctx)
+                .get_flags()
+                .contains(ContextFlags::LOADING);
         push(db, name, |w| {
             w.track = true;
             w.announce |= !loading;
@@ -212,7 +217,7 @@ pub fn loaded(db: i32, name: &[u8]) {
 }
 
 /// From COPY (and the keyspace hook's RENAME/MOVE): a key set arrives at `name`.
-pub fn arrived(db: i32, name: &[u8]) {
+pub(crate) fn arrived(db: i32, name: &[u8]) {
     guarded("arrival", || {
         push(db, name, |w| {
             w.track = true;
@@ -257,7 +262,7 @@ unsafe extern "C" fn on_event(
             });
         }
         if cache {
-            if let Some((Derived::Cache, owner)) = keys::owner(name) {
+            if let Some((Derived::Cache, owner)) = names::owner(name) {
                 push(db, &owner, |w| w.reconcile = true);
             }
         }
@@ -270,7 +275,7 @@ unsafe extern "C" fn on_event(
 
 /// After a flush or SWAPDB: check each name (with what was there before) and announce what
 /// is there now, right after the command, as for a DEL.
-pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>) {
+pub(crate) fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>) {
     if names.is_empty() {
         return;
     }
@@ -288,9 +293,9 @@ pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>
 /// From JWKS.GET: the cache string is not known to hold the document (fill it soon), or it
 /// is time to look whether it still does (a second since the last look): a copy deleted,
 /// expired early or overwritten by another command is refilled within a second of reads.
-pub fn check_cache(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored, now: i64) {
+pub(crate) fn check_cache(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored, now: i64) {
     if stored.cache_ok(now) {
-        let cache = keys::derived(name, Derived::Cache);
+        let cache = names::derived(name, Derived::Cache);
         let holds = Key::named(ctx, &cache, Mode::Peek)
             .is_ok_and(|c| c.string() == Some(stored.rendered().doc.as_bytes()));
         if holds {
@@ -358,17 +363,9 @@ unsafe extern "C" fn on_post_job(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
     guarded("upkeep job", || drain(&Context::new(ctx)));
 }
 
-pub(super) fn select(ctx: &Context, db: i32) -> bool {
-    match api!(RedisModule_SelectDb) {
-        // SAFETY: a live context.
-        Ok(f) => (unsafe { f(ctx.ctx, db) }) == raw::REDISMODULE_OK as c_int,
-        Err(_) => false,
-    }
-}
-
 /// Whether the module may write from a job or timer right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
+pub(crate) enum Gate {
     /// Write.
     Open,
     /// Not now: clients are paused for writes (CLIENT PAUSE, FAILOVER), the server is
@@ -381,7 +378,7 @@ pub enum Gate {
 /// Every write from a callback, job or timer asks this first. Writing while clients are
 /// paused would fail a server assertion (the dataset must hold still for a failover) as
 /// soon as AOF is on or a replica is attached.
-pub fn gate(ctx: &Context) -> Gate {
+pub(crate) fn gate(ctx: &Context) -> Gate {
     let flags = ctx.get_flags();
     if server_events::is_replica() || flags.contains(ContextFlags::SLAVE) {
         return Gate::Replica;
@@ -419,7 +416,7 @@ fn drain(ctx: &Context) {
     let home = call::db(ctx);
     let mut waiting = Vec::new();
     for ((db, name), wants) in batch {
-        if !select(ctx, db) {
+        if !select_db(ctx, db) {
             continue;
         }
         match settle(ctx, db, &name, wants, gate) {
@@ -428,7 +425,7 @@ fn drain(ctx: &Context) {
             Err(e) => log::write_failed(&name, &e.to_string()),
         }
     }
-    select(ctx, home);
+    select_db(ctx, home);
     let (more, wait) = QUEUE.with(|q| {
         let mut q = q.borrow_mut();
         let wait = !waiting.is_empty();
@@ -457,7 +454,7 @@ fn merge(into: &mut Wants, from: Wants) {
 /// deletions change only the child's copy, which becomes the file (the server runs the same
 /// clean-up, propagated, in its own time); in the server itself they run as usual, when
 /// writing is allowed.
-pub fn before_snapshot(ctx: &Context, in_child: bool) {
+pub(crate) fn before_snapshot(ctx: &Context, in_child: bool) {
     if !in_child {
         if gate(ctx) == Gate::Open {
             drain(ctx);
@@ -474,7 +471,7 @@ pub fn before_snapshot(ctx: &Context, in_child: bool) {
     });
     let home = call::db(ctx);
     for (db, name) in gone {
-        if !select(ctx, db) || keys::check_name(&name).is_err() {
+        if !select_db(ctx, db) || names::check_name(&name).is_err() {
             continue;
         }
         let Ok(set_key) = Key::named(ctx, &name, Mode::Peek) else {
@@ -486,18 +483,20 @@ pub fn before_snapshot(ctx: &Context, in_child: bool) {
             .flatten()
             .map(|s| s.rendered().doc.clone());
         drop(set_key);
-        let cache_name = keys::derived(&name, Derived::Cache);
+        let cache_name = names::derived(&name, Derived::Cache);
         let Ok(cache) = Key::named(ctx, &cache_name, Mode::Peek) else {
             continue;
         };
-        if cache.kind() == KeyType::String && cache.string().map(<[u8]>::to_vec) != doc.map(String::into_bytes) {
+        if cache.kind() == KeyType::String
+            && cache.string().map(<[u8]>::to_vec) != doc.map(String::into_bytes)
+        {
             drop(cache);
             if let Ok(k) = Key::named(ctx, &cache_name, Mode::Write) {
                 let _ = k.delete_in_snapshot();
             }
         }
     }
-    select(ctx, home);
+    select_db(ctx, home);
 }
 
 /// Brings what is derived from the name up to date with what is there now. Returns what is
@@ -527,7 +526,7 @@ fn settle(ctx: &Context, db: i32, name: &[u8], wants: Wants, gate: Gate) -> Resu
         }
         _ => {}
     }
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         return Ok(None);
     }
     if lost {
@@ -562,7 +561,7 @@ fn announce(ctx: &Context, db: i32, name: &[u8], before: Option<u64>) -> Result<
         ),
         None => events::message(events::Kind::Deleted, name, None, None),
     };
-    publish(ctx, &keys::derived(name, Derived::Events), &message)
+    publish(ctx, &names::derived(name, Derived::Events), &message)
 }
 
 /// Another command put a value of another type where a key set was (`SET K x`, a RENAME
@@ -570,17 +569,17 @@ fn announce(ctx: &Context, db: i32, name: &[u8], before: Option<u64>) -> Result<
 /// logged at warning, since verifiers now find no keys.
 fn keyset_lost(ctx: &Context, name: &[u8]) -> Result<()> {
     log::keyset_lost(name);
-    stats::count(metrics::KEYSETS_LOST);
-    let audit_name = keys::derived(name, Derived::Audit);
+    stats::count(counter_names::KEYSETS_LOST);
+    let audit_name = names::derived(name, Derived::Audit);
     let audit_key = Key::named(ctx, &audit_name, Mode::Write)?;
     if audit_key.require_type(KeyType::Stream, "").is_ok() {
         audit_key.xadd(&audit::lost(now_ms()), config::audit_maxlen())?;
     }
     drop(audit_key);
-    let metrics_name = keys::derived(name, Derived::Metrics);
+    let metrics_name = names::derived(name, Derived::Metrics);
     let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
     if counters.require_type(KeyType::Hash, "").is_ok() {
-        counters.hash_incr(metrics::KEYSETS_LOST)?;
+        counters.hash_incr(counter_names::KEYSETS_LOST)?;
     }
     Ok(())
 }
@@ -590,7 +589,7 @@ fn keyset_lost(ctx: &Context, name: &[u8]) -> Result<()> {
 fn reconcile(ctx: &Context, name: &[u8]) -> Result<()> {
     let set_key = Key::named(ctx, name, Mode::Peek)?;
     let stored = set_key.keyset().ok().flatten();
-    let cache_name = keys::derived(name, Derived::Cache);
+    let cache_name = names::derived(name, Derived::Cache);
     let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
     let current = stored.map(|s| s.rendered().doc.as_bytes());
     let until = match cache.kind() {
@@ -636,13 +635,17 @@ fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
         return Ok(());
     }
     let doc = stored.rendered().doc.as_bytes();
-    let cache_name = keys::derived(name, Derived::Cache);
+    let cache_name = names::derived(name, Derived::Cache);
     let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
     let until = stored.set().cache_until(now, config::cache_ttl_ms());
     match cache.kind() {
         KeyType::String if cache.string() == Some(doc) => {
             let ttl = cache.pttl();
-            stored.set_cache_until(if ttl >= 0 { now.saturating_add(ttl) } else { until });
+            stored.set_cache_until(if ttl >= 0 {
+                now.saturating_add(ttl)
+            } else {
+                until
+            });
             return Ok(());
         }
         KeyType::String | KeyType::Empty => {
@@ -653,12 +656,12 @@ fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
                 return Ok(());
             }
             Key::named(ctx, &cache_name, Mode::Write)?.set_string_until(doc, until)?;
-            let metrics_name = keys::derived(name, Derived::Metrics);
+            let metrics_name = names::derived(name, Derived::Metrics);
             let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
             if counters.require_type(KeyType::Hash, "").is_ok() {
-                counters.hash_incr(metrics::CACHE_FILLS)?;
+                counters.hash_incr(counter_names::CACHE_FILLS)?;
             }
-            stats::count(metrics::CACHE_FILLS);
+            stats::count(counter_names::CACHE_FILLS);
         }
         _ => {
             stored.release_fill();

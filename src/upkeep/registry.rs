@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use crate::keyset::{KeySet, State};
+use redis_jwks_core::keyset::{KeySet, State};
 
 /// What a scrape reports of one key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// PROMOTE-AFTER (0: none) and whether any policy is set.
     pub promote_after_ms: u64,
     pub has_policy: bool,
@@ -27,7 +27,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn of(set: &KeySet) -> Snapshot {
+    pub(crate) fn of(set: &KeySet) -> Snapshot {
         let policy = set.lifecycle();
         let current = set.entries().iter().find(|e| e.state == State::Current);
         Snapshot {
@@ -41,7 +41,7 @@ impl Snapshot {
 }
 
 /// Same stored form, same fingerprint (within this process).
-pub fn fingerprint(set: &KeySet) -> u64 {
+pub(crate) fn fingerprint(set: &KeySet) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     set.to_stored().hash(&mut h);
@@ -61,7 +61,7 @@ static SETS: Mutex<Registry> = Mutex::new(Registry {
     cursor: None,
 });
 
-pub fn put(db: i32, name: &[u8], snapshot: Snapshot) {
+pub(crate) fn put(db: i32, name: &[u8], snapshot: Snapshot) {
     let mut r = SETS.lock();
     let names = r.dbs.entry(db).or_default();
     match names.get_mut(name) {
@@ -74,16 +74,16 @@ pub fn put(db: i32, name: &[u8], snapshot: Snapshot) {
 
 /// A db keeps its (possibly empty) entry once it held a key set, so its gauge reads 0
 /// instead of vanishing.
-pub fn remove(db: i32, name: &[u8]) -> Option<Snapshot> {
+pub(crate) fn remove(db: i32, name: &[u8]) -> Option<Snapshot> {
     SETS.lock().dbs.get_mut(&db)?.remove(name)
 }
 
-pub fn get(db: i32, name: &[u8]) -> Option<Snapshot> {
+pub(crate) fn get(db: i32, name: &[u8]) -> Option<Snapshot> {
     SETS.lock().dbs.get(&db)?.get(name).copied()
 }
 
 /// Forgets db `db`'s key sets, or every db's for -1 (FLUSHDB / FLUSHALL, a load).
-pub fn clear(db: i32) {
+pub(crate) fn clear(db: i32) {
     let mut r = SETS.lock();
     for (d, names) in r.dbs.iter_mut() {
         if db < 0 || *d == db {
@@ -92,7 +92,7 @@ pub fn clear(db: i32) {
     }
 }
 
-pub fn swap(a: i32, b: i32) {
+pub(crate) fn swap(a: i32, b: i32) {
     let mut r = SETS.lock();
     let first = r.dbs.remove(&a);
     let second = r.dbs.remove(&b);
@@ -105,17 +105,21 @@ pub fn swap(a: i32, b: i32) {
 }
 
 /// The key sets of db `db` (every db for -1) with their fingerprints.
-pub fn entries(db: i32) -> Vec<(i32, Vec<u8>, u64)> {
+pub(crate) fn entries(db: i32) -> Vec<(i32, Vec<u8>, u64)> {
     let r = SETS.lock();
     r.dbs
         .iter()
         .filter(|(d, _)| db < 0 || **d == db)
-        .flat_map(|(d, names)| names.iter().map(move |(n, s)| (*d, n.clone(), s.fingerprint)))
+        .flat_map(|(d, names)| {
+            names
+                .iter()
+                .map(move |(n, s)| (*d, n.clone(), s.fingerprint))
+        })
         .collect()
 }
 
 /// Calls `f` with every db and its key sets, in order.
-pub fn each(mut f: impl FnMut(i32, &Names)) {
+pub(crate) fn each(mut f: impl FnMut(i32, &Names)) {
     let r = SETS.lock();
     for (db, names) in &r.dbs {
         f(*db, names);
@@ -123,11 +127,14 @@ pub fn each(mut f: impl FnMut(i32, &Names)) {
 }
 
 /// Up to `n` names after the last ones returned, wrapping around: a rolling check.
-pub fn next_slice(n: usize) -> Vec<(i32, Vec<u8>)> {
+pub(crate) fn next_slice(n: usize) -> Vec<(i32, Vec<u8>)> {
     let mut r = SETS.lock();
     let start = r.cursor.clone();
     let mut out: Vec<(i32, Vec<u8>)> = Vec::with_capacity(n);
-    let all = r.dbs.iter().flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
+    let all = r
+        .dbs
+        .iter()
+        .flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
     let after: Vec<(i32, Vec<u8>)> = match &start {
         Some((sdb, sname)) => all
             .filter(|(db, k)| (*db, k.as_slice()) > (*sdb, sname.as_slice()))
@@ -138,7 +145,10 @@ pub fn next_slice(n: usize) -> Vec<(i32, Vec<u8>)> {
     };
     out.extend(after);
     if out.len() < n && start.is_some() {
-        let again = r.dbs.iter().flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
+        let again = r
+            .dbs
+            .iter()
+            .flat_map(|(db, names)| names.keys().map(move |k| (*db, k)));
         for (db, k) in again.take(n - out.len()) {
             if !out.iter().any(|(d, o)| *d == db && o == k) {
                 out.push((db, k.clone()));

@@ -16,13 +16,14 @@ use parking_lot::Mutex;
 use redis_module::raw::RedisModuleCtx;
 use redis_module::Context;
 
-use super::{guarded, select, server_events, DETACHED};
-use crate::commands::{rotate, Targets};
-use crate::error::Result;
+use super::{guarded, server_events, DETACHED};
 use crate::glue::call::{self, now_ms, Caller};
-use crate::glue::key::{api, Key, Mode};
-use crate::keys;
-use crate::observe::{audit, log, metrics, stats};
+use crate::glue::redis_key::{api, select_db, Key, Mode};
+use crate::observe::{log, stats};
+use crate::write::{self, Targets, What, Write};
+use redis_jwks_core::counter_names;
+use redis_jwks_core::error::Result;
+use redis_jwks_core::names;
 
 type Entry = (i32, Vec<u8>);
 
@@ -60,7 +61,7 @@ fn with<T>(f: impl FnOnce(&mut Schedule) -> T) -> T {
 
 /// Records when the key set at (`db`, `name`) next changes (`None`: never), and arms the
 /// timer if that is now the earliest.
-pub fn set(db: i32, name: &[u8], at: Option<i64>) {
+pub(crate) fn set(db: i32, name: &[u8], at: Option<i64>) {
     with(|s| {
         if let Some(old) = s.at.remove(&(db, name.to_vec())) {
             s.queue.remove(&(old, db, name.to_vec()));
@@ -76,19 +77,19 @@ pub fn set(db: i32, name: &[u8], at: Option<i64>) {
     arm();
 }
 
-pub fn remove(db: i32, name: &[u8]) {
+pub(crate) fn remove(db: i32, name: &[u8]) {
     set(db, name, None);
 }
 
 /// Forgets db `db`, or every db for -1.
-pub fn clear(db: i32) {
+pub(crate) fn clear(db: i32) {
     with(|s| {
         s.at.retain(|(d, _), _| db >= 0 && *d != db);
         s.queue.retain(|(_, d, _)| db >= 0 && *d != db);
     });
 }
 
-pub fn swap(a: i32, b: i32) {
+pub(crate) fn swap(a: i32, b: i32) {
     with(|s| {
         let moved = |d: i32| match d {
             d if d == a => b,
@@ -107,7 +108,7 @@ pub fn swap(a: i32, b: i32) {
 }
 
 /// Arms the timer for the earliest entry (on a primary).
-pub fn arm() {
+pub(crate) fn arm() {
     if server_events::is_replica() {
         return;
     }
@@ -121,7 +122,8 @@ pub fn arm() {
         other => Some(other),
     });
     let Some(old) = stale else { return };
-    let (Ok(create), Ok(stop)) = (api!(RedisModule_CreateTimer), api!(RedisModule_StopTimer)) else {
+    let (Ok(create), Ok(stop)) = (api!(RedisModule_CreateTimer), api!(RedisModule_StopTimer))
+    else {
         return;
     };
     if ctx.is_null() {
@@ -157,8 +159,12 @@ fn run_due(ctx: &Context) {
     }
     let now = now_ms();
     let due: Vec<Entry> = with(|s| {
-        let due: Vec<(i64, i32, Vec<u8>)> =
-            s.queue.iter().take_while(|(at, _, _)| *at <= now).cloned().collect();
+        let due: Vec<(i64, i32, Vec<u8>)> = s
+            .queue
+            .iter()
+            .take_while(|(at, _, _)| *at <= now)
+            .cloned()
+            .collect();
         for entry in &due {
             s.queue.remove(entry);
             s.at.remove(&(entry.1, entry.2.clone()));
@@ -167,7 +173,7 @@ fn run_due(ctx: &Context) {
     });
     let home = call::db(ctx);
     for (db, name) in due {
-        if !select(ctx, db) {
+        if !select_db(ctx, db) {
             continue;
         }
         match apply(ctx, db, &name, now) {
@@ -191,7 +197,7 @@ fn run_due(ctx: &Context) {
             }
         }
     }
-    select(ctx, home);
+    select_db(ctx, home);
 }
 
 /// `set` for a retry: keeps the failure count.
@@ -205,7 +211,7 @@ fn set_keep_failures(db: i32, name: &[u8], at: Option<i64>) {
 
 /// Applies the due changes of one key set, in order, each as an ordinary change.
 fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
-    if keys::check_name(name).is_err() {
+    if names::check_name(name).is_err() {
         return Ok(());
     }
     loop {
@@ -220,25 +226,31 @@ fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
         drop(key);
         let caller = Caller::schedule(ctx);
         let targets = Targets::check(ctx, &caller, name)?;
-        let actx = audit::Context {
-            timestamp: audit::timestamp(due.at_ms),
-            reason: "policy".into(),
-            generation: next.generation(),
-            user: caller.name(),
-            forced: false,
-        };
-        rotate::commit_change(ctx, &targets, &next, &changes, &actx)?;
-        stats::count(metrics::SCHEDULED_CHANGES);
+        write::commit(
+            ctx,
+            &caller,
+            &targets,
+            Write {
+                what: What::Keys {
+                    next: &next,
+                    changes: &changes,
+                },
+                at_ms: due.at_ms,
+                reason: "policy".into(),
+                forced: false,
+            },
+        )?;
+        stats::count(counter_names::SCHEDULED_CHANGES);
     }
 }
 
 /// After a failover: this node now owns its key sets' schedules.
-pub fn on_promoted() {
+pub(crate) fn on_promoted() {
     with(|s| s.timer = None);
     arm();
 }
 
 /// Registers the key set at (`db`, `name`) from its value (load, copy, arrival, change).
-pub fn track(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+pub(crate) fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     self::set(db, name, set.next_change().map(|d| d.at_ms));
 }

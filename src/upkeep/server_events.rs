@@ -9,21 +9,21 @@ use redis_module::raw::{self, RedisModuleCtx, RedisModuleEvent};
 use redis_module::{Context, RedisValue};
 
 use super::{guarded, registry};
-use crate::error::{Error, Result};
-use crate::glue::key::api;
+use crate::glue::redis_key::api;
 use crate::observe::log;
+use redis_jwks_core::error::{Error, Result};
 
 /// This node replicates another: the module writes nothing of its own (fills, reconciles,
 /// scheduled changes); the primary's effects arrive through the link.
 static REPLICA: AtomicBool = AtomicBool::new(false);
 
-pub fn is_replica() -> bool {
+pub(crate) fn is_replica() -> bool {
     REPLICA.load(Ordering::Relaxed)
 }
 
 type Callback = unsafe extern "C" fn(*mut RedisModuleCtx, RedisModuleEvent, u64, *mut c_void);
 
-pub fn subscribe(ctx: &Context) -> Result<()> {
+pub(crate) fn subscribe(ctx: &Context) -> Result<()> {
     let subscribe = api!(RedisModule_SubscribeToServerEvent)?;
     REPLICA.store(
         ctx.get_flags().contains(redis_module::ContextFlags::SLAVE),
@@ -87,7 +87,10 @@ unsafe extern "C" fn on_flush(
 }
 
 fn before(db: i32) -> Vec<(Vec<u8>, u64)> {
-    registry::entries(db).into_iter().map(|(_, n, fp)| (n, fp)).collect()
+    registry::entries(db)
+        .into_iter()
+        .map(|(_, n, fp)| (n, fp))
+        .collect()
 }
 
 unsafe extern "C" fn on_swapdb(
@@ -106,7 +109,9 @@ unsafe extern "C" fn on_swapdb(
         // What each name held before the swap, in either db.
         let (in_a, in_b) = (before(a), before(b));
         let find = |list: &[(Vec<u8>, u64)], n: &[u8]| {
-            list.iter().find(|(m, _)| m.as_slice() == n).map(|(_, fp)| *fp)
+            list.iter()
+                .find(|(m, _)| m.as_slice() == n)
+                .map(|(_, fp)| *fp)
         };
         let mut names = Vec::new();
         for (n, _) in in_a.iter().chain(in_b.iter()) {
@@ -151,7 +156,8 @@ unsafe extern "C" fn on_persistence(
 ) {
     let in_child = matches!(
         subevent,
-        raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START
+        raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START
+            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START
     );
     let in_server = matches!(
         subevent,
@@ -186,7 +192,8 @@ unsafe extern "C" fn on_config(
     };
     let policy_changed = names.iter().any(|&name| {
         // SAFETY: NUL-terminated config names.
-        !name.is_null() && unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
+        !name.is_null()
+            && unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
     });
     if policy_changed {
         guarded("config event", || {

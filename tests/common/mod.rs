@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 
-#[path = "../../src/testkeys.rs"]
-pub mod testkeys;
+pub use redis_jwks_core::testkeys;
 
 pub fn server_bin() -> String {
     std::env::var("JWKS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())

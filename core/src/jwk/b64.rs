@@ -6,17 +6,17 @@ use base64::Engine;
 
 use crate::error::{Error, Result};
 
-pub fn decode_url(member: &str, text: &str) -> Result<Vec<u8>> {
+pub(super) fn decode_url(member: &str, text: &str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(text)
         .map_err(|_| Error::Jwk(format!("'{member}' is not unpadded base64url")))
 }
 
-pub fn encode_url(bytes: &[u8]) -> String {
+pub(super) fn encode_url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn decode_std(member: &str, text: &str) -> Result<Vec<u8>> {
+pub(super) fn decode_std(member: &str, text: &str) -> Result<Vec<u8>> {
     STANDARD
         .decode(text)
         .map_err(|_| Error::Jwk(format!("'{member}' entries must be standard base64")))

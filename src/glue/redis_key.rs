@@ -14,24 +14,25 @@ use std::ptr::{self, NonNull};
 use redis_module::raw::{self, KeyType, RedisModuleKey, RedisModuleString};
 use redis_module::{Context, RedisString};
 
+use super::args::Arg;
 use super::strings::{self, fixed};
 use crate::datatype::Stored;
-use crate::error::{Error, Result, Shown};
-use crate::observe::audit::{Fields, Value};
 use crate::upkeep;
+use redis_jwks_core::audit::{Fields, Value};
+use redis_jwks_core::error::{Error, Result, Shown};
 
 /// Looks up a module API function: `Err(Error::Api)` on a server that lacks it.
 macro_rules! api {
     ($name:ident) => {
         // SAFETY: the function table is filled once when the module loads, then only read.
         unsafe { ::redis_module::raw::$name }
-            .ok_or($crate::error::Error::Api(stringify!($name)))
+            .ok_or(redis_jwks_core::error::Error::Api(stringify!($name)))
     };
 }
 pub(crate) use api;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A read by the command: counts as an access (LRU/LFU, keyspace hits).
     Read,
     /// A read for the module's own bookkeeping: leaves the key's access time alone.
@@ -54,7 +55,7 @@ impl KeyName {
     }
 }
 
-pub struct Key {
+pub(crate) struct Key {
     ctx: *mut raw::RedisModuleCtx,
     /// Null when a key opened for reading does not exist.
     ptr: *mut RedisModuleKey,
@@ -84,21 +85,21 @@ impl Key {
     }
 
     /// Opens the key named by a command argument (no copy of the name).
-    pub fn arg(ctx: &Context, name: *mut RedisModuleString, mode: Mode) -> Result<Key> {
-        Key::open_name(ctx, KeyName::Arg(name), mode)
+    pub(crate) fn arg(ctx: &Context, name: Arg<'_>, mode: Mode) -> Result<Key> {
+        Key::open_name(ctx, KeyName::Arg(name.as_ptr()), mode)
     }
 
     /// Opens the key with this name.
-    pub fn named(ctx: &Context, name: &[u8], mode: Mode) -> Result<Key> {
+    pub(crate) fn named(ctx: &Context, name: &[u8], mode: Mode) -> Result<Key> {
         let name = RedisString::create_from_slice(ctx.ctx, name);
         Key::open_name(ctx, KeyName::Made(name), mode)
     }
 
-    pub fn name(&self) -> &[u8] {
+    pub(crate) fn name(&self) -> &[u8] {
         RedisString::string_as_slice(self.name.ptr())
     }
 
-    pub fn kind(&self) -> KeyType {
+    pub(crate) fn kind(&self) -> KeyType {
         if self.ptr.is_null() {
             return KeyType::Empty;
         }
@@ -109,12 +110,12 @@ impl Key {
         }
     }
 
-    pub fn exists(&self) -> bool {
+    pub(crate) fn exists(&self) -> bool {
         self.kind() != KeyType::Empty
     }
 
     /// Refuses a key that holds something other than `wanted` (or nothing).
-    pub fn require_type(&self, wanted: KeyType, what: &'static str) -> Result<()> {
+    pub(crate) fn require_type(&self, wanted: KeyType, what: &'static str) -> Result<()> {
         match self.kind() {
             KeyType::Empty => Ok(()),
             kind if kind == wanted => Ok(()),
@@ -124,7 +125,7 @@ impl Key {
 
     /// The key set stored here: `None` for no key, `WRONGTYPE` for another type. The
     /// reference lives as long as the key is open and the command runs.
-    pub fn keyset(&self) -> Result<Option<&Stored>> {
+    pub(crate) fn keyset(&self) -> Result<Option<&Stored>> {
         if self.ptr.is_null() {
             return Ok(None);
         }
@@ -140,7 +141,7 @@ impl Key {
             if let Some(s) = stored {
                 // Renamed or moved here since it was registered: register it here.
                 if s.take_moved() {
-                    let db = super::call::db(&Context::new(self.ctx));
+                    let db = db(&Context::new(self.ctx));
                     upkeep::placed(db, self.name(), s.set());
                 }
             }
@@ -156,7 +157,7 @@ impl Key {
     }
 
     /// The bytes of a string key, or `None` for no key or another type.
-    pub fn string(&self) -> Option<&[u8]> {
+    pub(crate) fn string(&self) -> Option<&[u8]> {
         if self.kind() != KeyType::String {
             return None;
         }
@@ -172,7 +173,7 @@ impl Key {
     }
 
     /// Milliseconds to live, as PTTL: -2 for no key, -1 for no expiry.
-    pub fn pttl(&self) -> i64 {
+    pub(crate) fn pttl(&self) -> i64 {
         if !self.exists() {
             return -2;
         }
@@ -187,7 +188,7 @@ impl Key {
     }
 
     /// Number of elements (stream entries, hash fields), 0 for no key.
-    pub fn len(&self) -> i64 {
+    pub(crate) fn len(&self) -> i64 {
         if !self.exists() {
             return 0;
         }
@@ -199,7 +200,7 @@ impl Key {
     }
 
     /// An integer field of a hash key; 0 when missing or not an integer.
-    pub fn hash_int(&self, field: &'static str) -> i64 {
+    pub(crate) fn hash_int(&self, field: &'static str) -> i64 {
         if self.kind() != KeyType::Hash {
             return 0;
         }
@@ -246,19 +247,19 @@ impl Key {
     fn notify(&self, class: i32, event: &CStr) {
         if let Ok(f) = api!(RedisModule_NotifyKeyspaceEvent) {
             // SAFETY: a live context, a static event name and the key's name.
-            upkeep::ours(|| unsafe {
-                f(self.ctx, class, event.as_ptr(), self.name.ptr())
-            });
+            upkeep::ours(|| unsafe { f(self.ctx, class, event.as_ptr(), self.name.ptr()) });
         }
     }
 
     /// Propagates `cmd` with `argv` (whose first element is this key's name).
     fn replicate(&self, cmd: &CStr, argv: &mut [*mut RedisModuleString]) {
-        replicate(self.ctx, cmd, argv);
+        // SAFETY: the key's context and the strings its writes pass are alive while the
+        // key is open.
+        unsafe { replicate_raw(self.ctx, cmd, argv) };
     }
 
     /// Stores a key set here, replacing what was there.
-    pub fn set_keyset(&self, value: Stored) -> Result<()> {
+    pub(crate) fn set_keyset(&self, value: Stored) -> Result<()> {
         self.writable()?;
         let set = api!(RedisModule_ModuleTypeSetValue)?;
         let raw_type = crate::datatype::raw_type();
@@ -278,7 +279,7 @@ impl Key {
     }
 
     /// Deletes the key; whether it existed. Propagated as DEL only when it did, as Redis does.
-    pub fn delete(&self) -> Result<bool> {
+    pub(crate) fn delete(&self) -> Result<bool> {
         if !self.exists() {
             return Ok(false);
         }
@@ -293,7 +294,7 @@ impl Key {
 
     /// Deletes the key in a snapshot's child process only: nothing propagated or notified
     /// (the child's copy of the dataset becomes the file, then the child exits).
-    pub fn delete_in_snapshot(&self) -> Result<()> {
+    pub(crate) fn delete_in_snapshot(&self) -> Result<()> {
         self.writable()?;
         let delete = api!(RedisModule_DeleteKey)?;
         // SAFETY: an open writable key.
@@ -302,7 +303,7 @@ impl Key {
     }
 
     /// SET value with an absolute expiry, propagated as `SET key value PXAT <ms>`.
-    pub fn set_string_until(&self, value: &[u8], at_ms: i64) -> Result<()> {
+    pub(crate) fn set_string_until(&self, value: &[u8], at_ms: i64) -> Result<()> {
         self.writable()?;
         let (set, expire) = (
             api!(RedisModule_StringSet)?,
@@ -330,7 +331,7 @@ impl Key {
     /// Adds 1 to an integer field of a hash (created if missing), saturating at i64::MAX.
     /// Propagated as `HSET key field <result>`: an absolute value cannot fail on a replica
     /// the way an increment past i64::MAX would.
-    pub fn hash_incr(&self, field: &'static str) -> Result<i64> {
+    pub(crate) fn hash_incr(&self, field: &'static str) -> Result<i64> {
         self.writable()?;
         let set = api!(RedisModule_HashSet)?;
         let after = self.hash_int(field).saturating_add(1);
@@ -355,7 +356,7 @@ impl Key {
     /// `XADD key MAXLEN = <resulting length> <id> ...`, exactly as Redis propagates an
     /// approximate trim, so replicas keep the very same entries. Fails (writing nothing)
     /// when the stream's last ID is at the maximum.
-    pub fn xadd(&self, fields: &Fields, maxlen: i64) -> Result<()> {
+    pub(crate) fn xadd(&self, fields: &Fields, maxlen: i64) -> Result<()> {
         self.writable()?;
         let (add, trim, len) = (
             api!(RedisModule_StreamAdd)?,
@@ -438,13 +439,16 @@ impl Drop for Key {
 /// Publishes `message` on the sharded channel `channel`, as SPUBLISH would: in a cluster
 /// Redis sends it to the shard's nodes; standalone, the command is propagated to replicas
 /// (not the AOF) so their subscribers get it too, as Redis does for SPUBLISH.
-pub fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
+pub(crate) fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
     let publish = api!(RedisModule_PublishMessageShard)?;
     let channel = RedisString::create_from_slice(ctx.ctx, channel);
     let message = RedisString::create_from_slice(ctx.ctx, message.as_bytes());
     // SAFETY: a live context and two live strings.
     unsafe { publish(ctx.ctx, channel.inner, message.inner) };
-    if !ctx.get_flags().contains(redis_module::ContextFlags::CLUSTER) {
+    if !ctx
+        .get_flags()
+        .contains(redis_module::ContextFlags::CLUSTER)
+    {
         let replicate = api!(RedisModule_Replicate)?;
         let mut argv = [channel.inner, message.inner];
         // SAFETY: "vA" takes an array of live strings and keeps it out of the AOF.
@@ -462,7 +466,20 @@ pub fn publish(ctx: &Context, channel: &[u8], message: &str) -> Result<()> {
 }
 
 /// Propagates a command to replicas and the AOF as part of the running command.
-pub fn replicate(ctx: *mut raw::RedisModuleCtx, cmd: &CStr, argv: &mut [*mut RedisModuleString]) {
+/// Propagates `cmd args...` to replicas and the AOF, as the running command's effect.
+pub(crate) fn replicate<const N: usize>(ctx: &Context, cmd: &CStr, args: [&RedisString; N]) {
+    let mut argv = args.map(|s| s.inner);
+    // SAFETY: a live context, and strings borrowed for the call.
+    unsafe { replicate_raw(ctx.ctx, cmd, &mut argv) };
+}
+
+/// # Safety
+/// `ctx` must be a live context and `argv` live strings.
+unsafe fn replicate_raw(
+    ctx: *mut raw::RedisModuleCtx,
+    cmd: &CStr,
+    argv: &mut [*mut RedisModuleString],
+) {
     let Ok(f) = api!(RedisModule_Replicate) else {
         return;
     };
@@ -489,12 +506,33 @@ fn stream_id(buf: &mut [u8; 41], ms: u64, seq: u64) -> &[u8] {
     &buf[..n]
 }
 
+/// The db the context has selected.
+pub(crate) fn db(ctx: &Context) -> i32 {
+    match api!(RedisModule_GetSelectedDb) {
+        // SAFETY: a live context.
+        Ok(f) => unsafe { f(ctx.ctx) },
+        Err(_) => 0,
+    }
+}
+
+/// Selects db `db` on the context: false if the server refuses it.
+pub(crate) fn select_db(ctx: &Context, db: i32) -> bool {
+    match api!(RedisModule_SelectDb) {
+        // SAFETY: a live context.
+        Ok(f) => (unsafe { f(ctx.ctx, db) }) == raw::REDISMODULE_OK as c_int,
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn stream_ids_are_ms_dash_seq() {
         let mut buf = [0u8; 41];
-        assert_eq!(super::stream_id(&mut buf, 1_795_917_450_740, 2), b"1795917450740-2");
+        assert_eq!(
+            super::stream_id(&mut buf, 1_795_917_450_740, 2),
+            b"1795917450740-2"
+        );
         assert_eq!(
             super::stream_id(&mut buf, u64::MAX, u64::MAX),
             b"18446744073709551615-18446744073709551615"

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Writes x5c.json: public JWKs with real self-signed (or CA-signed) certificates of the
-same keys, for the x5c/x5t tests in src/jwk/x5c_tests.rs. Run once, offline, and commit the
+same keys, for the x5c/x5t tests in core/src/jwk/x5c_tests.rs. Run once, offline, and commit the
 output; the private keys are thrown away. Needs the `cryptography` package and the `openssl`
 CLI (only for the compressed-point P-256 certificate, which `cryptography` cannot make).
 
-    python3 src/jwk/testdata/make_x5c.py > src/jwk/testdata/x5c.json
+    python3 core/src/jwk/testdata/make_x5c.py > core/src/jwk/testdata/x5c.json
 """
 import base64, datetime, hashlib, json, os, subprocess, tempfile
 

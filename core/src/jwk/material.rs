@@ -54,7 +54,7 @@ pub(super) fn str_member<'a>(members: &'a Map<String, Value>, name: &str) -> Res
     }
 }
 
-pub fn check(kty: Kty, members: &Map<String, Value>, policy: &Policy) -> Result<()> {
+pub(super) fn check(kty: Kty, members: &Map<String, Value>, policy: &Policy) -> Result<()> {
     match kty {
         Kty::Rsa => check_rsa(members, policy),
         Kty::Ec => check_ec(members),
@@ -155,7 +155,7 @@ fn check_okp(members: &Map<String, Value>) -> Result<()> {
 }
 
 /// What an `alg` means for a key: the `use` it implies, and whether it fits this key.
-pub fn alg_use(kty: Kty, crv: Option<&str>, alg: &str) -> Result<&'static str> {
+pub(super) fn alg_use(kty: Kty, crv: Option<&str>, alg: &str) -> Result<&'static str> {
     let fits = |ok: bool, usage: &'static str| {
         if ok {
             Ok(usage)

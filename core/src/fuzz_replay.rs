@@ -9,7 +9,7 @@ use crate::jwk::{parse_document, Jwk, Policy};
 use crate::keyset::{KeySet, Op};
 
 fn inputs(target: &str) -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut out = Vec::new();
     for dir in ["seeds", "regressions"] {
         if let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) {

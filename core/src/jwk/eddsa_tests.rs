@@ -64,7 +64,7 @@ fn ed25519_p_plus(k: u8) -> [u8; 32] {
 
 #[test]
 fn ed25519_rfc8037_key_is_accepted() {
-    let x: [u8; 32] = super::b64::decode_url("x", RFC8037_ED25519_X)
+    let x: [u8; 32] = b64::decode_url("x", RFC8037_ED25519_X)
         .unwrap()
         .try_into()
         .unwrap();
@@ -136,7 +136,7 @@ fn ed25519_non_canonical_encodings_are_refused() {
 
 #[test]
 fn ed25519_mixed_order_points_are_refused() {
-    let x = super::b64::decode_url("x", RFC8037_ED25519_X).unwrap();
+    let x = b64::decode_url("x", RFC8037_ED25519_X).unwrap();
     let a = curve25519_dalek::edwards::CompressedEdwardsY(x.try_into().unwrap())
         .decompress()
         .unwrap();

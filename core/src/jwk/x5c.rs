@@ -23,7 +23,7 @@ use super::b64;
 use super::material::{str_member, Kty};
 use crate::error::{Error, Result};
 
-pub const MAX_X5C_CERTS: usize = 10;
+pub(super) const MAX_X5C_CERTS: usize = 10;
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
@@ -34,11 +34,11 @@ const SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35")
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
 
-pub const MISMATCH: &str = "the first x5c certificate's key is not this JWK's key";
+pub(super) const MISMATCH: &str = "the first x5c certificate's key is not this JWK's key";
 
 /// Checks `x5c` (if present) and the thumbprints against it. `members` must already have
 /// passed the material checks (the key members decode) and the thumbprint length checks.
-pub fn check(kty: Kty, members: &Map<String, Value>) -> Result<()> {
+pub(super) fn check(kty: Kty, members: &Map<String, Value>) -> Result<()> {
     let Some(x5c) = members.get("x5c") else {
         return Ok(());
     };

@@ -319,12 +319,12 @@ impl KeySet {
     /// For `MEMORY USAGE`: struct sizes plus the published members, with map overhead.
     pub fn approximate_bytes(&self) -> usize {
         const MAP_ENTRY_OVERHEAD: usize = 48;
-        std::mem::size_of::<KeySet>()
+        size_of::<KeySet>()
             + self
                 .entries
                 .iter()
                 .map(|e| {
-                    std::mem::size_of::<Entry>()
+                    size_of::<Entry>()
                         + e.jwk.kid().len()
                         + e.jwk.json().get().len()
                         + e.jwk

@@ -79,7 +79,7 @@ fn certificate_of_another_key_is_refused() {
     ] {
         let e = swap_bare(jwk, cert);
         assert!(
-            e.contains(super::x5c::MISMATCH) && e.contains(detail),
+            e.contains(x5c::MISMATCH) && e.contains(detail),
             "{jwk}/{cert}: {e}"
         );
         // With the thumbprints of the JWK's own certificate, those are refused first.
@@ -170,7 +170,7 @@ fn thumbprints_must_be_those_of_the_first_certificate() {
     // Lengths are checked with or without x5c.
     let sha1 = fixture("rsa")["x5t"].clone();
     assert!(err(with(full("rsa"), "x5t#S256", sha1)).contains("32-octet"));
-    let short = super::b64::encode_url(&[1u8; 19]);
+    let short = b64::encode_url(&[1u8; 19]);
     assert!(err(with(rfc7517_rsa(), "x5t", json!(short))).contains("20-octet"));
     assert!(err(with(full("rsa"), "x5t", json!("not base64!"))).contains("base64url"));
 }

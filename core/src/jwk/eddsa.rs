@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// 4. the point is not of small order (1, 2, 4 or 8: the 8 torsion points);
 /// 5. the point is in the prime-order subgroup (no torsion component): `[l]A` is the
 ///    identity.
-pub fn check_ed25519(x: &[u8]) -> Result<()> {
+pub(super) fn check_ed25519(x: &[u8]) -> Result<()> {
     use curve25519_dalek::edwards::CompressedEdwardsY;
     let bytes: [u8; 32] = x
         .try_into()
@@ -55,7 +55,7 @@ pub fn check_ed25519(x: &[u8]) -> Result<()> {
 /// 4. the point is not of small order (1, 2 or 4; the cofactor is 4): `[4]A` is not the
 ///    identity;
 /// 5. the point is in the prime-order subgroup (no torsion component).
-pub fn check_ed448(x: &[u8]) -> Result<()> {
+pub(super) fn check_ed448(x: &[u8]) -> Result<()> {
     use ed448_goldilocks::{AffinePoint, CompressedEdwardsY, EdwardsPoint};
     let bytes: [u8; 57] = x
         .try_into()

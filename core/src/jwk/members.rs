@@ -14,14 +14,14 @@ const COMMON: &[&str] = &[
     "kty", "kid", "use", "alg", "key_ops", "x5c", "x5t", "x5t#S256",
 ];
 
-pub fn reject_private(members: &Map<String, Value>) -> Result<()> {
+pub(super) fn reject_private(members: &Map<String, Value>) -> Result<()> {
     match PRIVATE.iter().find(|m| members.contains_key(**m)) {
         Some(m) => Err(Error::PrivateMember(m)),
         None => Ok(()),
     }
 }
 
-pub fn check_known(kty: Kty, members: &Map<String, Value>) -> Result<()> {
+pub(super) fn check_known(kty: Kty, members: &Map<String, Value>) -> Result<()> {
     for name in members.keys() {
         if !COMMON.contains(&name.as_str()) && !kty.material_members().contains(&name.as_str()) {
             return Err(Error::Jwk(format!(
@@ -50,7 +50,7 @@ fn key_op_use(op: &str) -> Result<&'static str> {
     }
 }
 
-pub fn check_optional(kty: Kty, members: &Map<String, Value>) -> Result<()> {
+pub(super) fn check_optional(kty: Kty, members: &Map<String, Value>) -> Result<()> {
     let declared_use = match members.get("use") {
         None => None,
         Some(Value::String(u)) if u == "sig" || u == "enc" => Some(u.as_str()),

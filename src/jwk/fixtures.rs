@@ -1,3 +1,0 @@
-pub use crate::testkeys::*;
-
-pub const POLICY: super::Policy = super::Policy { min_rsa_bits: 2048 };
