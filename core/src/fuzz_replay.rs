@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::args::parse_rotate;
 use crate::jwk::{parse_document, Jwk, Policy};
-use crate::keyset::{KeySet, Op};
+use crate::keyset::{KeySet, Op, RSA_FLOOR_BITS};
 
 fn inputs(target: &str) -> Vec<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -40,9 +40,13 @@ fn document_inputs() {
         let Ok(text) = std::str::from_utf8(&data) else {
             continue;
         };
-        if let Ok(jwks) = parse_document(text, &Policy { min_rsa_bits: 0 }) {
+        let policy = Policy {
+            min_rsa_bits: RSA_FLOOR_BITS,
+        };
+        if let Ok(jwks) = parse_document(text, &policy) {
             if let Ok((set, _)) = KeySet::default().apply(&[Op::Replace(jwks)], 0, false) {
-                assert!(parse_document(&set.render(), &Policy { min_rsa_bits: 0 }).is_ok());
+                assert!(parse_document(&set.render(), &policy).is_ok());
+                assert_eq!(KeySet::from_stored(&set.to_stored()).ok(), Some(set));
             }
         }
     }
