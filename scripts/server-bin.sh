@@ -72,14 +72,14 @@ cached() {
   if [ -x "$final/bin/$bin" ] && check_version "$final/bin/$bin" "$want" 2>/dev/null; then
     echo "$final/bin/$bin"; return
   fi
-  local tmp
-  tmp="$(mktemp -d "$cache/.$name.XXXXXX")"
-  trap 'rm -rf "$tmp"' EXIT
-  mkdir -p "$tmp/bin"
-  "$build" "$tmp" || die "building $name failed (work dir $tmp removed; rerun to retry)"
-  check_version "$tmp/bin/$bin" "$want" || die "the $name build did not produce a working $bin"
+  # Global, not local: the EXIT trap that removes it runs after die() has left this function.
+  build_tmp="$(mktemp -d "$cache/.$name.XXXXXX")"
+  trap 'rm -rf "$build_tmp"' EXIT
+  mkdir -p "$build_tmp/bin"
+  "$build" "$build_tmp" || die "building $name failed (its work dir is removed; rerun to retry)"
+  check_version "$build_tmp/bin/$bin" "$want" || die "the $name build did not produce a working $bin"
   rm -rf "$final"
-  mv -T "$tmp" "$final"
+  mv -T "$build_tmp" "$final"
   trap - EXIT
   say "$name ready: $final/bin/$bin"
   echo "$final/bin/$bin"
