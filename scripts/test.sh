@@ -57,12 +57,12 @@ run_leg() {
   local failed=()
   if [ -n "$full" ]; then
     echo "== $leg: Rust integration tests (all)"
-    JWKS_SERVER_BIN="$server" cargo test -q --test '*' || failed+=(rust)
+    JWKS_SERVER_BIN="$server" cargo test -q --no-fail-fast --test '*' || failed+=(rust)
   else
     local args=()
     for t in "${SUBSET_RUST[@]}"; do args+=(--test "$t"); done
     echo "== $leg: Rust integration tests (subset: ${SUBSET_RUST[*]})"
-    JWKS_SERVER_BIN="$server" cargo test -q "${args[@]}" || failed+=(rust)
+    JWKS_SERVER_BIN="$server" cargo test -q --no-fail-fast "${args[@]}" || failed+=(rust)
   fi
   if [ -n "$full" ]; then
     echo "== $leg: Python tests (all)"
