@@ -20,6 +20,10 @@ command -v make >/dev/null || need+=(make)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null || need+=(prometheus-redis-exporter)
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+# python/tests/test_status.py loads jwks-endpoint's status page in a headless browser.
+command -v chromium >/dev/null || need+=(chromium)
+# The README's quick start installs the Python package into a virtualenv.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the pure core (cargo fuzz / libFuzzer), bounded in time.
 # Usage: scripts/fuzz.sh [seconds per target, default 60] [target ...]
-# Targets: jwk document rotate_args stored_state. Seeds: fuzz/seeds/<target> (RFC 7517/8037
-# example keys and documents). A crash is written to fuzz/artifacts/<target>/ and fails
+# Targets: jwk document rotate_args stored_state dump_payload. Seeds: fuzz/seeds/<target>
+# (RFC 7517/8037 example keys and documents; real DUMPs of key sets for dump_payload). A crash is written to fuzz/artifacts/<target>/ and fails
 # the run; turn it into a regression test (fuzz/regressions + tests in src).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"; shift || true
-targets=("$@"); [ "${#targets[@]}" -gt 0 ] || targets=(jwk document rotate_args stored_state)
+targets=("$@"); [ "${#targets[@]}" -gt 0 ] || targets=(jwk document rotate_args stored_state dump_payload)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd fuzz
 for t in "${targets[@]}"; do

@@ -31,7 +31,7 @@ pub const DEFAULT_AUDIT_MAXLEN: i64 = 10_000;
 pub const DEFAULT_MIN_RSA_BITS: i64 = 2048;
 pub const CACHE_TTL_RANGE: (i64, i64) = (1, 31_536_000);
 pub const AUDIT_MAXLEN_RANGE: (i64, i64) = (1, 100_000_000);
-pub const MIN_RSA_BITS_RANGE: (i64, i64) = (1024, 16384);
+pub const MIN_RSA_BITS_RANGE: (i64, i64) = (crate::keyset::RSA_FLOOR_BITS as i64, 16384);
 
 /// Seconds a rendered JWKS stays cached: the bound on staleness if an invalidation fails.
 pub static CACHE_TTL: AtomicI64 = AtomicI64::new(DEFAULT_CACHE_TTL_S);
@@ -42,6 +42,18 @@ pub static MIN_RSA_BITS: AtomicI64 = AtomicI64::new(DEFAULT_MIN_RSA_BITS);
 /// Load-time only (immutable), off by default, like Redis's `enable-debug-command`: lets
 /// `JWKS.DEBUG` make invalidations fail so the failure path can be exercised for real.
 pub static FAULT_INJECTION: AtomicBool = AtomicBool::new(false);
+
+/// Load-time only (immutable), off by default: subscribe to the server's generic and string
+/// keyspace events, so a value written at a key set's cache name by another command is
+/// removed at once and a renamed key set is registered at once. Every `SET`, `DEL`,
+/// `EXPIRE` of the server then pays for a call into the module (10-20 % of pipelined
+/// throughput, bench/other_workloads.py); without it those cases heal at the key set's
+/// next use (docs/data-model.md, "What the module owns").
+pub static KEYSPACE_HOOK: AtomicBool = AtomicBool::new(false);
+
+pub fn keyspace_hook() -> bool {
+    KEYSPACE_HOOK.load(Ordering::Relaxed)
+}
 
 pub fn cache_ttl_ms() -> i64 {
     CACHE_TTL.load(Ordering::Relaxed).saturating_mul(1000)
@@ -95,7 +107,7 @@ pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
             ));
         }
         let text = std::str::from_utf8(value).unwrap_or("");
-        if *name == b"fault-injection" {
+        if *name == b"fault-injection" || *name == b"keyspace-hook" {
             if !matches!(text, "yes" | "no") {
                 return Err(bad(name, "must be yes or no".into()));
             }
@@ -104,7 +116,7 @@ pub fn check_load_args(args: &[&[u8]]) -> Result<()> {
         let Some((_, (min, max))) = INTEGERS.iter().find(|(n, _)| n.as_bytes() == *name) else {
             return Err(bad(
                 name,
-                "is not a redis-jwks configuration (cache-ttl, audit-maxlen, min-rsa-bits, fault-injection)"
+                "is not a redis-jwks configuration (cache-ttl, audit-maxlen, min-rsa-bits, fault-injection, keyspace-hook)"
                     .into(),
             ));
         };

@@ -5,12 +5,13 @@
 
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use once_cell::sync::OnceCell;
 use redis_module::{native_types::RedisType, raw, RedisString};
 
 use crate::keyset::{KeySet, Rendered};
+use crate::observe::log;
 use crate::upkeep;
 
 /// Bump only with a loader for the old version in `rdb_load`.
@@ -31,6 +32,9 @@ pub fn raw_type() -> *mut raw::RedisModuleType {
     registered
 }
 
+/// How often reads of a key set look at its cache string (see `Stored::check_due`).
+const CHECK_EVERY_MS: i64 = 1000;
+
 /// The command that AOF rewrite emits and that replicas receive; see `commands::setstate`.
 pub const SETSTATE_COMMAND: &str = "JWKS.SETSTATE";
 
@@ -40,11 +44,18 @@ pub struct Stored {
     set: KeySet,
     /// Rendered on first read: most rotations are never read before the next one.
     rendered: OnceCell<Rendered>,
-    /// The key set's cache string is known to hold exactly `rendered` (set by the module
-    /// when it fills or checks the cache, cleared by anything that touches the cache).
-    cache_ok: AtomicBool,
+    /// Until when (unix ms) the key set's cache string is known to hold exactly `rendered`:
+    /// the expiry the module gave it when it filled or checked it; 0 when not known. Set by
+    /// the module, cleared by what it sees touch the cache. Time-aware, so an expired cache
+    /// is refilled on the next read with no keyspace-event subscription.
+    cache_until: AtomicI64,
     /// A fill of the cache is already queued.
     fill_queued: AtomicBool,
+    /// When a read last looked at the cache string itself (see `check_due`).
+    checked_ms: AtomicI64,
+    /// The value left a key (unlink) since it was last registered: a RENAME or MOVE took
+    /// it to a name nothing registered yet (see `upkeep::placed`).
+    moved: AtomicBool,
 }
 
 impl Stored {
@@ -52,9 +63,16 @@ impl Stored {
         Stored {
             set,
             rendered: OnceCell::new(),
-            cache_ok: AtomicBool::new(false),
+            cache_until: AtomicI64::new(0),
             fill_queued: AtomicBool::new(false),
+            checked_ms: AtomicI64::new(0),
+            moved: AtomicBool::new(false),
         }
+    }
+
+    /// True once after the value left a key: the caller registers it where it is now.
+    pub fn take_moved(&self) -> bool {
+        self.moved.load(Ordering::Relaxed) && self.moved.swap(false, Ordering::Relaxed)
     }
 
     pub fn set(&self) -> &KeySet {
@@ -65,15 +83,32 @@ impl Stored {
         self.rendered.get_or_init(|| self.set.rendered())
     }
 
-    pub fn cache_ok(&self) -> bool {
-        self.cache_ok.load(Ordering::Relaxed)
+    /// The cache string holds the document at `now_ms`, as far as the module knows.
+    pub fn cache_ok(&self, now_ms: i64) -> bool {
+        now_ms < self.cache_until.load(Ordering::Relaxed)
     }
 
-    pub fn set_cache_ok(&self, ok: bool) {
-        self.cache_ok.store(ok, Ordering::Relaxed);
-        if ok {
-            self.fill_queued.store(false, Ordering::Relaxed);
-        }
+    /// The cache holds the document until `until_ms`.
+    pub fn set_cache_until(&self, until_ms: i64) {
+        self.cache_until.store(until_ms, Ordering::Relaxed);
+        self.fill_queued.store(false, Ordering::Relaxed);
+    }
+
+    /// The cache is not known to hold the document.
+    pub fn forget_cache(&self) {
+        self.cache_until.store(0, Ordering::Relaxed);
+    }
+
+    /// True at most once a second: time for a read to look at the cache string itself, which
+    /// a command other than the module's may have deleted or overwritten (no keyspace-event
+    /// subscription tells the module, unless `jwks.keyspace-hook` is on).
+    pub fn check_due(&self, now_ms: i64) -> bool {
+        let last = self.checked_ms.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= CHECK_EVERY_MS
+            && self
+                .checked_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// True once per stretch without a cache: the caller queues the fill.
@@ -138,26 +173,48 @@ unsafe fn loading_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
 }
 
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    // SAFETY: `rdb` is this callback's IO context.
+    let key = unsafe { loading_key(rdb) };
+    let name = key.as_ref().map_or(&b"?"[..], |(_, n)| n.as_slice());
     if encver != ENCODING_VERSION {
+        log::load_refused(name, &format!("unknown encoding version {encver}"));
         return std::ptr::null_mut();
     }
+    // With HANDLE_IO_ERRORS set at load (see `enable_io_errors`), a short read, a wrong
+    // opcode or an impossible length sets the IO error instead of aborting the server;
+    // the crate's loader checks it.
     let Ok(buffer) = raw::load_string_buffer(rdb) else {
+        log::load_refused(name, "truncated or malformed payload");
         return std::ptr::null_mut();
     };
     let loaded = std::str::from_utf8(buffer.as_ref())
-        .ok()
-        .and_then(|text| KeySet::from_stored(text).ok());
+        .map_err(|_| crate::error::Error::State("not UTF-8".into()))
+        .and_then(KeySet::from_stored);
     // NULL makes Redis refuse the payload (RESTORE error, or a failed load) rather than
     // accept a corrupt key set.
     match loaded {
-        Some(set) => {
-            // SAFETY: `rdb` is this callback's IO context.
-            if let Some((db, name)) = unsafe { loading_key(rdb) } {
-                upkeep::track(db, &name, &set);
+        Ok(set) => {
+            if let Some((db, name)) = key {
+                // Registered after the command, where the value really is: a RESTORE with
+                // a past ABSTTL frees the value without ever adding it.
+                upkeep::loaded(db, &name);
             }
             Box::into_raw(Box::new(Stored::new(set))).cast()
         }
-        None => std::ptr::null_mut(),
+        Err(e) => {
+            log::load_refused(name, &e.to_string());
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Asks Redis to report IO errors in `rdb_load` instead of panicking on a short read, so a
+/// crafted RESTORE payload or a corrupt RDB file is refused with an error. Called at load.
+pub fn enable_io_errors(ctx: &redis_module::Context) {
+    // SAFETY: the function table is filled before the module's init runs.
+    if let Some(set_options) = unsafe { raw::RedisModule_SetModuleOptions } {
+        // SAFETY: a live context at load.
+        unsafe { set_options(ctx.ctx, raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int) };
     }
 }
 
@@ -218,7 +275,8 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     }
 }
 
-/// COPY: a new value (derived state rebuilt) at the destination, which joins the registry.
+/// COPY: a new value (derived state rebuilt) at the destination, which joins the registry
+/// right after the command.
 unsafe extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) -> *mut c_void {
     // SAFETY: a value of this type; `ctx` is the copy's option context.
     let set = unsafe { stored(value) }.set().clone();
@@ -231,8 +289,7 @@ unsafe extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_
         if !name.is_null() {
             // SAFETY: as above.
             let db = unsafe { db_of(ctx) };
-            let name = RedisString::string_as_slice(name.cast_mut());
-            upkeep::track(db, name, &set);
+            upkeep::arrived(db, RedisString::string_as_slice(name.cast_mut()));
         }
     }
     Box::into_raw(Box::new(Stored::new(set))).cast()
@@ -240,7 +297,15 @@ unsafe extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_
 
 /// The value leaves its key (DEL, expiry, eviction, overwrite, RENAME/MOVE away, a flush of
 /// a slot): its cache must go, and the registry forgets the name.
-unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    if !value.is_null() {
+        // SAFETY: a value of this type, alive during the callback.
+        let stored = unsafe { stored(value) };
+        // If it lives on (RENAME, MOVE), it is at a name nothing registered, and its cache
+        // flag spoke of the old name.
+        stored.forget_cache();
+        stored.moved.store(true, Ordering::Relaxed);
+    }
     if let (Some(name_of), Some(db_of)) = (
         raw::RedisModule_GetKeyNameFromOptCtx,
         raw::RedisModule_GetDbIdFromOptCtx,

@@ -4,41 +4,31 @@
 
 use std::fmt;
 
-/// Client-supplied text as it appears inside an error reply: quoted, control characters
-/// escaped (an error reply cannot carry CR/LF or NUL) and cut to a readable length.
+use crate::escape;
+
+/// Client-supplied text as it appears inside an error reply: quoted, in the ASCII text form
+/// of [`crate::escape`] (an error reply cannot carry CR/LF or NUL, and no two inputs look
+/// alike), cut to a readable length with a digest of the whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shown(pub String);
 
-const MAX_SHOWN_CHARS: usize = 64;
+/// Bytes of the escaped form shown before a cut.
+pub const MAX_SHOWN_BYTES: usize = 96;
 
-/// Appends `s` to `out` quoted, control characters escaped and cut to a readable length:
-/// the form client text takes in error replies and log lines.
+/// Appends `s` to `out` quoted, escaped and cut as [`Shown`] does.
 pub fn push_shown(out: &mut String, s: &str) {
-    out.push('\'');
-    for (i, c) in s.chars().enumerate() {
-        if i == MAX_SHOWN_CHARS {
-            out.push('…');
-            break;
-        }
-        match c {
-            '\'' => out.push_str("\\'"),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.extend(c.escape_default()),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
+    escape::push_quoted(out, s.as_bytes(), MAX_SHOWN_BYTES);
 }
 
 impl Shown {
     pub fn bytes(b: &[u8]) -> Self {
-        Self::new(&String::from_utf8_lossy(b))
+        let mut out = String::with_capacity(b.len().min(MAX_SHOWN_BYTES) + 2);
+        escape::push_quoted(&mut out, b, MAX_SHOWN_BYTES);
+        Shown(out)
     }
 
     pub fn new(s: &str) -> Self {
-        let mut out = String::with_capacity(s.len().min(MAX_SHOWN_CHARS) + 2);
-        push_shown(&mut out, s);
-        Shown(out)
+        Self::bytes(s.as_bytes())
     }
 }
 
@@ -112,6 +102,9 @@ pub enum Error {
         access: Access,
         key: Shown,
     },
+    /// A new key set's derived name holds a value the module did not write (its name, and
+    /// what it holds).
+    NotOurs(Shown, &'static str),
     /// The audit stream cannot take the command's entries (its last ID is at the maximum).
     AuditFull(Shown),
     /// The cache could not be deleted (audited and counted; the TTL heals it).
@@ -153,6 +146,7 @@ impl Error {
             Error::TooEarly { .. } => "TOOEARLY",
             Error::NoPerm { .. } => "NOPERM",
             Error::AuditFull(_) => "AUDITFULL",
+            Error::NotOurs(..) => "BUSYKEY",
         }
     }
 }
@@ -187,6 +181,7 @@ impl fmt::Display for Error {
                 write!(f, "kid {kid} was {what} {ago_ms} ms ago and {window} is {window_ms} ms: {remaining_ms} ms remain (FORCE overrides)")
             }
             Error::NoPerm { user, access, key } => write!(f, "user {user} has no permission to {} {key}, which this command uses for the key set", access.verb()),
+            Error::NotOurs(a0, a1) => write!(f, "key {a0} holds {a1} that redis-jwks did not write, at a name a new key set would use; nothing was changed: delete or rename it first"),
             Error::AuditFull(a0) => write!(f, "audit stream {a0} cannot take new entries (its last ID is at the maximum); nothing was changed"),
             Error::InvalidationFailed(a0) => write!(f, "cache invalidation failed: {a0} (audited; the cached JWKS expires within jwks.cache-ttl)"),
             Error::Disabled(a0) => f.write_str(a0),
@@ -208,8 +203,14 @@ mod tests {
         assert_eq!(Shown::new("a\r\nb").to_string(), "'a\\r\\nb'");
         assert_eq!(Shown::new("x\0").to_string(), "'x\\u{0}'");
         assert_eq!(Shown::new("it's").to_string(), "'it\\'s'");
+        assert_eq!(Shown::bytes(b"\xff").to_string(), "'\\xff'");
+        assert_eq!(Shown::new("a\u{202e}b").to_string(), "'a\\u{202e}b'");
         let long = "k".repeat(100);
-        assert!(Shown::new(&long).to_string().len() < 80);
+        let shown = Shown::new(&long).to_string();
+        assert!(shown.len() < 150, "{shown}");
+        assert!(shown.contains("(100 bytes, sha256 "), "{shown}");
+        let other = "k".repeat(99) + "l";
+        assert_ne!(Shown::new(&other).to_string(), shown);
     }
 
     #[test]

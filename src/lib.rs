@@ -8,6 +8,7 @@
 pub mod args;
 pub mod commit;
 pub mod error;
+pub mod escape;
 #[cfg(test)]
 mod fuzz_replay;
 pub mod jwk;
@@ -70,6 +71,7 @@ mod registration {
             string: [],
             bool: [
                 ["fault-injection", &config::FAULT_INJECTION, false, ConfigurationFlags::IMMUTABLE, None],
+                ["keyspace-hook", &config::KEYSPACE_HOOK, false, ConfigurationFlags::IMMUTABLE, None],
             ],
             enum: [],
             module_args_as_configuration: true,

@@ -102,6 +102,18 @@ fn each_documented_recipe_grants_its_role_and_nothing_more() {
         &["JWKS.INVALIDATE", "jwks:{auth}", "REASON", "drill"],
     );
     ok(&mut rotator, &["JWKS.INFO", "jwks:{auth}"]);
+    // The Celery task's first run sets the lifecycle policy.
+    ok(
+        &mut rotator,
+        &[
+            "JWKS.POLICY",
+            "jwks:{auth}",
+            "PROMOTE-AFTER",
+            "3600000",
+            "RETIRE-AFTER",
+            "7200000",
+        ],
+    );
     ok(&mut rotator, &["XRANGE", "jwks:{auth}:audit", "-", "+"]);
     let trail = audit(&mut rotator, "jwks:{auth}:audit");
     assert!(trail.iter().all(|e| e["user"] == "rotator"), "{trail:?}");
@@ -126,7 +138,21 @@ fn each_documented_recipe_grants_its_role_and_nothing_more() {
         &["JWKS.ROTATE", "jwks:{auth}", "ADD", &ec("b", 2)],
     );
     denied(&mut endpoint, &["JWKS.INVALIDATE", "jwks:{auth}"]);
-    denied(&mut endpoint, &["JWKS.INFO", "jwks:{auth}"]);
+    // The status page reads JWKS.INFO and the audit trail; nothing it may write.
+    ok(&mut endpoint, &["JWKS.INFO", "jwks:{auth}"]);
+    ok(
+        &mut endpoint,
+        &["XREVRANGE", "jwks:{auth}:audit", "+", "-", "COUNT", "5"],
+    );
+    denied(
+        &mut endpoint,
+        &["JWKS.POLICY", "jwks:{auth}", "PROMOTE-AFTER", "1000"],
+    );
+    denied(
+        &mut endpoint,
+        &["XADD", "jwks:{auth}:audit", "*", "forged", "1"],
+    );
+    denied(&mut endpoint, &["PUBLISH", "jwks:{auth}:events", "forged"]);
     denied(&mut endpoint, &["SET", "jwks:{auth}:cache", "forged"]);
     denied(&mut endpoint, &["GET", "secret"]);
     assert_eq!(digest(&mut admin), before);

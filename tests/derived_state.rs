@@ -1,6 +1,7 @@
-//! `JWKS.GET K` returns exactly the document of the key set at K, or nil, and the cache key
-//! holds that document or nothing, whatever generic Redis commands do to K or its derived
-//! keys: each command of the list in its own test, on a real server.
+//! With `keyspace-hook yes`: `JWKS.GET K` returns exactly the document of the key set at K,
+//! or nil, and the cache key holds that document or nothing at once, whatever generic Redis
+//! commands do to K or its derived keys: each command of the list in its own test, on a
+//! real server. (Without the hook, tests/default_upkeep.rs.)
 
 mod common;
 
@@ -8,6 +9,10 @@ use std::collections::HashMap;
 
 use common::*;
 use redis::{Connection, Value};
+
+fn hooked() -> Server {
+    Server::with_module_args(&["keyspace-hook", "yes"], &[])
+}
 
 /// Kids of a JWKS document, in order.
 fn kids(doc: &str) -> Vec<String> {
@@ -73,7 +78,7 @@ fn run(con: &mut Connection, args: &[&str]) -> Value {
 
 #[test]
 fn set_on_the_cache_key_is_dropped_even_with_another_sets_document() {
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     // The classic bug: something refills the cache from another (stale) key set.
@@ -94,17 +99,17 @@ fn set_on_the_cache_key_is_dropped_even_with_another_sets_document() {
         run(&mut con, &args);
         assert_cache_true(&mut con, "a");
     }
-    // A cache for a name with no key set is never kept.
+    // A name with no key set is not the module's: its value is left alone.
     run(&mut con, &["SET", &derived("nothing", "cache"), &other]);
-    assert_cache_true(&mut con, "nothing");
-    assert_eq!(cache(&mut con, "nothing"), None);
+    assert_cache_true(&mut con, "a");
+    assert_eq!(cache(&mut con, "nothing"), Some(other.clone()));
     // The module refills a dropped cache on the next read.
     fill(&mut con, "a");
 }
 
 #[test]
 fn del_unlink_and_expiry_of_the_key_set_drop_its_cache() {
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     run(&mut con, &["DEL", "a"]);
@@ -131,7 +136,7 @@ fn del_unlink_and_expiry_of_the_key_set_drop_its_cache() {
 
 #[test]
 fn del_expiry_and_eviction_of_the_cache_key_are_refilled() {
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     run(&mut con, &["DEL", &derived("a", "cache")]);
@@ -143,7 +148,7 @@ fn del_expiry_and_eviction_of_the_cache_key_are_refilled() {
 
 #[test]
 fn rename_and_renamenx_in_both_directions() {
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     // Onto a name that has a key set and a cache: the cache of the old set must go.
@@ -181,7 +186,7 @@ fn rename_and_renamenx_in_both_directions() {
 
 #[test]
 fn copy_with_and_without_replace_and_to_another_db() {
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     run(&mut con, &["COPY", "b", "a", "REPLACE"]);
@@ -212,7 +217,7 @@ fn copy_with_and_without_replace_and_to_another_db() {
 
 #[test]
 fn move_and_swapdb_and_flushdb() {
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     run(&mut con, &["MOVE", "a", "1"]);
@@ -255,7 +260,7 @@ fn move_and_swapdb_and_flushdb() {
 
 #[test]
 fn restore_replace_with_an_older_dump_and_a_cache_restored_alone() {
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     let dump: Vec<u8> = cmd("DUMP", &["a"]).query(&mut con).unwrap();
@@ -288,7 +293,10 @@ fn restore_replace_with_an_older_dump_and_a_cache_restored_alone() {
 
 #[test]
 fn eviction_of_key_sets_and_caches_keeps_the_cache_true() {
-    let server = Server::with_args(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-random"]);
+    let server = Server::with_module_args(
+        &["keyspace-hook", "yes"],
+        &["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-random"],
+    );
     let mut con = server.conn();
     for i in 0..20 {
         let key = format!("set{i}");
@@ -322,8 +330,8 @@ fn eviction_of_key_sets_and_caches_keeps_the_cache_true() {
 
 #[test]
 fn migrate_moves_the_set_and_leaves_no_stale_cache_on_either_side() {
-    let source = Server::start();
-    let target = Server::start();
+    let source = hooked();
+    let target = hooked();
     let mut s = source.conn();
     let mut t = target.conn();
     two_sets(&mut s);
@@ -365,8 +373,8 @@ fn migrate_moves_the_set_and_leaves_no_stale_cache_on_either_side() {
 
 #[test]
 fn replicas_follow_the_clean_up() {
-    let primary = Server::start();
-    let replica = Server::start();
+    let primary = hooked();
+    let replica = hooked();
     let mut p = primary.conn();
     let mut r = replica.conn();
     replica.replicate(&primary);
@@ -391,7 +399,7 @@ fn cleanup_is_part_of_the_command_where_the_server_allows_it() {
     if !cleanup_is_immediate() {
         return; // Redis 7.0 has no post-notification jobs.
     }
-    let server = Server::start();
+    let server = hooked();
     let mut con = server.conn();
     two_sets(&mut con);
     // One pipeline: nothing can run between the command and the read.

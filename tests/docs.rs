@@ -273,13 +273,17 @@ fn every_example_in_the_docs_runs_and_every_transcript_is_real() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
-/// The README's quick start, as a new user runs it, from the repository root:
-/// `scripts/run.sh` builds the release module and starts the server, the endpoint is
-/// installed with pip and started. Only what must not clash with other tests changes: the
-/// Redis and HTTP ports are free ones; `pip` installs into a virtualenv in a temp dir
-/// (seeded with the suite's packages); `redis-server` is the server under test
+/// The README's quick start, as a new user runs it: `scripts/run.sh` builds the release
+/// module and starts the server, the endpoint goes into a virtualenv, and the page's own
+/// stop step (kill by the endpoint's pid file, SHUTDOWN) runs as its last block.
+///
+/// It runs in a temp directory laid out like the repository (`scripts/` and
+/// redis.conf.example linked, `python/` copied, since pip builds in it), so the page's
+/// `.venv`, pid file and build files stay out of the work tree; `cargo` builds this
+/// repository through the shim. Only what must not clash with other tests changes: the
+/// Redis and HTTP ports are free ones, and `redis-server` is the server under test
 /// (`JWKS_SERVER_BIN`) reading redis.conf.example with its `loadmodule` pointing at the
-/// module under test and its `dir` in the temp dir, and it returns once the server answers.
+/// module under test and its `dir` in the temp dir; it returns once the server answers.
 #[test]
 fn the_readme_quick_start_runs_as_written() {
     let page = std::fs::read_to_string(repo_path("README.md")).unwrap();
@@ -288,17 +292,13 @@ fn the_readme_quick_start_runs_as_written() {
     let page = page
         .replace("6390", &port.to_string())
         .replace("8390", &http_port.to_string());
-    // The quick start's own stop line, run even if an earlier step failed.
-    let page =
-        page + &format!("\n```sh\nkill %1\nredis-cli -p {port} SHUTDOWN NOSAVE || true\n```\n");
 
-    let venv = work.path().join("venv");
-    let made = Command::new("python3")
-        .args(["-m", "venv", "--system-site-packages"])
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(made.success(), "python3 -m venv failed");
+    let cwd = work.path().join("repo");
+    std::fs::create_dir_all(&cwd).unwrap();
+    for linked in ["scripts", "redis.conf.example"] {
+        std::os::unix::fs::symlink(repo_path(linked), cwd.join(linked)).unwrap();
+    }
+    copy_tree(&repo_path("python"), &cwd.join("python"));
     let server_shim = work.path().join("server-shim");
     std::fs::create_dir_all(&server_shim).unwrap();
     write_script(
@@ -323,17 +323,53 @@ fn the_readme_quick_start_runs_as_written() {
             .args(["-p", &port.to_string(), "SHUTDOWN", "NOSAVE"])
             .output();
     };
-    let venv_bin = venv.join("bin");
-    let problems = run_page_with(
-        "README.md",
-        &page,
-        port,
-        work.path(),
-        &repo_path(""),
-        &[&venv_bin, &server_shim],
-    );
+    let pid_file = cwd.join("jwks-endpoint.pid");
+    let problems = run_page_with("README.md", &page, port, work.path(), &cwd, &[&server_shim]);
+    // The endpoint removes its pid file as it exits (within a second of the kill).
+    for _ in 0..50 {
+        if !pid_file.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Had a step failed, the endpoint would still run: stop it by its pid file.
+    let leftover = std::fs::read_to_string(&pid_file).ok();
+    if let Some(pid) = &leftover {
+        let _ = Command::new("kill").arg(pid.trim()).output();
+    }
     stop();
+    assert!(
+        leftover.is_none() || !problems.is_empty(),
+        "the README's stop step left the endpoint running (pid {leftover:?})"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// Copies a source tree, without what builds and test runs leave in it.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        if [
+            "build",
+            "__pycache__",
+            ".pytest_cache",
+            ".venv",
+            "node_modules",
+        ]
+        .contains(&name_str.as_ref())
+            || name_str.ends_with(".egg-info")
+        {
+            continue;
+        }
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
 }
 
 /// `program`'s path: as given if it has a `/`, else the first on `PATH`.
@@ -350,7 +386,7 @@ fn which(program: &str) -> PathBuf {
 #[test]
 fn every_tagged_block_is_claimed_by_a_test() {
     let mut sources = String::new();
-    for dir in ["tests", "python/tests"] {
+    for dir in ["tests", "python/tests", "node/test"] {
         let Ok(entries) = std::fs::read_dir(repo_path(dir)) else {
             continue;
         };

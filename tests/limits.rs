@@ -68,6 +68,8 @@ fn key_sets_are_counted_per_db_and_only_as_key_sets() {
         .unwrap();
     run(&mut con, &["COPY", "jwks:{r}", "jwks:{c}"]);
     run(&mut con, &["RENAME", "jwks:{c}", "jwks:{n}"]);
+    // Without the keyspace hook a renamed key set is registered at its first use.
+    let _: redis::Value = cmd("JWKS.INFO", &["jwks:{n}"]).query(&mut con).unwrap();
     let s = stats(&mut con);
     assert_eq!((s["jwt_jwks_key_sets"], s["jwt_jwks_key_sets:0"]), (3, 2));
     let _: redis::Value = cmd("JWKS.POLICY", &["jwks:{n}", "PROMOTE-AFTER", "60000"])
@@ -81,6 +83,9 @@ fn key_sets_are_counted_per_db_and_only_as_key_sets() {
     assert!(!s.keys().any(|k| k.ends_with(":jwks:{c}")), "{s:?}");
     run(&mut con, &["DEL", "jwks:{r}"]);
     run(&mut con, &["MOVE", "jwks:{n}", "2"]);
+    run(&mut con, &["SELECT", "2"]);
+    let _: redis::Value = cmd("JWKS.INFO", &["jwks:{n}"]).query(&mut con).unwrap();
+    run(&mut con, &["SELECT", "0"]);
     let s = stats(&mut con);
     assert_eq!(s["jwt_jwks_key_sets"], 2);
     assert_eq!(s["jwt_jwks_key_sets:2"], 1);

@@ -207,7 +207,7 @@ fn monitoring_doc_blocks_and_runbook_links() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 6, "{alerts:?}");
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
     let links: Vec<&str> = rules
         .lines()
         .filter_map(|l| l.trim().strip_prefix("runbook_url: "))

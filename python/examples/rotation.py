@@ -1,8 +1,8 @@
 """Example Celery app: zero-downtime JWT signing-key rotation with the module's lifecycle
 policy.
 
-The periodic task only makes key pairs: it generates a P-256 key (the private key stays in
-the KeyStore directory, never in Redis) and publishes its public JWK as `next` when the
+The periodic task only makes key pairs: it generates a key for JWKS_ALG (ES256 by default;
+the private key stays in the package's KeyStore directory, mode 0700/0600, never in Redis) and publishes its public JWK as `next` when the
 key set has none and the current key is older than JWKS_ROTATE_EVERY. Redis does the rest,
 by itself and on time, even while no worker runs: JWKS.POLICY makes the module promote each
 `next` key JWKS_PROMOTE_AFTER seconds after it was added (the old current becomes
@@ -27,6 +27,7 @@ Environment (all optional; see docs/python.md):
   JWKS_RESULT_BACKEND  Celery result backend          (redis://127.0.0.1:6379/2)
   JWKS_KEY_SET         the key set                    (jwks:{auth})
   JWKS_KEY_DIR         private keys, one PEM per kid  (./signing-keys)
+  JWKS_ALG             algorithm of new keys          (ES256; RS256, ES384, EdDSA ...)
   JWKS_ROTATE_EVERY    seconds between new keys       (86400)
   JWKS_PROMOTE_AFTER   seconds a key is `next`        (3600)
   JWKS_RETIRE_AFTER    seconds a key is `previous`    (7200)
@@ -46,14 +47,13 @@ import sqlite3
 import time
 from typing import Optional
 
-import jwt
 import redis
 from celery import Celery
 
-from jwks_redis import Add, GenerationMismatch, JwksClient, Promote, Replace, Retire
+from jwks_redis import (Add, GenerationMismatch, JwksClient, KeyCache, KeyStore, Promote,
+                        Replace, Retire, Signer)
 from jwks_redis.client import KeyInfo, KeySetInfo
 from jwks_redis.invalidation import INVALIDATIONS, record_failure
-from keystore import KeyStore
 
 log = logging.getLogger("rotation")
 
@@ -62,6 +62,7 @@ BROKER_URL = os.environ.get("JWKS_BROKER_URL", "redis://127.0.0.1:6379/1")
 BACKEND_URL = os.environ.get("JWKS_RESULT_BACKEND", "redis://127.0.0.1:6379/2")
 KEY_SET = os.environ.get("JWKS_KEY_SET", "jwks:{auth}")
 KEY_DIR = os.environ.get("JWKS_KEY_DIR", "./signing-keys")
+ALG = os.environ.get("JWKS_ALG", "ES256")
 SOURCE = os.environ.get("JWKS_SOURCE", "redis")
 DB_PATH = os.environ.get("JWKS_DB_PATH", "./keys.sqlite")
 ROTATE_EVERY = float(os.environ.get("JWKS_ROTATE_EVERY", str(24 * 3600)))
@@ -98,13 +99,13 @@ def plan_ops(info: Optional[KeySetInfo], keys: KeyStore, now: int) -> list:
         nexts = [] if info is None else [k for k in info.keys if k.state == "next"]
         if nexts:  # a key set left without a current key: promote what is waiting
             return [Promote(nexts[0].kid)]
-        jwk = keys.generate()
+        jwk = keys.generate(ALG)
         return [Add(jwk), Promote(jwk["kid"])]
     if any(k.state == "next" for k in info.keys):
         return []  # the module promotes it when its time comes
     current = next(k for k in info.keys if k.state == "current")
     if now - (current.promoted_ms or current.added_ms) >= ROTATE_EVERY * 1000:
-        return [Add(keys.generate())]
+        return [Add(keys.generate(ALG))]
     return []
 
 
@@ -144,7 +145,7 @@ def plan_ops_db(info: KeySetInfo, keys: KeyStore, now: int) -> list:
         nexts = [k for k in info.keys if k.state == "next"]
         if nexts:
             return [Promote(nexts[0].kid)]
-        jwk = keys.generate()
+        jwk = keys.generate(ALG)
         return [Add(jwk), Promote(jwk["kid"])]
     ops: list = []
     nexts = [k for k in info.keys if k.state == "next"]
@@ -153,7 +154,7 @@ def plan_ops_db(info: KeySetInfo, keys: KeyStore, now: int) -> list:
         if now - nexts[0].added_ms >= PROMOTE_AFTER * 1000:
             ops.append(Promote(nexts[0].kid))
     elif now - (current.promoted_ms or current.added_ms) >= ROTATE_EVERY * 1000:
-        ops.append(Add(keys.generate()))
+        ops.append(Add(keys.generate(ALG)))
     for k in info.keys:
         if k.state == "previous" and k.demoted_ms and now - k.demoted_ms >= RETIRE_AFTER * 1000:
             ops.append(Retire(k.kid))
@@ -171,7 +172,7 @@ def _db_info(db: sqlite3.Connection) -> KeySetInfo:
     """The database's key set in the shape plan_ops_db reads."""
     rows = db.execute("SELECT kid, state, added_ms, promoted_ms, demoted_ms FROM signing_keys"
                       " WHERE state != 'retired' ORDER BY added_ms").fetchall()
-    keys = [KeyInfo(kid=r[0], state=r[1], kty="EC", alg="ES256", use="sig", added_ms=r[2],
+    keys = [KeyInfo(kid=r[0], state=r[1], kty="", alg=ALG, use="sig", added_ms=r[2],
                     promoted_ms=r[3], demoted_ms=r[4]) for r in rows]
     current = next((k.kid for k in keys if k.state == "current"), None)
     return KeySetInfo(generation=0, current=current, keys=keys, cache_ttl_ms=-2, counters={},
@@ -244,10 +245,30 @@ def rotate_keys(plan_generation: Optional[int] = None) -> dict:
 # --------------------------------------------------------------------------- signing
 
 
+_signer: Optional[Signer] = None
+
+
+def signer(client: Optional[redis.Redis] = None) -> Signer:
+    """The process's Signer: a KeyCache on KEY_SET (it learns of each promotion within
+    milliseconds, with no Redis command per token) and the KeyStore the task writes to.
+    Create it after a fork (e.g. in each web worker), not in a pre-forking master."""
+    global _signer
+    if _signer is None:
+        cache = KeyCache(client or redis_client(), KEY_SET)
+        cache.wait_ready(5)
+        _signer = Signer(cache, KeyStore(KEY_DIR))
+    return _signer
+
+
+def close_signer() -> None:
+    """Stops the process's Signer's KeyCache (at shutdown)."""
+    global _signer
+    if _signer is not None:
+        _signer.cache.close()
+        _signer = None
+
+
 def sign(claims: dict, client: Optional[redis.Redis] = None) -> str:
-    """Sign with whatever key is current (what an auth service's token issuer does)."""
-    info = JwksClient(client or redis_client()).info(KEY_SET)
-    if info is None or info.current is None:
-        raise RuntimeError("no current signing key")
-    key = KeyStore(KEY_DIR).private_key(info.current)
-    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": info.current})
+    """Sign with whatever key is current (what an auth service's token issuer does).
+    Raises jwks_redis.NoCurrentKey before the bootstrap."""
+    return signer(client).sign(claims)

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 import jwt
@@ -35,6 +35,11 @@ class UnknownSigningKey(KeyCacheError):
     """No published signing key has this kid (after at most one reload per `miss_interval`)."""
 
 
+class NoCurrentKey(KeyCacheError):
+    """The key set has no current key: there is no key set (yet), or its keys were added and
+    none promoted. An issuer has nothing to sign with."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What a cache holds: one version of the key set's JWKS document."""
@@ -48,6 +53,11 @@ class Snapshot:
     loaded_at: float
     #: time.monotonic() until which a copy may be kept (loaded_at + the module's ttl_ms).
     expires_at: float
+    #: The kid of the current key (the one an issuer signs with), None if there is none.
+    current_kid: Optional[str] = None
+    #: True if `current_kid` is known exactly (from a change event or JWKS.INFO of this
+    #: generation), False if it is the document's first key (see CacheCore._current).
+    current_confirmed: bool = False
 
     def remaining_ttl(self, now: Optional[float] = None) -> float:
         """Seconds this copy may still be kept (never negative)."""
@@ -84,6 +94,9 @@ class CacheCore:
         self.refresh_grace = refresh_grace
         self.on_change = on_change
         self.snapshot: Optional[Snapshot] = None
+        # The snapshot whose on_change call (if any) has returned: what wait_ready and
+        # wait_generation wait for, so the callback has always seen a load they report.
+        self.announced: Optional[Snapshot] = None
         self.keys: Dict[str, jwt.PyJWK] = {}
         self._jwks: Dict[str, dict] = {}
         # Delivered events and the number of them the last successful load started after.
@@ -96,6 +109,8 @@ class CacheCore:
         self.refresh_at = float("inf")
         self.connected = False
         self.recent_events: Deque[DeliveredEvent] = deque(maxlen=256)
+        # (generation, current kid) of the last delivered event that named a generation.
+        self.event_current: Optional[Tuple[int, Optional[str]]] = None
         self.counters = {
             "loads": 0, "load_errors": 0, "events": 0, "subscribes": 0, "reconnects": 0,
             "coalesced": 0, "misses": 0, "miss_loads": 0, "miss_loads_suppressed": 0,
@@ -129,6 +144,8 @@ class CacheCore:
         self.counters["events"] += len(messages)
         for m in messages:
             self.recent_events.append(DeliveredEvent(at=now, message=m))
+            if isinstance(m.get("generation"), int):
+                self.event_current = (m["generation"], m.get("current"))
 
     # ------------------------------------------------------------------ single flight
 
@@ -150,10 +167,11 @@ class CacheCore:
             snap = Snapshot(False, None, None, None, (), started_at, started_at + 3600.0)
             self.keys, self._jwks = {}, {}
         else:
-            keys, jwks = self._parse(meta.document)
+            keys, jwks, first = self._parse(meta.document)
             ttl = max(0, meta.ttl_ms) / 1000.0
+            current, confirmed = self._current(meta.generation, first, keys)
             snap = Snapshot(True, meta.document, meta.etag, meta.generation,
-                            tuple(keys), started_at, started_at + ttl)
+                            tuple(keys), started_at, started_at + ttl, current, confirmed)
             self.keys, self._jwks = keys, jwks
         self.snapshot = snap
         self.fresh_through = max(self.fresh_through, events_at_start)
@@ -165,10 +183,39 @@ class CacheCore:
         changed = old is None or (old.exists, old.etag) != (snap.exists, snap.etag)
         return snap if changed else None
 
-    def _parse(self, document: str) -> Tuple[Dict[str, jwt.PyJWK], Dict[str, dict]]:
+    def _current(self, generation: int, first: Optional[str],
+                 keys: Dict[str, jwt.PyJWK]) -> Tuple[Optional[str], bool]:
+        """The current kid of a loaded document, and whether it is exact. The module
+        publishes the current key first (then next, then previous), so it is the first key,
+        unless the set has no current key (keys added, none promoted yet): a change event
+        of the same generation names it exactly (null for none); without one (the first
+        load, a reload after a reconnect) the caller confirms it with JWKS.INFO."""
+        known = self.event_current
+        if known is not None and known[0] == generation:
+            return (known[1] if known[1] in keys else None), True
+        return (first if first in keys else None), False
+
+    def generation_announced(self, generation: int) -> bool:
+        """True once a load of `generation` or later was installed, announced (on_change
+        returned) and nothing newer is pending."""
+        a = self.announced
+        return a is not None and a.generation is not None and a.generation >= generation \
+            and self.fresh()
+
+    def confirm_current(self, generation: int, current: Optional[str]) -> None:
+        """JWKS.INFO said which key is current at `generation`: if that is the held copy's
+        generation, its current kid is now exact."""
+        s = self.snapshot
+        if s is not None and s.exists and s.generation == generation:
+            self.snapshot = replace(s, current_kid=current if current in self.keys else None,
+                                    current_confirmed=True)
+
+    def _parse(self, document: str) -> Tuple[Dict[str, jwt.PyJWK], Dict[str, dict], Optional[str]]:
         keys: Dict[str, jwt.PyJWK] = {}
         jwks: Dict[str, dict] = {}
-        for jwk in json.loads(document).get("keys", []):
+        published = json.loads(document).get("keys", [])
+        first = published[0].get("kid") if published and isinstance(published[0], dict) else None
+        for jwk in published:
             kid = jwk.get("kid")
             if not kid or jwk.get("use") not in ("sig", None):
                 continue
@@ -181,7 +228,11 @@ class CacheCore:
                 keys[kid] = jwt.PyJWK(jwk)
             except jwt.exceptions.PyJWTError as e:  # e.g. an algorithm PyJWT lacks
                 log.warning("KEYCACHE_UNUSABLE_KEY key=%s kid=%s error=%s", self.key, kid, e)
-        return keys, jwks
+        return keys, jwks, first
+
+    def jwk(self, kid: str) -> Optional[dict]:
+        """The published JWK (as a dict) of a held kid."""
+        return self._jwks.get(kid)
 
     # ------------------------------------------------------------------ lookups
 
@@ -203,6 +254,7 @@ class CacheCore:
             "generation": None if s is None else s.generation,
             "etag": None if s is None else s.etag,
             "kids": [] if s is None else list(s.kids),
+            "current_kid": None if s is None else s.current_kid,
             "fresh": self.fresh(),
         }
 
@@ -214,20 +266,36 @@ class CacheState:
 
     @property
     def snapshot(self) -> Optional[Snapshot]:
+        """What the cache holds now (a `Snapshot`: document, ETag, generation, kids, current
+        kid, when it was loaded and until when it may be kept), or None before the first
+        load. Never blocks; an immutable object, replaced as a whole by each reload."""
         return self._core.snapshot
 
     @property
     def generation(self) -> Optional[int]:
+        """The key set's generation in the held copy (None before the first load or when
+        there is no key set)."""
         s = self._core.snapshot
         return None if s is None else s.generation
 
     @property
     def etag(self) -> Optional[str]:
+        """The module's ETag of the held document (None as for `generation`)."""
         s = self._core.snapshot
         return None if s is None else s.etag
 
     @property
+    def current_kid(self) -> Optional[str]:
+        """The kid of the key set's current key in the held copy: the key an issuer signs
+        with. None before the first load, without a key set, or while the set has no
+        current key. Never blocks: an issuer should call `get_current_kid()` (or use a
+        `Signer`), which waits for the reload after a change event like the lookups do."""
+        s = self._core.snapshot
+        return None if s is None else s.current_kid
+
+    @property
     def connected(self) -> bool:
+        """True while the cache's subscription to the events channel is confirmed."""
         return self._core.connected
 
     @property

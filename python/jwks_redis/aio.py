@@ -25,6 +25,10 @@ from .client import (
 
 
 class AsyncJwksClient:
+    """JwksClient for asyncio: wraps a `redis.asyncio.Redis` (or
+    `redis.asyncio.cluster.RedisCluster`); the same methods with the same signatures,
+    awaited (a test compares them)."""
+
     def __init__(self, client: Any):
         self.redis = client
 

@@ -26,21 +26,24 @@ from ._cache_core import (
     CacheState,
     DeliveredEvent,
     KeyCacheStale,
+    NoCurrentKey,
     Snapshot,
     UnknownSigningKey,
     dedicated_kwargs,
     kid_of,
     parse_event,
 )
-from .client import JwksDocument, _s, _translate
+from .client import JwksDocument, KeySetInfo, _s, _translate
 from .keycache import _Resubscribe
 
 log = logging.getLogger("jwks_redis.keycache")
 
 
 class AsyncKeyCache(CacheState):
-    """See KeyCache (same parameters). Use `async with`, or `await start()` and
-    `await close()`."""
+    """KeyCache for asyncio: the same parameters (`client` a `redis.asyncio.Redis` or
+    `redis.asyncio.cluster.RedisCluster`), the same guarantees, the lookups awaited; the
+    subscriber is a task on the running loop. Use `async with`, or `await start()` and
+    `await close()`. `on_change` is called on the loop, synchronously."""
 
     def __init__(self, client: Any, key: str, *, miss_interval: float = 1.0,
                  stale_wait: float = 1.0, max_stale: Optional[float] = None,
@@ -64,10 +67,13 @@ class AsyncKeyCache(CacheState):
         self._sub: Optional[redis.asyncio.Redis] = None
         self._stop: Optional[asyncio.Event] = None
         self._task: Optional[asyncio.Task] = None
+        self._info_refused = False
+        self._confirm_tried: Optional[Snapshot] = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> "AsyncKeyCache":
+        """Starts the subscriber task on the running loop (`async with` does it)."""
         if self._task is None:
             self._cond = asyncio.Condition()
             self._load_lock = asyncio.Lock()
@@ -78,6 +84,7 @@ class AsyncKeyCache(CacheState):
         return self
 
     async def close(self) -> None:
+        """Stops the subscriber task and closes the cache's connections."""
         if self._task is not None:
             self._stop.set()
             self._task.cancel()
@@ -99,10 +106,23 @@ class AsyncKeyCache(CacheState):
         await self.close()
 
     async def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Waits until a first load succeeded (whether or not the key set exists); False
+        on timeout."""
         try:
             async with self._cond:
                 await asyncio.wait_for(
-                    self._cond.wait_for(lambda: self._core.snapshot is not None), timeout)
+                    self._cond.wait_for(lambda: self._core.announced is not None), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def wait_generation(self, generation: int, timeout: float = 5.0) -> bool:
+        """See KeyCache.wait_generation."""
+        def held() -> bool:
+            return self._core.generation_announced(generation)
+        try:
+            async with self._cond:
+                await asyncio.wait_for(self._cond.wait_for(held), timeout)
             return True
         except asyncio.TimeoutError:
             return False
@@ -110,6 +130,7 @@ class AsyncKeyCache(CacheState):
     # ------------------------------------------------------------------ lookups
 
     async def get_signing_key(self, kid: str) -> jwt.PyJWK:
+        """See KeyCache.get_signing_key."""
         core = self._core
         if core.lookup_state(time.monotonic()) is not None:
             await self._wait_usable()
@@ -119,12 +140,28 @@ class AsyncKeyCache(CacheState):
         return await self._miss(kid)
 
     async def get_signing_key_from_jwt(self, token: Any) -> jwt.PyJWK:
+        """See KeyCache.get_signing_key_from_jwt."""
         return await self.get_signing_key(kid_of(token))
 
     async def get_signing_keys(self) -> List[jwt.PyJWK]:
+        """See KeyCache.get_signing_keys."""
         if self._core.lookup_state(time.monotonic()) is not None:
             await self._wait_usable()
         return list(self._core.keys.values())
+
+    async def get_current_kid(self) -> str:
+        """See KeyCache.get_current_kid."""
+        if self._core.lookup_state(time.monotonic()) is not None:
+            await self._wait_usable()
+        s = self._core.snapshot
+        if s is not None and s.exists and not s.current_confirmed and not self._info_refused \
+                and self._confirm_tried is not s:
+            self._confirm_tried = s  # once per loaded copy: a Redis outage costs one try
+            await self._confirm_current()
+        kid = self.current_kid
+        if kid is None:
+            raise NoCurrentKey(f"{self.key}: the key set has no current key")
+        return kid
 
     async def _wait_usable(self) -> None:
         core = self._core
@@ -160,15 +197,34 @@ class AsyncKeyCache(CacheState):
                     return key
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
 
+    async def _confirm_current(self) -> None:
+        try:
+            node = await self._node_client()
+            reply = await node.execute_command("JWKS.INFO", self.key)
+        except redis.ResponseError as e:
+            self._info_refused = True
+            log.warning("KEYCACHE_CURRENT_UNCONFIRMED key=%s: JWKS.INFO refused (%s); the current "
+                        "kid is taken from the document's order", self.key, _translate(e))
+            return
+        except redis.RedisError as e:
+            log.info("KEYCACHE_CURRENT_UNCONFIRMED key=%s error=%s", self.key, e)
+            return
+        if reply is not None:
+            info = KeySetInfo.parse(reply)
+            self._core.confirm_current(info.generation, info.current)
+
     # ------------------------------------------------------------------ state
 
     def recent_events(self) -> List[DeliveredEvent]:
+        """See KeyCache.recent_events."""
         return list(self._core.recent_events)
 
     def stats(self) -> dict:
+        """See KeyCache.stats."""
         return self._core.stats()
 
     async def refresh(self) -> Optional[Snapshot]:
+        """See KeyCache.refresh."""
         await self._load()
         return self._core.snapshot
 
@@ -227,12 +283,16 @@ class AsyncKeyCache(CacheState):
             meta = None if reply is None else JwksDocument.parse(reply)
             async with self._cond:
                 changed = core.install(seq, events, started, meta)
-                self._cond.notify_all()
+            # on_change runs before the waiters wake: once wait_ready / wait_generation
+            # return, the callback has seen that load.
             if changed is not None and core.on_change is not None:
                 try:
                     core.on_change(changed)
                 except Exception:  # noqa: BLE001
                     log.exception("KEYCACHE_ON_CHANGE_FAILED key=%s", self.key)
+            async with self._cond:
+                core.announced = core.snapshot
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------ the subscriber
 

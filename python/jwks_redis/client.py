@@ -137,6 +137,7 @@ class Add:
     jwk: Mapping[str, Any]
 
     def args(self) -> list:
+        """This operation's JWKS.ROTATE arguments."""
         return ["ADD", json.dumps(dict(self.jwk), separators=(",", ":"))]
 
 
@@ -147,6 +148,7 @@ class Promote:
     kid: str
 
     def args(self) -> list:
+        """This operation's JWKS.ROTATE arguments."""
         return ["PROMOTE", self.kid]
 
 
@@ -157,6 +159,7 @@ class Retire:
     kid: str
 
     def args(self) -> list:
+        """This operation's JWKS.ROTATE arguments."""
         return ["RETIRE", self.kid]
 
 
@@ -167,6 +170,7 @@ class Replace:
     jwks: Sequence[Mapping[str, Any]]
 
     def args(self) -> list:
+        """This operation's JWKS.ROTATE arguments."""
         doc = {"keys": [dict(k) for k in self.jwks]}
         return ["REPLACE", json.dumps(doc, separators=(",", ":"))]
 
@@ -194,6 +198,12 @@ def _opt_int(v: Any) -> Optional[int]:
 
 @dataclass(frozen=True)
 class RotateResult:
+    """`JWKS.ROTATE`'s reply: the new `generation`, the `current` kid (or None), the
+    `published` kids in published order, the number of changes (`changed`; 0 if the
+    operations changed nothing), whether the cached document was invalidated and whether
+    one was deleted, `invalidation_error` if the invalidation failed (the rotation still
+    committed), and with `dry_run` the `document` the rotation would publish."""
+
     generation: int
     current: Optional[str]
     published: list
@@ -206,6 +216,7 @@ class RotateResult:
 
     @classmethod
     def parse(cls, reply: Any) -> "RotateResult":
+        """From the reply (a RESP3 map or a RESP2 flat array)."""
         d = _as_dict(reply)
         return cls(
             generation=int(d["generation"]),
@@ -231,6 +242,7 @@ class JwksDocument:
 
     @classmethod
     def parse(cls, reply: Any) -> "JwksDocument":
+        """From the reply of `JWKS.GET K META`."""
         d = _as_dict(reply)
         return cls(document=_s(d["document"]), etag=_s(d["etag"]),
                    generation=int(d["generation"]), ttl_ms=int(d["ttl_ms"]))
@@ -246,6 +258,7 @@ class NextChange:
 
     @classmethod
     def parse(cls, reply: Any) -> Optional["NextChange"]:
+        """From the reply's `next_change` (None for nil)."""
         if reply is None:
             return None
         d = _as_dict(reply)
@@ -262,6 +275,7 @@ class Policy:
 
     @classmethod
     def parse(cls, reply: Any, next_change: Any = None) -> "Policy":
+        """From `JWKS.POLICY`'s reply, or JWKS.INFO's `policy` with its `next_change`."""
         d = _as_dict(reply)
         nc = d.get("next_change", next_change)
         return cls(promote_after_ms=int(d["promote_after_ms"]),
@@ -271,6 +285,10 @@ class Policy:
 
 @dataclass(frozen=True)
 class KeyInfo:
+    """One key of `JWKS.INFO`: its kid, `state` (`next`, `current` or `previous`), `kty`,
+    `alg` and `use` (None if the JWK has none), and when it was added, promoted and
+    demoted (Unix milliseconds; None if it has not been)."""
+
     kid: str
     state: str
     kty: str
@@ -283,6 +301,11 @@ class KeyInfo:
 
 @dataclass(frozen=True)
 class KeySetInfo:
+    """`JWKS.INFO`: the `generation`, the `current` kid, the `keys` (`KeyInfo`, in published
+    order), `cache_ttl_ms` (as PTTL: -2 when no document is cached), the key set's
+    `counters`, `audit_length`, the `derived_keys` names, the document's `etag` and the
+    lifecycle `policy` (a `Policy` with its `next_change`)."""
+
     generation: int
     current: Optional[str]
     keys: list
@@ -295,10 +318,12 @@ class KeySetInfo:
 
     @property
     def next_change(self) -> Optional[NextChange]:
+        """The next change the lifecycle policy will make, or None."""
         return self.policy.next_change if self.policy else None
 
     @classmethod
     def parse(cls, reply: Any) -> "KeySetInfo":
+        """From `JWKS.INFO`'s reply (not nil)."""
         d = _as_dict(reply)
         keys = []
         for k in d["keys"]:
@@ -327,11 +352,15 @@ class KeySetInfo:
 
 @dataclass(frozen=True)
 class AuditEntry:
+    """One entry of a key set's audit stream: its stream `id` and its `fields` (`action`,
+    `reason`, `user`, `generation`, `kid` ..., see docs/data-model.md)."""
+
     id: str
     fields: dict = field(default_factory=dict)
 
     @property
     def action(self) -> str:
+        """The entry's action (`JWKS_KEY_ADDED`, `JWKS_CACHE_INVALIDATED` ...)."""
         return self.fields.get("action", "")
 
     @property

@@ -11,6 +11,10 @@
   key retired in between (see docs/python.md).
 - `ETag` from the module (a hash of the document's bytes); 304 on a matching
   If-None-Match.
+- `/status` (unless turned off: `status=False`, `--no-status`): an HTML page, no
+  JavaScript, with each key set's keys on a timeline (added, promoted, demoted, retired,
+  the next scheduled change), its ETag and generation, read with JWKS.INFO and XREVRANGE
+  of the audit trail (jwks_redis.status).
 - Failures answer fast and say why, in the log and a short body: Redis unreachable or hung
   (503, `JWKS_ENDPOINT_REDIS_UNAVAILABLE`; connection and socket timeouts of 0.4 s and one
   retry by default, so a hung Redis is a 503 within about 1 s), the module not loaded (500,
@@ -29,18 +33,20 @@ import random
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import status as status_page
 from .client import JwksDocument, ModuleNotLoaded, NoPermission, WrongType, _translate
 from .keycache import KeyCache
 
 log = logging.getLogger("jwks_redis.endpoint")
 
 PATH = "/.well-known/jwks.json"
+STATUS_PATH = "/status"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TIMEOUT = 0.4
 
@@ -56,6 +62,7 @@ def redis_from_url(url: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
 
 
 def required_key(key: Optional[str]) -> str:
+    """`key`, else JWKS_KEY_SET from the environment; ValueError if neither is set."""
     key = key or os.environ.get("JWKS_KEY_SET")
     if not key:
         raise ValueError("no key set name: pass key=... or set JWKS_KEY_SET")
@@ -94,12 +101,20 @@ def cache_control_max_age(ttl_s: float, max_age: int, jitter: float, max_jitter:
 
 def make_app(client: Optional[redis.Redis] = None, key: Optional[str] = None, *,
              cache: Optional[KeyCache] = None, max_age: int = 300, jitter: float = 0.1,
-             max_jitter: float = 30.0) -> Callable:
-    """The WSGI app. `client` defaults to JWKS_REDIS_URL with bounded timeouts; `key` to
-    JWKS_KEY_SET (required); `cache`, if given, serves the document while it is fresh."""
+             max_jitter: float = 30.0, status: bool = True,
+             status_keys: Sequence[str] = ()) -> Callable:
+    """The WSGI app: `/.well-known/jwks.json` and, with `status`, `/status`.
+
+    `client` defaults to JWKS_REDIS_URL with bounded timeouts; `key` to JWKS_KEY_SET
+    (required); `cache`, if given, serves the document while it is fresh; `max_age`,
+    `jitter` and `max_jitter` bound and spread Cache-Control's max-age (see
+    `cache_control_max_age`). `status=False` leaves only the JWKS path (`/status` is then a
+    404); `status_keys` are more key sets the status page shows after `key`. The status
+    page needs `JWKS.INFO` and `XREVRANGE` on the key sets' audit trails (docs/acl.md)."""
     client = client if client is not None else redis_from_url()
     key = required_key(key)
     say = _RateLimitedLog()
+    shown = [key] + [k for k in status_keys if k != key]
 
     def fetch() -> Tuple[int, Any]:
         if cache is not None and cache.fresh:
@@ -135,16 +150,33 @@ def make_app(client: Optional[redis.Redis] = None, key: Optional[str] = None, *,
         meta = JwksDocument.parse(reply)
         return 200, (meta.document, meta.etag, meta.ttl_ms / 1000.0)
 
+    def status_response(start_response: Callable, head: bool) -> List[bytes]:
+        try:
+            sets = status_page.collect(client, shown)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            say(logging.WARNING, "JWKS_ENDPOINT_REDIS_UNAVAILABLE", "key=%s error=%s: %s",
+                key, type(e).__name__, e)
+            return _plain(start_response, 503, "redis unavailable", [("Retry-After", "1")],
+                          head=head)
+        body = status_page.render(sets, served_key=key, cache=cache).encode()
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                  ("Cache-Control", "no-store"),
+                                  ("Content-Length", str(len(body)))])
+        return [] if head else [body]
+
     def app(environ: dict, start_response: Callable) -> List[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        if environ.get("PATH_INFO") != PATH:
+        path = environ.get("PATH_INFO")
+        if path not in (PATH, STATUS_PATH) or (path == STATUS_PATH and not status):
             return _plain(start_response, 404, "not found")
         if method not in ("GET", "HEAD"):
             return _plain(start_response, 405, "method not allowed", [("Allow", "GET, HEAD")])
-        status, result = fetch()
-        if status != 200:
-            extra = [("Retry-After", "1")] if status == 503 else []
-            return _plain(start_response, status, result, extra, head=method == "HEAD")
+        if path == STATUS_PATH:
+            return status_response(start_response, method == "HEAD")
+        code, result = fetch()
+        if code != 200:
+            extra = [("Retry-After", "1")] if code == 503 else []
+            return _plain(start_response, code, result, extra, head=method == "HEAD")
         document, etag, ttl_s = result
         age = cache_control_max_age(ttl_s, max_age, jitter, max_jitter)
         headers = [
@@ -180,6 +212,7 @@ def _plain(start_response: Callable, status: int, text: str, extra: Optional[lis
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The `jwks-endpoint` command line (`jwks-endpoint --help`)."""
     env = os.environ.get
     p = argparse.ArgumentParser(
         prog="jwks-endpoint",
@@ -201,6 +234,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="max-age is lowered by up to this fraction, at random (default 0.1)")
     p.add_argument("--no-keycache", action="store_true",
                    help="read JWKS.GET META on every request instead of serving from memory")
+    p.add_argument("--no-status", action="store_true",
+                   help="serve only the JWKS path: no /status page")
+    p.add_argument("--status-key", action="append", default=[], metavar="KEY",
+                   help="another key set to show on /status (repeatable)")
+    p.add_argument("--pid-file", metavar="PATH",
+                   help="write the process id here at start, remove it at exit "
+                        "(stop with: kill \"$(cat PATH)\")")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if not args.key:
@@ -208,27 +248,61 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def _write_pid_file(path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def _remove_pid_file(path: str) -> None:
+    try:
+        with open(path) as f:
+            mine = f.read().strip() == str(os.getpid())
+        if mine:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    """The `jwks-endpoint` command: the app under waitress, with a KeyCache unless
+    `--no-keycache`. SIGTERM and SIGINT stop it cleanly (the pid file is removed)."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    import signal
+
     import waitress
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    if args.pid_file:
+        _write_pid_file(args.pid_file)
 
     client = redis_from_url(args.redis_url, timeout=args.redis_timeout)
     cache = None
     if not args.no_keycache:
         cache = KeyCache(client, args.key, timeout=max(args.redis_timeout, 0.2),
                          health_interval=1.0)
-    app = make_app(client, args.key, cache=cache, max_age=args.max_age, jitter=args.jitter)
-    log.info("JWKS_ENDPOINT_START key=%s bind=%s redis=%s keycache=%s", args.key, args.bind,
-             client.connection_pool.connection_kwargs.get("host"), cache is not None)
+    app = make_app(client, args.key, cache=cache, max_age=args.max_age, jitter=args.jitter,
+                   status=not args.no_status, status_keys=args.status_key)
+    log.info("JWKS_ENDPOINT_START key=%s bind=%s redis=%s keycache=%s status=%s", args.key,
+             args.bind, client.connection_pool.connection_kwargs.get("host"), cache is not None,
+             not args.no_status)
     try:
         waitress.serve(app, listen=args.bind, threads=args.threads,
                        channel_timeout=args.request_timeout, ident="jwks-endpoint",
                        clear_untrusted_proxy_headers=True)
+    except KeyboardInterrupt:
+        pass
     finally:
         if cache is not None:
             cache.close()
+        if args.pid_file:
+            _remove_pid_file(args.pid_file)
 
 
 if __name__ == "__main__":  # pragma: no cover

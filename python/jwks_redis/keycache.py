@@ -49,17 +49,19 @@ from ._cache_core import (
     DeliveredEvent,
     KeyCacheError,
     KeyCacheStale,
+    NoCurrentKey,
     Snapshot,
     UnknownSigningKey,
     dedicated_kwargs,
     kid_of,
     parse_event,
 )
-from .client import JwksDocument, _s, _translate
+from .client import JwksDocument, KeySetInfo, _s, _translate
 
 log = logging.getLogger("jwks_redis.keycache")
 
-__all__ = ["KeyCache", "KeyCacheError", "KeyCacheStale", "Snapshot", "UnknownSigningKey"]
+__all__ = ["KeyCache", "KeyCacheError", "KeyCacheStale", "NoCurrentKey", "Snapshot",
+           "UnknownSigningKey"]
 
 
 class _Resubscribe(Exception):
@@ -67,10 +69,25 @@ class _Resubscribe(Exception):
 
 
 class KeyCache(CacheState):
-    """The published keys of key set `key`, by kid, kept current from Redis (see the module
-    docstring). `client` is a `redis.Redis` (standalone primary or replica) or a
+    """The published keys of key set `key`, by kid, kept current from Redis by a background
+    thread (see "How it works" in docs/python.md).
+
+    `client` is a `redis.Redis` (standalone primary or replica) or a
     `redis.cluster.RedisCluster`; the cache makes its own connections from its settings
-    (address, credentials, TLS) with its own `timeout` and no retries."""
+    (address, credentials, TLS) with its own `timeout` (seconds) and no retries.
+    `miss_interval`: an unknown kid reloads at most once per this many seconds.
+    `stale_wait`: how long a lookup waits for the reload after a change event before
+    raising `KeyCacheStale`. `max_stale`: if set, lookups fail once the copy's TTL has run
+    out by more than this many seconds without a successful reload (default: keep
+    answering). `refresh_grace`: seconds after the copy's TTL before the safety-net reload.
+    `health_interval`: seconds of silence before a PING. `backoff`: (first, max) seconds
+    between reconnection attempts. `on_change(snapshot)`: called from the cache's thread
+    after each load that changed the document (the first load included), with the new
+    `Snapshot`, before `wait_ready` / `wait_generation` return for that load; it must
+    not block, and an exception it raises is logged (`KEYCACHE_ON_CHANGE_FAILED`) and
+    otherwise ignored. `start=False` defers the thread to
+    `start()`. The subscriber needs the ACL to `SSUBSCRIBE` the key set's events channel
+    and run `JWKS.GET` and `PING` (docs/acl.md)."""
 
     def __init__(self, client: Any, key: str, *, miss_interval: float = 1.0,
                  stale_wait: float = 1.0, max_stale: Optional[float] = None,
@@ -95,12 +112,15 @@ class KeyCache(CacheState):
         self._sub: Optional[redis.Redis] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._info_refused = False
+        self._confirm_tried: Optional[Snapshot] = None
         if start:
             self.start()
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "KeyCache":
+        """Starts the background thread (done by the constructor unless `start=False`)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"KeyCache[{self.key}]",
                                             daemon=True)
@@ -125,14 +145,25 @@ class KeyCache(CacheState):
         self.close()
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
-        """Waits until a first load succeeded (whether or not the key set exists)."""
+        """Waits until a first load succeeded (whether or not the key set exists); False
+        on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._core.snapshot is not None, timeout)
+            return self._cond.wait_for(lambda: self._core.announced is not None, timeout)
+
+    def wait_generation(self, generation: int, timeout: float = 5.0) -> bool:
+        """Waits until the cache holds `generation` or a later one (e.g. the `generation`
+        of a `RotateResult`: the change event takes milliseconds); False on timeout."""
+        def held() -> bool:
+            return self._core.generation_announced(generation)
+        with self._cond:
+            return self._cond.wait_for(held, timeout)
 
     # ------------------------------------------------------------------ lookups
 
     def get_signing_key(self, kid: str) -> jwt.PyJWK:
-        """The published signing key with this kid, as a `jwt.PyJWK`."""
+        """The published signing key with this kid, as a `jwt.PyJWK` (its `.key` is what
+        `jwt.decode` takes). Waits for a usable copy (see `KeyCacheStale`); an unknown kid
+        reloads at most once per `miss_interval`, then raises `UnknownSigningKey`."""
         core = self._core
         if core.lookup_state(time.monotonic()) is not None:
             self._wait_usable()
@@ -150,6 +181,27 @@ class KeyCache(CacheState):
         if self._core.lookup_state(time.monotonic()) is not None:
             self._wait_usable()
         return list(self._core.keys.values())
+
+    def get_current_kid(self) -> str:
+        """The kid of the current key, for an issuer: waits like the lookups (for the first
+        load, and for the reload after a delivered change event; `KeyCacheStale` after
+        `stale_wait`), then returns it, or raises `NoCurrentKey` if the set has none.
+
+        Exact: after a change event the event names the current key; a copy loaded without
+        one (at start, after a reconnect) is confirmed once with `JWKS.INFO` (if the ACL
+        refuses it, the cache logs `KEYCACHE_CURRENT_UNCONFIRMED` once and goes by the
+        document's order, which puts the current key first whenever there is one)."""
+        if self._core.lookup_state(time.monotonic()) is not None:
+            self._wait_usable()
+        s = self._core.snapshot
+        if s is not None and s.exists and not s.current_confirmed and not self._info_refused \
+                and self._confirm_tried is not s:
+            self._confirm_tried = s  # once per loaded copy: a Redis outage costs one try
+            self._confirm_current()
+        kid = self.current_kid
+        if kid is None:
+            raise NoCurrentKey(f"{self.key}: the key set has no current key")
+        return kid
 
     def _wait_usable(self) -> None:
         core = self._core
@@ -184,6 +236,22 @@ class KeyCache(CacheState):
                     return key
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
 
+    def _confirm_current(self) -> None:
+        try:
+            reply = self._node_client().execute_command("JWKS.INFO", self.key)
+        except redis.ResponseError as e:
+            self._info_refused = True
+            log.warning("KEYCACHE_CURRENT_UNCONFIRMED key=%s: JWKS.INFO refused (%s); the current "
+                        "kid is taken from the document's order", self.key, _translate(e))
+            return
+        except redis.RedisError as e:
+            log.info("KEYCACHE_CURRENT_UNCONFIRMED key=%s error=%s", self.key, e)
+            return
+        if reply is not None:
+            info = KeySetInfo.parse(reply)
+            with self._cond:
+                self._core.confirm_current(info.generation, info.current)
+
     # ------------------------------------------------------------------ state
 
     def recent_events(self) -> List[DeliveredEvent]:
@@ -192,6 +260,8 @@ class KeyCache(CacheState):
             return list(self._core.recent_events)
 
     def stats(self) -> dict:
+        """Counters (loads, events, reconnects, coalesced reloads, misses ...) and the state
+        (connected, generation, etag, kids, current_kid, fresh), as a dict."""
         with self._cond:
             return self._core.stats()
 
@@ -258,12 +328,16 @@ class KeyCache(CacheState):
             meta = None if reply is None else JwksDocument.parse(reply)
             with self._cond:
                 changed = core.install(seq, events, started, meta)
-                self._cond.notify_all()
+            # on_change runs before the waiters wake: once wait_ready / wait_generation
+            # return, the callback has seen that load.
             if changed is not None and core.on_change is not None:
                 try:
                     core.on_change(changed)
                 except Exception:  # noqa: BLE001 - a callback must not stop the cache
                     log.exception("KEYCACHE_ON_CHANGE_FAILED key=%s", self.key)
+            with self._cond:
+                core.announced = core.snapshot
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------ the subscriber
 

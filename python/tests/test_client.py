@@ -11,7 +11,7 @@ import jwks_redis
 from jwks_redis import (Add, AsyncJwksClient, GenerationMismatch, InvalidJwk, JwksClient,
                         Promote, Replace, Retire, UnknownKid, invalidate_jwks_cache_sync)
 from jwks_redis.invalidation import INVALIDATION_ERRORS, INVALIDATIONS
-from keystore import KeyStore
+from jwks_redis import KeyStore
 
 KEY = "jwks:{auth}"
 

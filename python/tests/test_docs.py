@@ -133,6 +133,8 @@ def test_the_doc_runs_verbatim(server, tmp_path):
         assert out.startswith("HTTP/1.1 200") and info.current in out, out
         assert re.search(r"Cache-Control: public, max-age=\d+", out)
         assert re.search(r"^etag: \"", out, re.M | re.I), out
+        out = shell.run(block("curl -sf http://127.0.0.1:8000/status"))
+        assert out == f"current key</dt><dd>{info.current}\n", out
         out = shell.run(block("python3 -c 'from jwks_redis import invalidate_jwks_cache_sync"))
         assert out == "True\n"
         assert jwks.audit(key)[-1].fields["reason"] == "deploy"
@@ -143,22 +145,36 @@ def test_the_doc_runs_verbatim(server, tmp_path):
         # The Python blocks, with the same environment, in the same virtualenv.
         kid = info.current
         checks = {
-            "cache = KeyCache(": f"""
-import sys
-sys.path.insert(0, os.getcwd())
-from keystore import KeyStore
+            "key = cache.get_signing_key_from_jwt(token)": f"""
+from jwks_redis import KeyStore
 tok = jwt.encode({{"sub": "doc"}}, KeyStore(os.environ["JWKS_KEY_DIR"]).private_key({kid!r}),
                  algorithm="ES256", headers={{"kid": {kid!r}}})
 assert verify(tok)["sub"] == "doc"
 cache.close()
 """,
             "app = make_app(": "assert callable(app)\n",
+            "signer = Signer(": """
+assert jwt.get_unverified_header(before)["alg"] == "ES256"
+assert jwt.get_unverified_header(after)["alg"] == "RS256"
+assert signer.current() == (rs["kid"], "RS256")
+""",
         }
+        outputs = {}
         for i, body in enumerate(blocks("python")):
             extra = next((v for k, v in checks.items() if k in body), "")
             path = tmp_path / f"doc_block_{i}.py"
             path.write_text(body + extra)
-            shell.run(f'cd python/examples && python3 "{path}"', timeout=60)
+            outputs[i] = shell.run(f'cd python/examples && python3 "{path}"', timeout=60)
+            if "jwks.info(" in body:
+                # The Clients example on a fresh Redis: no key set yet, no crash.
+                out = shell.run(f'cd python/examples && JWKS_KEY_SET="jwks:{{fresh}}" python3 "{path}"',
+                                timeout=60)
+                assert out == "no key set yet\n", out
+        quick = next(i for i, b in enumerate(blocks("python")) if "signer = Signer(" in b)
+        lines = outputs[quick].splitlines()
+        assert lines[2] == "alice bob" and lines[3].startswith("rejected: ") and lines[4] == "bob", lines
+        changed = next(i for i, b in enumerate(blocks("python")) if "on_change=" in b)
+        assert f"generation {info.generation} current {info.current}" in outputs[changed]
     finally:
         shell.stop()
     # Stopping the worker and the endpoint left no traceback behind.

@@ -13,7 +13,7 @@ import time
 from conftest import ROOT, command_calls, free_port, wait_until
 from jwks_redis import Add, JwksClient, KeyCache, Promote
 from jwks_redis.endpoint import cache_control_max_age, make_app, redis_from_url
-from keystore import KeyStore
+from jwks_redis import KeyStore
 from test_e2e import QuietHandler, ThreadingWSGIServer, fetch, kids
 
 KEY = "jwks:{auth}"

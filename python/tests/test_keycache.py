@@ -17,7 +17,7 @@ import redis.asyncio.cluster
 from conftest import command_calls, wait_until
 from jwks_redis import (Add, AsyncKeyCache, JwksClient, KeyCache, KeyCacheStale, Promote,
                         Retire, UnknownSigningKey)
-from keystore import KeyStore
+from jwks_redis import KeyStore
 
 KEY = "jwks:{auth}"
 

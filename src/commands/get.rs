@@ -41,8 +41,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let name = args.bytes(1);
     // A refused META read must not even cause the module's own fill.
     let reply = if meta { Some(described(ctx, name, stored)?) } else { None };
-    if !stored.cache_ok() && keys::check_name(name).is_ok() {
-        upkeep::request_fill(ctx, name, stored);
+    let now = now_ms();
+    if (!stored.cache_ok(now) || stored.check_due(now)) && keys::check_name(name).is_ok() {
+        upkeep::check_cache(ctx, name, stored, now);
     }
     if let Some(reply) = reply {
         return Ok(reply);

@@ -41,7 +41,7 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     };
     let mut effects = RedisEffects::new(ctx, &targets, Kind::Invalidated, stored, None, &actx.reason);
     let outcome = commit::commit(&mut effects, &plan)?;
-    stored.set_cache_ok(false);
+    stored.forget_cache();
     log::invalidation(name, &actx.reason, actx.generation, 0, &outcome);
     match outcome.error {
         Some(e) => Err(Error::InvalidationFailed(e)),

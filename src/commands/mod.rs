@@ -17,12 +17,12 @@ use std::collections::BTreeMap;
 
 use redis_module::raw::KeyType;
 use redis_module::redisvalue::RedisValueKey;
-use redis_module::{Context, RedisValue};
+use redis_module::{Context, RedisString, RedisValue};
 
 use crate::commit::Effects;
 use crate::config;
 use crate::datatype::Stored;
-use crate::error::{Access, Result};
+use crate::error::{Access, Error, Result, Shown};
 use crate::glue::call::Caller;
 use crate::glue::key::{publish, Key, Mode};
 use crate::keys::{self, Derived, Name};
@@ -92,8 +92,72 @@ impl Targets {
         Ok(targets)
     }
 
+    /// Before the first change of a key set at this name: refuses (`BUSYKEY`, nothing
+    /// written) if a derived name holds a value the module did not write, which the new key
+    /// set would overwrite or mix with: another application's `...:cache` string, a stream
+    /// of other entries, a hash of other fields. Leftovers of an earlier key set at the
+    /// name (its audit trail and counters, or a cache whose clean-up is still queued) are
+    /// the module's own.
+    pub fn check_unclaimed(&self, ctx: &Context) -> Result<()> {
+        let pending = crate::upkeep::cleanup_pending(crate::glue::call::db(ctx), &self.key);
+        if !pending && Key::named(ctx, &self.cache, Mode::Peek)?.exists() {
+            return Err(Error::NotOurs(Shown::bytes(&self.cache), "a value"));
+        }
+        if Key::named(ctx, &self.audit, Mode::Peek)?.exists() && !is_audit_trail(ctx, &self.audit) {
+            return Err(Error::NotOurs(Shown::bytes(&self.audit), "a value"));
+        }
+        if Key::named(ctx, &self.metrics, Mode::Peek)?.exists() && !is_counters(ctx, &self.metrics) {
+            return Err(Error::NotOurs(Shown::bytes(&self.metrics), "a value"));
+        }
+        Ok(())
+    }
+
     pub fn cached(&self, ctx: &Context) -> Result<bool> {
         Ok(Key::named(ctx, &self.cache, Mode::Peek)?.exists())
+    }
+}
+
+/// A stream whose first entry is an audit entry (every entry the module writes has an
+/// `action` of `JWKS_...`; the module never leaves its stream empty).
+fn is_audit_trail(ctx: &Context, name: &[u8]) -> bool {
+    let name = RedisString::create_from_slice(ctx.ctx, name);
+    let first = ctx.call("XRANGE", &[&name, &ctx.create_string("-"), &ctx.create_string("+"), &ctx.create_string("COUNT"), &ctx.create_string("1")]);
+    let Ok(RedisValue::Array(entries)) = first else {
+        return false;
+    };
+    let Some(RedisValue::Array(entry)) = entries.first() else {
+        return false;
+    };
+    let Some(RedisValue::Array(fields)) = entry.get(1) else {
+        return false;
+    };
+    fields.chunks(2).any(|pair| match pair {
+        [f, v] => as_bytes(f) == Some(&b"action"[..]) && as_bytes(v).is_some_and(|v| v.starts_with(b"JWKS_")),
+        _ => false,
+    })
+}
+
+/// A hash whose every field is one of the module's counters.
+fn is_counters(ctx: &Context, name: &[u8]) -> bool {
+    let name = RedisString::create_from_slice(ctx.ctx, name);
+    match ctx.call("HLEN", &[&name]) {
+        Ok(RedisValue::Integer(n)) if (1..=16).contains(&n) => {}
+        _ => return false,
+    }
+    let Ok(RedisValue::Array(fields)) = ctx.call("HKEYS", &[&name]) else {
+        return false;
+    };
+    fields.iter().all(|f| {
+        as_bytes(f).is_some_and(|f| crate::observe::metrics::ALL.iter().chain([&crate::observe::metrics::KEYSETS_LOST]).any(|c| c.as_bytes() == f))
+    })
+}
+
+fn as_bytes(v: &RedisValue) -> Option<&[u8]> {
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.as_bytes()),
+        RedisValue::StringBuffer(b) => Some(b),
+        RedisValue::BulkRedisString(s) => Some(s.as_slice()),
+        _ => None,
     }
 }
 

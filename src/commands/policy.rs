@@ -19,7 +19,7 @@ use crate::observe::audit;
 use crate::observe::events::Kind;
 
 /// Ten years: longer is a typo, not a policy.
-const MAX_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+const MAX_MS: u64 = crate::keyset::lifecycle::MAX_AFTER_MS;
 
 fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
     if args.is_empty() {

@@ -29,7 +29,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     // Decide on a read: a refused rotation opens nothing for writing.
     let key = Key::arg(ctx, args.string(1).ok_or(Error::Arity("jwks.rotate"))?, Mode::Read)?;
     let empty = KeySet::default();
-    let set = key.keyset()?.map_or(&empty, Stored::set);
+    let existing = key.keyset()?;
+    let creating = existing.is_none();
+    let set = existing.map_or(&empty, Stored::set);
     if let Some(expected) = req.if_gen {
         if expected != set.generation() {
             return Err(Error::GenerationMismatch {
@@ -47,6 +49,9 @@ pub fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
 
     let caller = Caller::new(ctx);
     let targets = Targets::check(ctx, &caller, name)?;
+    if creating {
+        targets.check_unclaimed(ctx)?;
+    }
     if req.dry_run {
         let predicted = Outcome {
             deleted: targets.cached(ctx)?,

@@ -210,8 +210,9 @@ pub fn collect(mut emit: impl FnMut(&str, Number)) {
     });
 }
 
-/// A key-set name as a Prometheus label value: UTF-8, with control characters, backslashes
-/// and bytes that are not UTF-8 written as `\xNN`, so distinct names stay distinct.
+/// A key-set name as a Prometheus label value: UTF-8, with control, invisible, separator
+/// and bidi characters, backslashes and bytes that are not UTF-8 written as `\xNN`, so
+/// distinct names stay distinct and none can hide or reorder an alert's text.
 #[cfg(test)]
 pub fn label(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
@@ -220,26 +221,7 @@ pub fn label(name: &[u8]) -> String {
 }
 
 fn push_label(out: &mut String, name: &[u8]) {
-    // Nearly every name is printable ASCII: copied as it is.
-    if name.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'\\') {
-        out.push_str(std::str::from_utf8(name).unwrap_or_default());
-        return;
-    }
-    for chunk in name.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() || c == '\\' {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\x{b:02x}"));
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
+    crate::escape::push_label(out, name);
 }
 
 #[cfg(test)]
@@ -256,5 +238,9 @@ mod tests {
         assert_eq!(super::label(b"jwks:{auth}"), "jwks:{auth}");
         assert_eq!(super::label(b"a\\b\n\xff"), "a\\x5cb\\x0a\\xff");
         assert_ne!(super::label(b"\xff"), super::label(b"\\xff"));
+        assert_eq!(
+            super::label("a\u{2028}b\u{202e}c\u{e9}".as_bytes()),
+            "a\\xe2\\x80\\xa8b\\xe2\\x80\\xaec\u{e9}"
+        );
     }
 }

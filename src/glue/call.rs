@@ -1,16 +1,17 @@
 //! One command invocation: its arguments (borrowed from Redis, never copied), the ACL user
 //! it runs as, and how its result becomes a reply.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis_module::raw::{self, RedisModuleCtx, RedisModuleString, RedisModuleUser};
+use redis_module::raw::{RedisModuleCtx, RedisModuleString, RedisModuleUser};
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 use smallvec::SmallVec;
 
+use super::acl::{self, Argv, Scope};
 use super::key::api;
 use crate::error::{Access, Error, Result, Shown};
 use crate::observe::log;
@@ -73,15 +74,42 @@ pub unsafe fn dispatch(
     let context = Context::new(ctx);
     // SAFETY: the arguments of the running command.
     let args = unsafe { Args::new(argv, argc) };
+    let _running = Running::enter(Argv { ptr: argv, len: argc });
     let result: RedisResult = match catch_unwind(AssertUnwindSafe(|| handler(&context, &args))) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(reply_error(e)),
         Err(_) => {
-            log::internal_error(&String::from_utf8_lossy(args.bytes(0)));
+            log::internal_error_in(args.bytes(0));
             Err(reply_error(Error::Internal))
         }
     };
     context.reply(result) as c_int
+}
+
+thread_local! {
+    /// The arguments of the module command running on this thread (Redis runs commands on
+    /// its main thread), for the ACL check of the selector that allows it.
+    static RUNNING: Cell<Option<Argv>> = const { Cell::new(None) };
+}
+
+/// Marks a command's arguments as the running command's until dropped; restores the outer
+/// command's (a module command called from another through `RedisModule_Call`).
+struct Running {
+    outer: Option<Argv>,
+}
+
+impl Running {
+    fn enter(argv: Argv) -> Running {
+        Running {
+            outer: RUNNING.with(|r| r.replace(Some(argv))),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.outer));
+    }
 }
 
 /// Error text goes into a C string and a RESP line: no NUL, CR or LF.
@@ -117,6 +145,11 @@ pub struct Caller<'c> {
     /// The ACL user, fetched on first use; `None` inside: unrestricted (replication, AOF,
     /// the lifecycle schedule).
     user: OnceCell<Option<(RedisString, Option<NonNull<RedisModuleUser>>)>>,
+    /// The running command's arguments (`None` outside a command).
+    argv: Option<Argv>,
+    /// Which of the user's selectors allow the command and every access checked so far
+    /// (see `acl`), worked out on the first access Redis's own check allows.
+    scope: OnceCell<Scope>,
     /// Who an unrestricted caller is, for the audit trail.
     unrestricted: &'static str,
 }
@@ -126,6 +159,8 @@ impl<'c> Caller<'c> {
         Caller {
             ctx,
             user: OnceCell::new(),
+            argv: RUNNING.with(Cell::get),
+            scope: OnceCell::new(),
             unrestricted: "(replication)",
         }
     }
@@ -137,6 +172,8 @@ impl<'c> Caller<'c> {
         Caller {
             ctx,
             user,
+            argv: None,
+            scope: OnceCell::new(),
             unrestricted: "(schedule)",
         }
     }
@@ -169,12 +206,14 @@ impl<'c> Caller<'c> {
     /// The user's name for the audit trail.
     pub fn name(&self) -> String {
         match self.user() {
-            Some((name, _)) => String::from_utf8_lossy(name.as_slice()).into_owned(),
+            Some((name, _)) => crate::observe::audit::user_name(name.as_slice()),
             None => self.unrestricted.into(),
         }
     }
 
-    /// Refuses (`NOPERM`, naming the key) if the user may not `access` the key `name`.
+    /// Refuses (`NOPERM`, naming the key) unless the selector of the user's ACL that allows
+    /// the running command also allows it to `access` the key `name`, together with every
+    /// access checked before on this caller.
     pub fn check(&self, name: &[u8], access: Access) -> Result<()> {
         let Some((user_name, user)) = self.user() else {
             return Ok(());
@@ -184,30 +223,9 @@ impl<'c> Caller<'c> {
             access,
             key: Shown::bytes(name),
         };
-        // A user deleted or disabled while its client stays connected may do nothing.
+        // A user deleted while its client stays connected may do nothing.
         let user = user.ok_or_else(denied)?;
-        let allowed = match access {
-            Access::Publish => {
-                let check = api!(RedisModule_ACLCheckChannelPermissions)?;
-                let channel = RedisString::create_from_slice(self.ctx.ctx, name);
-                let flags = raw::REDISMODULE_CMD_CHANNEL_PUBLISH as c_int;
-                // SAFETY: a live user and string.
-                unsafe { check(user.as_ptr(), channel.inner, flags) }
-            }
-            Access::Read | Access::Write => {
-                let check = api!(RedisModule_ACLCheckKeyPermissions)?;
-                let flags = match access {
-                    Access::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
-                    _ => raw::REDISMODULE_CMD_KEY_INSERT
-                        | raw::REDISMODULE_CMD_KEY_UPDATE
-                        | raw::REDISMODULE_CMD_KEY_DELETE,
-                };
-                let key = RedisString::create_from_slice(self.ctx.ctx, name);
-                // SAFETY: a live user and string.
-                unsafe { check(user.as_ptr(), key.inner, flags as c_int) }
-            }
-        };
-        if allowed == raw::REDISMODULE_OK as c_int {
+        if acl::allowed(self.ctx, user, &self.scope, self.argv, name, access)? {
             Ok(())
         } else {
             Err(denied())

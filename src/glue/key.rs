@@ -136,7 +136,15 @@ impl Key {
             let get_value = api!(RedisModule_ModuleTypeGetValue)?;
             // The value lives while the key is open and unchanged.
             // SAFETY: a value of our type, which is a Stored.
-            return Ok(unsafe { get_value(self.ptr).cast::<Stored>().as_ref() });
+            let stored = unsafe { get_value(self.ptr).cast::<Stored>().as_ref() };
+            if let Some(s) = stored {
+                // Renamed or moved here since it was registered: register it here.
+                if s.take_moved() {
+                    let db = super::call::db(&Context::new(self.ctx));
+                    upkeep::placed(db, self.name(), s.set());
+                }
+            }
+            return Ok(stored);
         }
         match self.kind() {
             KeyType::Empty => Ok(None),
@@ -281,6 +289,16 @@ impl Key {
         self.replicate(c"DEL", &mut [self.name.ptr()]);
         self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del");
         Ok(true)
+    }
+
+    /// Deletes the key in a snapshot's child process only: nothing propagated or notified
+    /// (the child's copy of the dataset becomes the file, then the child exits).
+    pub fn delete_in_snapshot(&self) -> Result<()> {
+        self.writable()?;
+        let delete = api!(RedisModule_DeleteKey)?;
+        // SAFETY: an open writable key.
+        upkeep::ours(|| unsafe { delete(self.ptr) });
+        Ok(())
     }
 
     /// SET value with an absolute expiry, propagated as `SET key value PXAT <ms>`.

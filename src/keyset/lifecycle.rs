@@ -27,6 +27,9 @@ pub struct Lifecycle {
     pub retire_after_ms: u64,
 }
 
+/// The longest PROMOTE-AFTER or RETIRE-AFTER: ten years.
+pub const MAX_AFTER_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+
 impl Lifecycle {
     pub fn is_set(&self) -> bool {
         self.promote_after_ms > 0 || self.retire_after_ms > 0
@@ -116,7 +119,7 @@ impl KeySet {
             Action::Retire => next.retire(&due.kid, due.at_ms, true, &mut changes),
         };
         done.ok()?;
-        next.generation = self.generation.saturating_add(1);
+        next.generation = self.generation.saturating_add(1).min(super::MAX_GENERATION);
         Some((next, changes, due))
     }
 

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use crate::error::{Error, Result, Shown};
 use crate::jwk::Jwk;
 
-mod lifecycle;
+pub mod lifecycle;
 mod persist;
 #[cfg(test)]
 mod tests;
@@ -16,6 +16,15 @@ pub use lifecycle::{Action, Due, Lifecycle};
 
 /// Most keys one set may hold: verifiers fetch the whole document on every miss.
 pub const MAX_KEYS: usize = 100;
+/// The largest generation: 2^53 - 1, the largest integer every output agrees on (RESP
+/// integers, the events' JSON read by JavaScript or Python). Rotations saturate there.
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+/// The latest time a stored key may carry (9999-12-31T23:59:59.999Z).
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+/// The smallest RSA modulus any configuration accepts (`jwks.min-rsa-bits`'s floor): a
+/// stored key set is re-validated against it, whatever the configuration is now, so a
+/// crafted state cannot publish a weaker key and a raised setting cannot stop a restart.
+pub const RSA_FLOOR_BITS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -181,7 +190,7 @@ impl KeySet {
             return Err(Error::TooManyKeys(MAX_KEYS));
         }
         if !changes.is_empty() {
-            next.generation = self.generation.saturating_add(1);
+            next.generation = self.generation.saturating_add(1).min(MAX_GENERATION);
         }
         Ok((next, changes))
     }

@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Entry, KeySet, Lifecycle, State, MAX_KEYS};
+use super::lifecycle::MAX_AFTER_MS;
+use super::{
+    Entry, KeySet, Lifecycle, State, MAX_GENERATION, MAX_KEYS, MAX_TIME_MS, RSA_FLOOR_BITS,
+};
 use crate::error::{Error, Result, Shown};
 use crate::jwk::{Jwk, Policy};
 
@@ -64,8 +67,9 @@ impl KeySet {
         serde_json::to_string(&stored).unwrap_or_default()
     }
 
-    /// Parses and re-validates a stored key set. The RSA size floor is not applied: a
-    /// replica or a restarted server must load what the primary accepted under its config.
+    /// Parses and re-validates a stored key set with `JWKS.ROTATE`'s rules (RSA against the
+    /// lowest floor any configuration allows: a replica or a restarted server must load
+    /// what the primary accepted under its config), and the ranges every output agrees on.
     pub fn from_stored(text: &str) -> Result<KeySet> {
         let stored: StoredSet<StoredEntry<Value>> =
             serde_json::from_str(text).map_err(|e| Error::State(e.to_string()))?;
@@ -77,7 +81,20 @@ impl KeySet {
         if stored.keys.len() > MAX_KEYS {
             return Err(Error::State(format!("more than {MAX_KEYS} keys")));
         }
-        let policy = Policy { min_rsa_bits: 0 };
+        if stored.generation > MAX_GENERATION {
+            return Err(Error::State(format!(
+                "generation {} is above {MAX_GENERATION}",
+                stored.generation
+            )));
+        }
+        if let Some(p) = &stored.policy {
+            if p.promote_after_ms > MAX_AFTER_MS || p.retire_after_ms > MAX_AFTER_MS {
+                return Err(Error::State("policy durations out of range".into()));
+            }
+        }
+        let policy = Policy {
+            min_rsa_bits: RSA_FLOOR_BITS,
+        };
         let mut set = KeySet {
             generation: stored.generation,
             entries: Vec::with_capacity(stored.keys.len()),
@@ -85,6 +102,17 @@ impl KeySet {
         };
         for key in stored.keys {
             let jwk = Jwk::from_value(key.jwk, &policy)?;
+            let times = [Some(key.added_ms), key.promoted_ms, key.demoted_ms];
+            if times
+                .iter()
+                .flatten()
+                .any(|t| !(0..=MAX_TIME_MS).contains(t))
+            {
+                return Err(Error::State(format!(
+                    "times of kid {} out of range",
+                    Shown::new(jwk.kid())
+                )));
+            }
             if set.position(jwk.kid()).is_some() {
                 return Err(Error::State(format!(
                     "duplicate kid {}",

@@ -1,5 +1,9 @@
 //! Audit trail entries (one Redis stream entry each). The field names and actions are the
 //! documented interface that operators `XRANGE`, so they live here and nowhere else.
+//!
+//! Stream values are binary-safe: reasons, kids, users and errors are written exactly as
+//! they are (UTF-8), never escaped or made lossy. The one value that joins several, `kids`,
+//! writes each kid with `\` as `\\` and `,` as `\,`, so the list splits back exactly.
 
 use std::borrow::Cow;
 
@@ -16,6 +20,7 @@ pub enum Action {
     KeyRetired,
     KeyUpdated,
     PolicySet,
+    KeySetLost,
 }
 
 impl Action {
@@ -28,6 +33,7 @@ impl Action {
             Action::KeyRetired => "JWKS_KEY_RETIRED",
             Action::KeyUpdated => "JWKS_KEY_UPDATED",
             Action::PolicySet => "JWKS_POLICY_SET",
+            Action::KeySetLost => "JWKS_KEYSET_LOST",
         }
     }
 }
@@ -86,6 +92,20 @@ fn base(action: Action, ctx: &Context) -> Fields<'_> {
         fields.push(("forced", Value::Fixed("1")));
     }
     fields
+}
+
+/// Another command replaced the key set with a value of another type (`SET K x`): who did
+/// it is not known to the module (the command's own log and ACL LOG may tell).
+pub fn lost(at_ms: i64) -> Fields<'static> {
+    vec![
+        ("timestamp", Value::Text(Cow::Owned(timestamp(at_ms)))),
+        ("action", Value::Fixed(Action::KeySetLost.name())),
+        (
+            "reason",
+            Value::Fixed("overwritten by a command other than redis-jwks's"),
+        ),
+        ("user", Value::Fixed("(unknown)")),
+    ]
 }
 
 pub fn key_change<'a>(change: &'a Change, ctx: &'a Context) -> Fields<'a> {
@@ -157,11 +177,34 @@ pub fn invalidation_failed<'a>(ctx: &'a Context, kids: &[&'a str], error: &'a st
 }
 
 fn kids_value<'a>(kids: &[&'a str]) -> Value<'a> {
+    let plain = |kid: &&str| !kid.contains([',', '\\']);
     match kids {
         [] => Value::Fixed(""),
-        [one] => text(one),
-        _ => Value::Text(Cow::Owned(kids.join(","))),
+        [one] if plain(one) => text(one),
+        _ if kids.iter().all(plain) => Value::Text(Cow::Owned(kids.join(","))),
+        _ => {
+            let mut out = String::with_capacity(kids.iter().map(|k| k.len() + 2).sum());
+            for (i, kid) in kids.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                for c in kid.chars() {
+                    if c == ',' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+            }
+            Value::Text(Cow::Owned(out))
+        }
     }
+}
+
+/// The user for [`Context::user`] from the ACL user's name as Redis gives it: exactly if it
+/// is UTF-8 without a backslash, else its escaped text form (never lossy, never two users
+/// alike).
+pub fn user_name(name: &[u8]) -> String {
+    crate::escape::lossless(name).into_owned()
 }
 
 /// RFC 3339 UTC timestamp for a Unix time in milliseconds. The last one is remembered:
@@ -218,5 +261,32 @@ mod tests {
         let p = key_change(&change, &ctx);
         assert!(p.contains(&("action", Value::Fixed("JWKS_KEY_PROMOTED"))));
         assert!(p.contains(&("demoted", text("a"))));
+    }
+
+    #[test]
+    fn kid_lists_split_back_exactly_and_values_stay_exact() {
+        let ctx = Context {
+            timestamp: timestamp(0),
+            reason: "r\u{2028}\u{202e}".into(),
+            generation: 1,
+            user: user_name(b"u\xff"),
+            forced: false,
+        };
+        let kids = |k: &[&str]| {
+            let f = invalidated(&ctx, k, true);
+            let v = f
+                .iter()
+                .find(|(n, _)| *n == "kids")
+                .map(|(_, v)| v.as_str().to_owned());
+            v.unwrap_or_default()
+        };
+        assert_eq!(kids(&["a", "b"]), "a,b");
+        assert_eq!(kids(&["a,b"]), "a\\,b");
+        assert_eq!(kids(&["a", "b\\", "c"]), "a,b\\\\,c");
+        assert_ne!(kids(&["a,b"]), kids(&["a", "b"]));
+        let f = invalidated(&ctx, &[], false);
+        assert!(f.contains(&("reason", text("r\u{2028}\u{202e}"))));
+        assert!(f.contains(&("user", text("u\\xff"))));
+        assert_eq!(user_name(b"default"), "default");
     }
 }

@@ -12,6 +12,12 @@
 //! Redis open and close its log file hundreds of thousands of times a second, taking a
 //! core from the server. Every attempt is still counted in the line, and each has its own
 //! audit entry and counter increment.
+//!
+//! Names and free text are written in the ASCII text form of [`crate::escape`], quoted, so
+//! no name can break, hide or reorder a line and two names never log alike. Redis cuts a
+//! module's log line at 1024 bytes, so every field has a budget: a longer form is cut
+//! before it and followed by `…' (N bytes, sha256 <16 hex>)`, the digest of the whole
+//! name (`printf %s NAME | sha256sum`), never cut silently.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,10 +28,27 @@ use parking_lot::Mutex;
 use redis_module::logging::RedisLogLevel;
 use redis_module::MODULE_CONTEXT;
 
-use crate::error::{push_shown, Shown};
+use crate::escape;
 
 const MAX_PENDING: usize = 65_536;
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
+
+/// What Redis keeps of a module's log line: 1024 bytes with the NUL, less `<jwks> `.
+pub const MAX_LINE_BYTES: usize = 1024 - 1 - "<jwks> ".len();
+/// Budgets, in bytes of the escaped form, of the fields of a line: together, with the
+/// digests of cut fields and the fixed text, within [`MAX_LINE_BYTES`] (tested).
+const KEY_BYTES: usize = 300;
+const REASON_BYTES: usize = 128;
+const ERROR_BYTES: usize = 200;
+/// Anything else a line quotes (a maxmemory policy, a context).
+const OTHER_BYTES: usize = 64;
+
+/// `'name'`, escaped and cut to `max` bytes with a digest.
+fn quoted(bytes: &[u8], max: usize) -> String {
+    let mut out = String::with_capacity(bytes.len().min(max) + 2);
+    escape::push_quoted(&mut out, bytes, max);
+    out
+}
 
 /// One cache invalidation attempt, as its log line will tell it.
 #[derive(Debug, PartialEq)]
@@ -81,9 +104,9 @@ impl Invalidation {
         let mut out = String::with_capacity(160 + self.key.len() + self.reason.len());
         out.push_str(event);
         out.push_str(" key=");
-        push_shown(&mut out, &String::from_utf8_lossy(&self.key));
+        escape::push_quoted(&mut out, &self.key, KEY_BYTES);
         out.push_str(" reason=");
-        push_shown(&mut out, &self.reason);
+        escape::push_quoted(&mut out, self.reason.as_bytes(), REASON_BYTES);
         let _ = write!(out, " generation={}", self.generation);
         if self.changes > 0 {
             let _ = write!(out, " changes={}", self.changes);
@@ -95,7 +118,7 @@ impl Invalidation {
             }
             Err(error) => {
                 out.push_str(" error=");
-                push_shown(&mut out, error);
+                escape::push_quoted(&mut out, error.as_bytes(), ERROR_BYTES);
                 out.push_str(" (the cached JWKS expires within jwks.cache-ttl)");
                 (RedisLogLevel::Warning, out)
             }
@@ -261,23 +284,29 @@ pub fn invalidation(
 }
 
 pub fn write_failed(key: &[u8], error: &str) {
-    warning(format!(
+    warning(write_failed_line(key, error));
+}
+
+fn write_failed_line(key: &[u8], error: &str) -> String {
+    format!(
         "redis-jwks could not write key={} error={}",
-        Shown::bytes(key),
-        Shown::new(error)
-    ));
+        quoted(key, KEY_BYTES),
+        quoted(error.as_bytes(), ERROR_BYTES)
+    )
 }
 
 pub fn cache_dropped(cache: &[u8]) {
     warning(format!(
         "redis-jwks deleted {}: it did not hold the current document of its key set",
-        Shown::bytes(cache)
+        quoted(cache, KEY_BYTES)
     ));
 }
 
 pub fn eviction_risk(policy: &str) {
+    let mut shown = String::new();
+    escape::push_cut(&mut shown, policy.as_bytes(), OTHER_BYTES);
     warning(format!(
-        "redis-jwks: maxmemory-policy {policy} can evict key sets, the only copy of the \
+        "redis-jwks: maxmemory-policy {shown} can evict key sets, the only copy of the \
          published keys; use noeviction or a volatile-* policy (key sets have no TTL)"
     ));
 }
@@ -286,21 +315,54 @@ pub fn reserved_name(name: &[u8]) {
     warning(format!(
         "redis-jwks: a key set arrived at {}, a name no key set may have; it is served but its \
          cache is not kept: rename it back",
-        Shown::bytes(name)
+        quoted(name, KEY_BYTES)
     ));
 }
 
-pub fn scheduled_change_failed(key: &[u8], error: &str) {
+pub fn scheduled_change_failed(key: &[u8], error: &str, attempt: u32, retry_ms: i64) {
     warning(format!(
-        "redis-jwks could not apply the scheduled change of key set {}: {} (retrying)",
-        Shown::bytes(key),
-        Shown::new(error)
+        "redis-jwks could not apply the scheduled change of key set {}: {} (attempt {attempt}, \
+         retrying in {} s; logged again at attempt {})",
+        quoted(key, KEY_BYTES),
+        quoted(error.as_bytes(), ERROR_BYTES),
+        retry_ms / 1000,
+        attempt.saturating_mul(2)
     ));
+}
+
+pub fn keyset_lost(name: &[u8]) {
+    warning(format!(
+        "redis-jwks: the key set {} was replaced by a value of another type (SET or another \
+         command over it): its keys are no longer published; restore it from the audit trail \
+         or a backup (JWKS_KEYSET_LOST)",
+        quoted(name, KEY_BYTES)
+    ));
+}
+
+pub fn load_refused(name: &[u8], why: &str) {
+    // Written at once, not through the logging thread: a refused value stops an RDB load,
+    // and Redis exits before the thread would write it.
+    write_now(Pending {
+        message: Message::Warning(format!(
+            "redis-jwks refused to load the key set {}: {} (RESTORE fails; an RDB load stops)",
+            quoted(name, KEY_BYTES),
+            quoted(why.as_bytes(), ERROR_BYTES)
+        )),
+        repeated: 1,
+    });
 }
 
 pub fn internal_error(context: &str) {
+    internal_error_in(context.as_bytes());
+}
+
+/// As [`internal_error`], for a context given as bytes (a command name as the client sent
+/// it): escaped here, not made lossy by the caller.
+pub fn internal_error_in(context: &[u8]) {
+    let mut shown = String::new();
+    escape::push_cut(&mut shown, context, OTHER_BYTES);
     warning(format!(
-        "redis-jwks internal error (panic caught) in {context}; the command was aborted"
+        "redis-jwks internal error (panic caught) in {shown}; the command was aborted"
     ));
 }
 
@@ -361,6 +423,66 @@ mod tests {
             line,
             "JWKS_CACHE_INVALIDATED key='k' reason='key_rotation' generation=2 changes=2 deleted=1"
         );
+    }
+
+    fn line_of(key: &[u8], reason: &str, outcome: Result<bool, &str>) -> String {
+        let a = Attempt {
+            key,
+            reason,
+            generation: 2,
+            changes: 0,
+            outcome,
+        };
+        Invalidation::of(&a).line().1
+    }
+
+    #[test]
+    fn names_and_reasons_are_escaped_and_never_log_alike() {
+        assert_eq!(
+            line_of(b"a\xffb\r\n", "x\u{2028}y\u{202e}z", Ok(true)),
+            "JWKS_CACHE_INVALIDATED key='a\\xffb\\r\\n' reason='x\\u{2028}y\\u{202e}z' \
+             generation=2 deleted=1"
+        );
+        // A name spelled as another's escape logs differently.
+        assert_ne!(
+            line_of(b"\\xff", "r", Ok(true)),
+            line_of(b"\xff", "r", Ok(true))
+        );
+        // Long names that differ only at the end: both cut, told apart by the digest.
+        let a = [b'k'; 512];
+        let mut b = a;
+        b[511] = b'l';
+        let (la, lb) = (line_of(&a, "r", Ok(true)), line_of(&b, "r", Ok(true)));
+        assert_ne!(la, lb);
+        assert!(la.contains("…' (512 bytes, sha256 "), "{la}");
+        assert!(la.is_ascii() || la.chars().filter(|c| !c.is_ascii()).all(|c| c == '…'));
+    }
+
+    #[test]
+    fn the_longest_lines_fit_what_redis_keeps() {
+        let key = [0xffu8; 512];
+        let reason = "\u{2028}".repeat(42);
+        let error = "\u{202e}".repeat(100_000);
+        let mut a = Attempt {
+            key: &key,
+            reason: &reason,
+            generation: u64::MAX,
+            changes: usize::MAX,
+            outcome: Err(&error),
+        };
+        let mut longest = Pending {
+            message: Message::Invalidation(Invalidation::of(&a)),
+            repeated: u64::MAX,
+        }
+        .line()
+        .1;
+        a.outcome = Ok(true);
+        let ok = Invalidation::of(&a).line().1;
+        let warn = write_failed_line(&key, &error);
+        for line in [&mut longest, &mut ok.clone(), &mut warn.clone()] {
+            assert!(line.len() <= MAX_LINE_BYTES, "{} bytes: {line}", line.len());
+            assert!(line.contains("sha256 "), "{line}");
+        }
     }
 
     #[test]

@@ -5,18 +5,22 @@ pub const INVALIDATIONS: &str = "jwt_jwks_cache_invalidations_total";
 pub const INVALIDATION_ERRORS: &str = "jwt_jwks_cache_invalidation_errors_total";
 pub const ROTATIONS: &str = "jwt_jwks_rotations_total";
 pub const CACHE_FILLS: &str = "jwt_jwks_cache_fills_total";
+/// Key sets replaced by a value of another type (`SET K x`): in the key set's hash and a
+/// node counter.
+pub const KEYSETS_LOST: &str = "jwt_jwks_keysets_lost_total";
 /// JWKS.STATS only (a node counter): lifecycle changes the schedule applied.
 pub const SCHEDULED_CHANGES: &str = "jwt_jwks_scheduled_changes_total";
 
 /// Every counter of a key set's hash, in the order `JWKS.INFO` and the exporter list them.
 pub const ALL: [&str; 4] = [INVALIDATIONS, INVALIDATION_ERRORS, ROTATIONS, CACHE_FILLS];
 /// Every node counter JWKS.STATS reports.
-pub const NODE: [&str; 5] = [
+pub const NODE: [&str; 6] = [
     INVALIDATIONS,
     INVALIDATION_ERRORS,
     ROTATIONS,
     CACHE_FILLS,
     SCHEDULED_CHANGES,
+    KEYSETS_LOST,
 ];
 
 /// JWKS.STATS only: how many key sets this node holds (in all, and `:<db>` per db).

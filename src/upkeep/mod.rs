@@ -1,31 +1,40 @@
 //! Keeps what is derived from a key set true when something other than the module's own
-//! commands changes a key set or its cache: `DEL`, `EXPIRE`, eviction, `RENAME`, `MOVE`,
-//! `COPY`, `RESTORE`, `SET` on the cache key, and so on.
+//! commands changes a key set: `DEL`, `EXPIRE`, eviction, `SET` over it, `RENAME`, `MOVE`,
+//! `COPY`, `RESTORE`/`MIGRATE`, flushes, `SWAPDB`, loads.
 //!
 //! `JWKS.GET` serves the document from the key set itself, so it is right whatever happened.
 //! The cache string (`K:cache`, for plain `GET` readers, replicas and client-side caching)
-//! must hold that document or nothing. Two hooks notice when it may not:
+//! must hold that document or nothing; the registry and the schedule must list exactly the
+//! key sets there are. The hooks are the data type's own callbacks, which run only for key
+//! sets and so cost other workloads nothing:
 //!
-//! - the data type's unlink callback: a key set left its key (deleted, expired, evicted,
-//!   overwritten, renamed or moved away);
-//! - a keyspace-event subscription: anything done to a cache key by someone other than the
-//!   module, and a key set arriving under a new name.
+//! - unlink: a key set left its key (deleted, expired, evicted, overwritten, renamed or
+//!   moved away): its cache goes, and `SET` (or any other type) over it is reported as lost;
+//! - RDB load (load, RESTORE, MIGRATE, full sync) and copy: a key set arrived at a name.
 //!
-//! Neither may write (Redis is in the middle of a command, an expiry or an eviction), so they
-//! queue a *reconcile* of the key set's name, run right after the command as a
+//! A key set renamed or moved to a new name is registered there when the module next opens
+//! it (`Key::keyset`). The keyspace-event subscription of 0.2.0, which saw every string and
+//! generic write of the server (a 10-20 % tax on unrelated `SET`, `DEL`, `EXPIRE`), is the
+//! opt-in `jwks.keyspace-hook yes`: with it, a value written at a key set's cache name by
+//! another command is removed at once, and a renamed key set is registered at once.
+//!
+//! None of the hooks may write (Redis is in the middle of a command, an expiry or an
+//! eviction), so they queue a job for the name, run right after the command as a
 //! post-notification job where the server has them (Redis 7.2+, Valkey), else from a timer
-//! in the next event-loop iteration (Redis 7.0). Reconciling deletes a cache string that is
-//! not exactly the current document of the key set at its name.
+//! in the next event-loop iteration (Redis 7.0). A job only writes when the server allows a
+//! write right then (`gate`): never on a replica, and not while clients are paused (a
+//! planned failover), the server is loading or out of memory; then it waits and runs right
+//! after, once.
 //!
-//! The same queue carries *fills*: `JWKS.GET` is read-only, and the module itself writes
-//! the cache string after a read finds it missing (on primaries only).
+//! The module touches a derived name only for a key set: a job changes `K:cache` only while
+//! a key set is at K, or right after one left it.
 
-pub mod server_events;
 pub mod registry;
 pub mod schedule;
+pub mod server_events;
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -36,33 +45,32 @@ use redis_module::raw::{self, KeyType, RedisModuleCtx, RedisModuleString};
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::config;
-use crate::datatype::Stored;
 use crate::error::Result;
 use crate::glue::call::{self, now_ms};
 use crate::glue::key::{api, publish, Key, Mode};
 use crate::keys::{self, Derived, Name};
-use crate::observe::{events, log, metrics, stats};
+use crate::observe::{audit, events, log, metrics, stats};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    /// Something touched the cache key.
-    Reconcile,
-    /// The key set left its key.
-    Gone,
-    /// A key set arrived at the key by a generic command.
-    Arrived,
-    Fill,
-}
-
-struct Job {
-    db: i32,
-    key: Name,
-    kind: Kind,
+/// What a job asks for a name; several requests for one name are merged.
+#[derive(Debug, Default, Clone, Copy)]
+struct Wants {
+    /// A key set left the name (unlink, flush, SWAPDB): clean up after it.
+    gone: bool,
+    /// A key set may have arrived (load, RESTORE, COPY, RENAME): register it.
+    track: bool,
+    /// Something touched the cache name (opt-in keyspace hook).
+    reconcile: bool,
+    /// `JWKS.GET` found the cache missing.
+    fill: bool,
+    /// Tell subscribers what is at the name now, if it changed.
+    announce: bool,
+    /// What was at the name before (the registry's fingerprint), for the announcement.
+    before: Option<u64>,
 }
 
 #[derive(Default)]
 struct Queue {
-    jobs: Vec<Job>,
+    jobs: BTreeMap<(i32, Name), Wants>,
     timer_armed: bool,
     post_armed: bool,
 }
@@ -72,15 +80,19 @@ thread_local! {
     static QUEUE: RefCell<Queue> = RefCell::new(Queue::default());
 }
 
-/// Nesting depth of the module's own writes. An atomic rather than a thread-local: it is
-/// read on every keyspace event of the server, and in a shared library each thread-local
-/// access is a call. Only the main thread touches it.
+/// Nesting depth of the module's own writes (only the main thread touches it).
 static OURS: AtomicU32 = AtomicU32::new(0);
-/// The queue holds jobs (read on every keyspace event, for the same reason).
+/// The queue holds jobs (read on every keyspace event when the hook is on).
 static QUEUED: AtomicBool = AtomicBool::new(false);
 
-/// A context for arming timers from callbacks that have none (unlink).
+/// A context for arming timers from callbacks that have none (unlink, RDB load).
 pub(super) static DETACHED: AtomicPtr<RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
+
+/// Names handled per run: a load of 100,000 key sets is registered in slices, never in one
+/// long stall of the event loop.
+const JOBS_PER_RUN: usize = 1000;
+/// How soon a job that had to wait (paused clients, OOM, loading) is tried again.
+const WAIT_MS: i64 = 10;
 
 /// A key set is now at (`db`, `name`): what JWKS.STATS reports of it and when its policy
 /// next changes it.
@@ -89,13 +101,22 @@ pub fn track(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
     schedule::track(db, name, set);
 }
 
+/// The key set at `name` was opened after it had left another key (RENAME, MOVE): register
+/// it here. Called by `Key::keyset`, so any command on it heals the registry.
+pub fn placed(db: i32, name: &[u8], set: &crate::keyset::KeySet) {
+    track(db, name, set);
+    if keys::check_name(name).is_err() {
+        log::reserved_name(name);
+    }
+}
+
 /// The module's detached context: for callbacks that get none (INFO, unlink), on the main
 /// thread only.
 pub fn detached() -> *mut RedisModuleCtx {
     DETACHED.load(Ordering::Relaxed)
 }
 
-/// Runs the module's own write: the events and unlinks it causes are not someone else's.
+/// Runs the module's own write: the unlinks it causes are not someone else's.
 pub fn ours<T>(f: impl FnOnce() -> T) -> T {
     OURS.fetch_add(1, Ordering::Relaxed);
     let result = f();
@@ -107,33 +128,45 @@ fn is_ours() -> bool {
     OURS.load(Ordering::Relaxed) > 0
 }
 
-fn push(db: i32, key: &[u8], kind: Kind) {
+fn push(db: i32, key: &[u8], f: impl FnOnce(&mut Wants)) {
     QUEUE.with(|q| {
-        q.borrow_mut().jobs.push(Job {
-            db,
-            key: Name::from_slice(key),
-            kind,
-        })
+        let mut q = q.borrow_mut();
+        let wants = q.jobs.entry((db, Name::from_slice(key))).or_default();
+        f(wants);
     });
     QUEUED.store(true, Ordering::Relaxed);
 }
 
-/// Subscribes to keyspace events and keeps a context for timers; called once at load.
+/// A clean-up after a key set that left (`db`, `name`) is still queued: what is at its
+/// derived names is the module's own, not a stranger's.
+pub fn cleanup_pending(db: i32, name: &[u8]) -> bool {
+    QUEUE.with(|q| {
+        q.borrow()
+            .jobs
+            .get(&(db, Name::from_slice(name)))
+            .is_some_and(|w| w.gone)
+    })
+}
+
+/// Keeps a context for timers and, with `jwks.keyspace-hook yes`, subscribes to keyspace
+/// events; called once at load.
 pub fn start(ctx: &Context) -> Result<()> {
     let detach = api!(RedisModule_GetDetachedThreadSafeContext)?;
     // SAFETY: a live context at load; the detached context lives as long as the module.
     DETACHED.store(unsafe { detach(ctx.ctx) }, Ordering::Relaxed);
-    let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents)?;
-    // Generic (DEL, RENAME, MOVE, COPY, RESTORE, EXPIRE...), string writes, expiry and
-    // eviction: every way a string can appear at, change at or leave a cache name, and a
-    // key set arrive under a new one. Writes of other types cannot put a document there.
-    let classes = (raw::REDISMODULE_NOTIFY_GENERIC
-        | raw::REDISMODULE_NOTIFY_STRING
-        | raw::REDISMODULE_NOTIFY_EXPIRED
-        | raw::REDISMODULE_NOTIFY_EVICTED) as c_int;
-    // SAFETY: a live context and a callback with the expected signature.
-    if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
-        return Err(crate::error::Error::Api("RedisModule_SubscribeToKeyspaceEvents"));
+    crate::datatype::enable_io_errors(ctx);
+    if config::keyspace_hook() {
+        let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents)?;
+        // Generic (RENAME, MOVE, RESTORE, COPY, DEL, EXPIRE...) and string writes: every
+        // way a string can appear at or change at a cache name, and a key set arrive under
+        // a new name. Every such write of the server pays for this call.
+        let classes = (raw::REDISMODULE_NOTIFY_GENERIC
+            | raw::REDISMODULE_NOTIFY_STRING
+            | raw::REDISMODULE_NOTIFY_EVICTED) as c_int;
+        // SAFETY: a live context and a callback with the expected signature.
+        if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
+            return Err(crate::error::Error::Api("RedisModule_SubscribeToKeyspaceEvents"));
+        }
     }
     server_events::subscribe(ctx)
 }
@@ -148,19 +181,48 @@ fn guarded(what: &str, f: impl FnOnce()) {
 /// From the data type's unlink callback: the key set at `name` in `db` left its key.
 pub fn on_unlink(db: i32, name: &[u8]) {
     guarded("unlink", || {
-        registry::remove(db, name);
+        let before = registry::remove(db, name).map(|s| s.fingerprint);
         schedule::remove(db, name);
         if is_ours() {
             return;
         }
-        push(db, name, Kind::Gone);
-        // A keyspace event usually follows and runs the job right after the command; the
-        // timer is the backstop for paths without one.
-        arm_timer(DETACHED.load(Ordering::Relaxed));
+        push(db, name, |w| {
+            w.gone = true;
+            w.announce = true;
+            w.before = w.before.or(before);
+        });
+        arm_soon(DETACHED.load(Ordering::Relaxed));
     });
 }
 
-/// The keyspace-event callback.
+/// From RDB load (a load, RESTORE, MIGRATE, a full sync): a key set is being loaded at
+/// `name`. Registered after the command, where it really is (a RESTORE with a past
+/// `ABSTTL` frees it at once). A load at start or a reload announces nothing.
+pub fn loaded(db: i32, name: &[u8]) {
+    guarded("load", || {
+        let ctx = DETACHED.load(Ordering::Relaxed);
+        let loading = !ctx.is_null()
+            && Context::new(ctx).get_flags().contains(ContextFlags::LOADING);
+        push(db, name, |w| {
+            w.track = true;
+            w.announce |= !loading;
+        });
+        arm_timer(ctx, 0);
+    });
+}
+
+/// From COPY (and the keyspace hook's RENAME/MOVE): a key set arrives at `name`.
+pub fn arrived(db: i32, name: &[u8]) {
+    guarded("arrival", || {
+        push(db, name, |w| {
+            w.track = true;
+            w.announce = true;
+        });
+        arm_soon(DETACHED.load(Ordering::Relaxed));
+    });
+}
+
+/// The keyspace-event callback (only with `jwks.keyspace-hook yes`).
 ///
 /// # Safety
 /// Called by Redis with an event's context, name and key.
@@ -170,8 +232,8 @@ unsafe extern "C" fn on_event(
     event: *const c_char,
     key: *mut RedisModuleString,
 ) -> c_int {
-    // Every keyspace event of the server comes here: the common case (not a cache key, not
-    // an arrival) must cost a few instructions.
+    // Every generic and string event of the server comes here: the common case (not a
+    // cache key, not an arrival) must cost a few instructions.
     if is_ours() || key.is_null() || event.is_null() {
         return raw::REDISMODULE_OK as c_int;
     }
@@ -179,19 +241,25 @@ unsafe extern "C" fn on_event(
     let cache = name.ends_with(Derived::Cache.suffix());
     // SAFETY: Redis passes a NUL-terminated event name (at least its terminator).
     let first = unsafe { *event } as u8;
-    if !cache && !matches!(first, b'r' | b'm' | b'c') && !QUEUED.load(Ordering::Relaxed) {
+    if !cache && !matches!(first, b'r' | b'm') && !QUEUED.load(Ordering::Relaxed) {
         return raw::REDISMODULE_OK as c_int;
     }
     guarded("keyspace event", || {
         let context = Context::new(ctx);
+        let db = call::db(&context);
         // SAFETY: as above.
         let event = unsafe { CStr::from_ptr(event) }.to_bytes();
+        if matches!(event, b"rename_to" | b"move_to") {
+            // A key set renamed onto a cache name is an arrival too (and is warned about).
+            push(db, name, |w| {
+                w.track = true;
+                w.announce = true;
+            });
+        }
         if cache {
             if let Some((Derived::Cache, owner)) = keys::owner(name) {
-                push(call::db(&context), &owner, Kind::Reconcile);
+                push(db, &owner, |w| w.reconcile = true);
             }
-        } else if matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore") {
-            arrived(&context, name);
         }
         if QUEUED.load(Ordering::Relaxed) {
             arm_post(ctx);
@@ -200,45 +268,55 @@ unsafe extern "C" fn on_event(
     raw::REDISMODULE_OK as c_int
 }
 
-/// A value arrived under `name` by a generic command: if it is a key set, register it and
-/// forget what its cache flag said about its old name.
-fn arrived(ctx: &Context, name: &[u8]) {
-    let Ok(key) = Key::named(ctx, name, Mode::Peek) else {
-        return;
-    };
-    if let Ok(Some(stored)) = key.keyset() {
-        stored.set_cache_ok(false);
-        let db = call::db(ctx);
-        track(db, name, stored.set());
-        if keys::check_name(name).is_ok() {
-            push(db, name, Kind::Arrived);
-        } else {
-            log::reserved_name(name);
-        }
-    }
-}
-
-/// After a flush or SWAPDB: check each name and announce what is there now (right after the
-/// command, as for a DEL).
-pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>)>) {
+/// After a flush or SWAPDB: check each name (with what was there before) and announce what
+/// is there now, right after the command, as for a DEL.
+pub fn recheck(ctx: *mut RedisModuleCtx, names: Vec<(i32, Vec<u8>, Option<u64>)>) {
     if names.is_empty() {
         return;
     }
-    for (db, name) in names {
-        push(db, &name, Kind::Gone);
+    for (db, name, before) in names {
+        push(db, &name, |w| {
+            w.gone = true;
+            w.track = true;
+            w.announce = true;
+            w.before = w.before.or(before);
+        });
     }
     arm_post(ctx);
 }
 
-/// From JWKS.GET: the cache string is not known to hold the document; fill it soon.
-pub fn request_fill(ctx: &Context, name: &[u8], stored: &Stored) {
+/// From JWKS.GET: the cache string is not known to hold the document (fill it soon), or it
+/// is time to look whether it still does (a second since the last look): a copy deleted,
+/// expired early or overwritten by another command is refilled within a second of reads.
+pub fn check_cache(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored, now: i64) {
+    if stored.cache_ok(now) {
+        let cache = keys::derived(name, Derived::Cache);
+        let holds = Key::named(ctx, &cache, Mode::Peek)
+            .is_ok_and(|c| c.string() == Some(stored.rendered().doc.as_bytes()));
+        if holds {
+            return;
+        }
+        stored.forget_cache();
+    }
+    request_fill(ctx, name, stored);
+}
+
+fn request_fill(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored) {
     if !server_events::is_replica() && stored.claim_fill() {
-        push(call::db(ctx), name, Kind::Fill);
-        arm_timer(ctx.ctx);
+        push(call::db(ctx), name, |w| w.fill = true);
+        arm_timer(ctx.ctx, 0);
     }
 }
 
-fn arm_timer(ctx: *mut RedisModuleCtx) {
+/// Runs the queue right after the current command where the server can (a post-notification
+/// job, Redis 7.2+ and Valkey), else in the next event-loop iteration.
+/// The timer is the backstop for paths that end no execution unit.
+fn arm_soon(ctx: *mut RedisModuleCtx) {
+    arm_post(ctx);
+    arm_timer(ctx, 0);
+}
+
+fn arm_timer(ctx: *mut RedisModuleCtx, period_ms: i64) {
     if ctx.is_null() || QUEUE.with(|q| q.borrow().timer_armed) {
         return;
     }
@@ -246,17 +324,18 @@ fn arm_timer(ctx: *mut RedisModuleCtx) {
         return;
     };
     // SAFETY: a live context; the callback takes no data.
-    unsafe { create(ctx, 0, Some(on_timer), ptr::null_mut()) };
+    unsafe { create(ctx, period_ms, Some(on_timer), ptr::null_mut()) };
     QUEUE.with(|q| q.borrow_mut().timer_armed = true);
 }
 
 fn arm_post(ctx: *mut RedisModuleCtx) {
-    if QUEUE.with(|q| q.borrow().post_armed) {
+    if ctx.is_null() || QUEUE.with(|q| q.borrow().post_armed) {
         return;
     }
     let armed = match api!(RedisModule_AddPostNotificationJob) {
         Ok(add) => {
-            // SAFETY: a live context; the job takes no data.
+            // SAFETY: a live context; the job takes no data. Refused while loading and on
+            // read-only replicas: the timer then runs the queue.
             let status = unsafe { add(ctx, Some(on_post_job), ptr::null_mut(), None) };
             status == raw::REDISMODULE_OK as c_int
         }
@@ -265,7 +344,7 @@ fn arm_post(ctx: *mut RedisModuleCtx) {
     if armed {
         QUEUE.with(|q| q.borrow_mut().post_armed = true);
     } else {
-        arm_timer(ctx);
+        arm_timer(ctx, 0);
     }
 }
 
@@ -287,51 +366,191 @@ pub(super) fn select(ctx: &Context, db: i32) -> bool {
     }
 }
 
-fn drain(ctx: &Context) {
-    let jobs = QUEUE.with(|q| std::mem::take(&mut q.borrow_mut().jobs));
-    QUEUED.store(false, Ordering::Relaxed);
-    if jobs.is_empty() {
-        return;
-    }
-    // Replicas never write on their own: the primary's effects arrive through the link.
+/// Whether the module may write from a job or timer right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Write.
+    Open,
+    /// Not now: clients are paused for writes (CLIENT PAUSE, FAILOVER), the server is
+    /// loading or out of memory. Try again shortly; the change happens right after.
+    Wait,
+    /// Never on this node: a replica, where the primary's writes arrive through the link.
+    Replica,
+}
+
+/// Every write from a callback, job or timer asks this first. Writing while clients are
+/// paused would fail a server assertion (the dataset must hold still for a failover) as
+/// soon as AOF is on or a replica is attached.
+pub fn gate(ctx: &Context) -> Gate {
     let flags = ctx.get_flags();
-    if flags.intersects(ContextFlags::SLAVE | ContextFlags::LOADING) {
-        return;
+    if server_events::is_replica() || flags.contains(ContextFlags::SLAVE) {
+        return Gate::Replica;
     }
+    if flags.intersects(ContextFlags::LOADING | ContextFlags::OOM) || writes_paused() {
+        return Gate::Wait;
+    }
+    Gate::Open
+}
+
+/// Clients are paused for writes (`CLIENT PAUSE WRITE|ALL`, `FAILOVER`, a cluster manual
+/// failover): what `RedisModule_AvoidReplicaTraffic` reports on every supported server.
+fn writes_paused() -> bool {
+    match api!(RedisModule_AvoidReplicaTraffic) {
+        // SAFETY: takes no arguments; reads server state on the main thread.
+        Ok(f) => (unsafe { f() }) != 0,
+        // Without the call we cannot tell: wait rather than risk the assertion.
+        Err(_) => true,
+    }
+}
+
+fn drain(ctx: &Context) {
+    let gate = gate(ctx);
+    let batch: Vec<((i32, Name), Wants)> = QUEUE.with(|q| {
+        let mut q = q.borrow_mut();
+        let mut batch = Vec::new();
+        while batch.len() < JOBS_PER_RUN {
+            match q.jobs.pop_first() {
+                Some(job) => batch.push(job),
+                None => break,
+            }
+        }
+        batch
+    });
     let home = call::db(ctx);
-    let mut seen = HashSet::with_capacity(jobs.len());
-    let mut announce: Vec<(i32, Name)> = Vec::new();
-    for job in jobs {
-        if !seen.insert((job.db, job.key.clone(), job.kind)) || !select(ctx, job.db) {
+    let mut waiting = Vec::new();
+    for ((db, name), wants) in batch {
+        if !select(ctx, db) {
             continue;
         }
-        let done = match job.kind {
-            Kind::Reconcile => reconcile(ctx, &job.key),
-            Kind::Gone | Kind::Arrived => {
-                if !announce.iter().any(|(d, k)| *d == job.db && *k == job.key) {
-                    announce.push((job.db, job.key.clone()));
-                }
-                reconcile(ctx, &job.key)
-            }
-            Kind::Fill => fill(ctx, &job.key, &flags),
-        };
-        if let Err(e) = done {
-            log::write_failed(&job.key, &e.to_string());
+        match settle(ctx, db, &name, wants, gate) {
+            Ok(Some(later)) => waiting.push(((db, name), later)),
+            Ok(None) => {}
+            Err(e) => log::write_failed(&name, &e.to_string()),
         }
     }
-    // One event per name, saying what is there now.
-    for (db, key) in announce {
-        if select(ctx, db) {
-            if let Err(e) = announce_state(ctx, &key) {
-                log::write_failed(&key, &e.to_string());
+    select(ctx, home);
+    let (more, wait) = QUEUE.with(|q| {
+        let mut q = q.borrow_mut();
+        let wait = !waiting.is_empty();
+        for (key, later) in waiting {
+            let wants = q.jobs.entry(key).or_default();
+            merge(wants, later);
+        }
+        (!q.jobs.is_empty(), wait)
+    });
+    QUEUED.store(more, Ordering::Relaxed);
+    if more {
+        arm_timer(ctx.ctx, if wait { WAIT_MS } else { 0 });
+    }
+}
+
+fn merge(into: &mut Wants, from: Wants) {
+    into.gone |= from.gone;
+    into.track |= from.track;
+    into.reconcile |= from.reconcile;
+    into.fill |= from.fill;
+    into.announce |= from.announce;
+    into.before = from.before.or(into.before);
+}
+
+/// Runs the queued clean-ups before a snapshot is written. In the snapshot's child the
+/// deletions change only the child's copy, which becomes the file (the server runs the same
+/// clean-up, propagated, in its own time); in the server itself they run as usual, when
+/// writing is allowed.
+pub fn before_snapshot(ctx: &Context, in_child: bool) {
+    if !in_child {
+        if gate(ctx) == Gate::Open {
+            drain(ctx);
+        }
+        return;
+    }
+    let gone: Vec<(i32, Name)> = QUEUE.with(|q| {
+        q.borrow()
+            .jobs
+            .iter()
+            .filter(|(_, w)| w.gone)
+            .map(|(k, _)| k.clone())
+            .collect()
+    });
+    let home = call::db(ctx);
+    for (db, name) in gone {
+        if !select(ctx, db) || keys::check_name(&name).is_err() {
+            continue;
+        }
+        let Ok(set_key) = Key::named(ctx, &name, Mode::Peek) else {
+            continue;
+        };
+        let doc = set_key
+            .keyset()
+            .ok()
+            .flatten()
+            .map(|s| s.rendered().doc.clone());
+        drop(set_key);
+        let cache_name = keys::derived(&name, Derived::Cache);
+        let Ok(cache) = Key::named(ctx, &cache_name, Mode::Peek) else {
+            continue;
+        };
+        if cache.kind() == KeyType::String && cache.string().map(<[u8]>::to_vec) != doc.map(String::into_bytes) {
+            drop(cache);
+            if let Ok(k) = Key::named(ctx, &cache_name, Mode::Write) {
+                let _ = k.delete_in_snapshot();
             }
         }
     }
     select(ctx, home);
 }
 
-/// Publishes what a generic command left at `name`: another key set, or none.
-fn announce_state(ctx: &Context, name: &[u8]) -> Result<()> {
+/// Brings what is derived from the name up to date with what is there now. Returns what is
+/// left to do once writing is allowed.
+fn settle(ctx: &Context, db: i32, name: &[u8], wants: Wants, gate: Gate) -> Result<Option<Wants>> {
+    let key = Key::named(ctx, name, Mode::Peek)?;
+    let stored = key.keyset().ok().flatten();
+    let has_set = stored.is_some();
+    if let Some(s) = stored {
+        if wants.track || wants.gone {
+            s.forget_cache();
+            placed(db, name, s.set());
+        }
+        if wants.fill && gate == Gate::Replica {
+            s.release_fill();
+        }
+    }
+    let lost = wants.gone && !has_set && key.exists();
+    drop(key);
+    let writes = wants.gone || wants.reconcile || wants.fill || wants.announce;
+    match gate {
+        Gate::Replica => return Ok(None),
+        Gate::Wait if writes => {
+            let mut later = wants;
+            later.track = false;
+            return Ok(Some(later));
+        }
+        _ => {}
+    }
+    if keys::check_name(name).is_err() {
+        return Ok(None);
+    }
+    if lost {
+        keyset_lost(ctx, name)?;
+    }
+    if wants.gone || (wants.reconcile && has_set) {
+        reconcile(ctx, name)?;
+    }
+    if wants.fill {
+        fill(ctx, name)?;
+    }
+    if wants.announce {
+        announce(ctx, db, name, wants.before)?;
+    }
+    Ok(None)
+}
+
+/// Publishes what is at `name` now, if it is not what was there before.
+fn announce(ctx: &Context, db: i32, name: &[u8], before: Option<u64>) -> Result<()> {
+    let now = registry::get(db, name).map(|s| s.fingerprint);
+    if now == before {
+        return Ok(());
+    }
     let key = Key::named(ctx, name, Mode::Peek)?;
     let stored = key.keyset().ok().flatten();
     let message = match stored {
@@ -346,53 +565,88 @@ fn announce_state(ctx: &Context, name: &[u8]) -> Result<()> {
     publish(ctx, &keys::derived(name, Derived::Events), &message)
 }
 
-/// Makes the cache string of the key set at `name` hold its document or nothing.
+/// Another command put a value of another type where a key set was (`SET K x`, a RENAME
+/// or RESTORE of another type onto K): the published keys are gone. Audited, counted and
+/// logged at warning, since verifiers now find no keys.
+fn keyset_lost(ctx: &Context, name: &[u8]) -> Result<()> {
+    log::keyset_lost(name);
+    stats::count(metrics::KEYSETS_LOST);
+    let audit_name = keys::derived(name, Derived::Audit);
+    let audit_key = Key::named(ctx, &audit_name, Mode::Write)?;
+    if audit_key.require_type(KeyType::Stream, "").is_ok() {
+        audit_key.xadd(&audit::lost(now_ms()), config::audit_maxlen())?;
+    }
+    drop(audit_key);
+    let metrics_name = keys::derived(name, Derived::Metrics);
+    let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
+    if counters.require_type(KeyType::Hash, "").is_ok() {
+        counters.hash_incr(metrics::KEYSETS_LOST)?;
+    }
+    Ok(())
+}
+
+/// Makes the cache string of the key set at `name` hold its document or nothing. Called
+/// only while a key set is at `name` or right after one left it.
 fn reconcile(ctx: &Context, name: &[u8]) -> Result<()> {
     let set_key = Key::named(ctx, name, Mode::Peek)?;
     let stored = set_key.keyset().ok().flatten();
     let cache_name = keys::derived(name, Derived::Cache);
     let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
     let current = stored.map(|s| s.rendered().doc.as_bytes());
-    let ok = match cache.kind() {
-        KeyType::String if cache.string().is_some() && cache.string() == current => true,
+    let until = match cache.kind() {
+        KeyType::String if cache.string().is_some() && cache.string() == current => {
+            let ttl = cache.pttl();
+            if ttl >= 0 {
+                now_ms().saturating_add(ttl)
+            } else {
+                // Equal, but with no TTL: someone else's SET. Kept (it is the document),
+                // though not trusted past the usual cache lifetime.
+                now_ms().saturating_add(config::cache_ttl_ms())
+            }
+        }
         KeyType::String => {
             drop(cache);
             Key::named(ctx, &cache_name, Mode::Write)?.delete()?;
-            log::cache_dropped(&cache_name);
-            false
+            if stored.is_some() {
+                log::cache_dropped(&cache_name);
+            }
+            0
         }
         // Another type at a cache name is left to its owner; rotations refuse it (WRONGTYPE).
-        _ => false,
+        _ => 0,
     };
     if let Some(s) = stored {
-        s.set_cache_ok(ok);
+        if until > 0 {
+            s.set_cache_until(until);
+        } else {
+            s.forget_cache();
+        }
     }
     Ok(())
 }
 
 /// Writes the cache string of the key set at `name` if it is missing.
-fn fill(ctx: &Context, name: &[u8], flags: &ContextFlags) -> Result<()> {
+fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
     let set_key = Key::named(ctx, name, Mode::Peek)?;
     let Some(stored) = set_key.keyset().ok().flatten() else {
         return Ok(());
     };
-    if stored.cache_ok() {
-        return Ok(());
-    }
-    // The cache is an optimisation: never the write that takes memory past the limit.
-    if flags.contains(ContextFlags::OOM) {
-        stored.release_fill();
+    let now = now_ms();
+    if stored.cache_ok(now) {
         return Ok(());
     }
     let doc = stored.rendered().doc.as_bytes();
     let cache_name = keys::derived(name, Derived::Cache);
     let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
+    let until = stored.set().cache_until(now, config::cache_ttl_ms());
     match cache.kind() {
-        KeyType::String if cache.string() == Some(doc) => {}
+        KeyType::String if cache.string() == Some(doc) => {
+            let ttl = cache.pttl();
+            stored.set_cache_until(if ttl >= 0 { now.saturating_add(ttl) } else { until });
+            return Ok(());
+        }
         KeyType::String | KeyType::Empty => {
             drop(cache);
-            let now = now_ms();
-            let until = stored.set().cache_until(now, config::cache_ttl_ms());
             if until <= now {
                 // The set changes now: a copy would be stale at once.
                 stored.release_fill();
@@ -411,6 +665,6 @@ fn fill(ctx: &Context, name: &[u8], flags: &ContextFlags) -> Result<()> {
             return Ok(());
         }
     }
-    stored.set_cache_ok(true);
+    stored.set_cache_until(until);
     Ok(())
 }

@@ -21,6 +21,9 @@ pub struct Snapshot {
     /// When the current key was promoted.
     pub current_since_ms: Option<i64>,
     pub has_next: bool,
+    /// A hash of the stored form: tells whether the key set at a name is still the same one
+    /// after a flush and load (`DEBUG RELOAD` announces nothing when nothing changed).
+    pub fingerprint: u64,
 }
 
 impl Snapshot {
@@ -32,8 +35,17 @@ impl Snapshot {
             has_policy: policy.is_set(),
             current_since_ms: current.map(|e| e.promoted_ms.unwrap_or(e.added_ms)),
             has_next: set.entries().iter().any(|e| e.state == State::Next),
+            fingerprint: fingerprint(set),
         }
     }
+}
+
+/// Same stored form, same fingerprint (within this process).
+pub fn fingerprint(set: &KeySet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    set.to_stored().hash(&mut h);
+    h.finish()
 }
 
 type Names = BTreeMap<Vec<u8>, Snapshot>;
@@ -62,10 +74,12 @@ pub fn put(db: i32, name: &[u8], snapshot: Snapshot) {
 
 /// A db keeps its (possibly empty) entry once it held a key set, so its gauge reads 0
 /// instead of vanishing.
-pub fn remove(db: i32, name: &[u8]) {
-    if let Some(names) = SETS.lock().dbs.get_mut(&db) {
-        names.remove(name);
-    }
+pub fn remove(db: i32, name: &[u8]) -> Option<Snapshot> {
+    SETS.lock().dbs.get_mut(&db)?.remove(name)
+}
+
+pub fn get(db: i32, name: &[u8]) -> Option<Snapshot> {
+    SETS.lock().dbs.get(&db)?.get(name).copied()
 }
 
 /// Forgets db `db`'s key sets, or every db's for -1 (FLUSHDB / FLUSHALL, a load).
@@ -90,13 +104,13 @@ pub fn swap(a: i32, b: i32) {
     }
 }
 
-/// The key sets of db `db`, or of every db for -1.
-pub fn names(db: i32) -> Vec<(i32, Vec<u8>)> {
+/// The key sets of db `db` (every db for -1) with their fingerprints.
+pub fn entries(db: i32) -> Vec<(i32, Vec<u8>, u64)> {
     let r = SETS.lock();
     r.dbs
         .iter()
         .filter(|(d, _)| db < 0 || **d == db)
-        .flat_map(|(d, names)| names.keys().map(move |n| (*d, n.clone())))
+        .flat_map(|(d, names)| names.iter().map(move |(n, s)| (*d, n.clone(), s.fingerprint)))
         .collect()
 }
 

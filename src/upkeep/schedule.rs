@@ -32,6 +32,10 @@ struct Schedule {
     queue: BTreeSet<(i64, i32, Vec<u8>)>,
     /// The armed timer and when it fires.
     timer: Option<(u64, i64)>,
+    /// Nothing runs before this time: writes were not allowed (paused clients, OOM).
+    hold_until: i64,
+    /// Failed attempts in a row per key set, for the back-off and the folded warning.
+    failures: HashMap<Entry, u32>,
 }
 
 static SCHEDULE: Mutex<Option<Schedule>> = Mutex::new(None);
@@ -43,8 +47,12 @@ static SCHEDULE: Mutex<Option<Schedule>> = Mutex::new(None);
 const MAX_TIMER_MS: i64 = 60_000;
 
 /// How long to wait before retrying a change that could not be applied (a derived key of
-/// the wrong type, say): the scheduler must not spin on it.
+/// the wrong type, say): doubling from 1 s to a minute, so the scheduler neither spins nor
+/// fills the log.
 const RETRY_MS: i64 = 1000;
+const MAX_RETRY_MS: i64 = 60_000;
+/// How soon to look again while writes are not allowed (a pause for a failover, OOM).
+const HOLD_MS: i64 = 10;
 
 fn with<T>(f: impl FnOnce(&mut Schedule) -> T) -> T {
     f(SCHEDULE.lock().get_or_insert_with(Schedule::default))
@@ -56,6 +64,9 @@ pub fn set(db: i32, name: &[u8], at: Option<i64>) {
     with(|s| {
         if let Some(old) = s.at.remove(&(db, name.to_vec())) {
             s.queue.remove(&(old, db, name.to_vec()));
+        }
+        if at.is_none() {
+            s.failures.remove(&(db, name.to_vec()));
         }
         if let Some(at) = at {
             s.at.insert((db, name.to_vec()), at);
@@ -101,7 +112,7 @@ pub fn arm() {
         return;
     }
     let ctx = DETACHED.load(Ordering::Relaxed);
-    let Some(earliest) = with(|s| s.queue.first().map(|(at, _, _)| *at)) else {
+    let Some(earliest) = with(|s| s.queue.first().map(|(at, _, _)| (*at).max(s.hold_until))) else {
         return;
     };
     let now = now_ms();
@@ -132,10 +143,17 @@ unsafe extern "C" fn on_timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
     arm();
 }
 
-/// Applies every change that is due (on a primary; a replica waits to be promoted).
+/// Applies every change that is due (on a primary; a replica waits to be promoted), when
+/// the server allows writes: during a pause (a failover) or OOM the change waits and is
+/// applied right after, once, stamped with its due time.
 fn run_due(ctx: &Context) {
-    if server_events::is_replica() || ctx.get_flags().contains(redis_module::ContextFlags::LOADING) {
-        return;
+    match super::gate(ctx) {
+        super::Gate::Replica => return,
+        super::Gate::Wait => {
+            with(|s| s.hold_until = now_ms().saturating_add(HOLD_MS));
+            return;
+        }
+        super::Gate::Open => with(|s| s.hold_until = 0),
     }
     let now = now_ms();
     let due: Vec<Entry> = with(|s| {
@@ -152,12 +170,37 @@ fn run_due(ctx: &Context) {
         if !select(ctx, db) {
             continue;
         }
-        if let Err(e) = apply(ctx, db, &name, now) {
-            log::scheduled_change_failed(&name, &e.to_string());
-            set(db, &name, Some(now.saturating_add(RETRY_MS)));
+        match apply(ctx, db, &name, now) {
+            Ok(()) => {
+                with(|s| s.failures.remove(&(db, name.clone())));
+            }
+            Err(e) => {
+                let attempt = with(|s| {
+                    let n = s.failures.entry((db, name.clone())).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                });
+                let delay = RETRY_MS
+                    .saturating_mul(1i64 << attempt.saturating_sub(1).min(6))
+                    .min(MAX_RETRY_MS);
+                // Attempts 1, 2, 4, 8...: a stuck key set logs a few lines, not one a second.
+                if attempt.is_power_of_two() {
+                    log::scheduled_change_failed(&name, &e.to_string(), attempt, delay);
+                }
+                set_keep_failures(db, &name, Some(now.saturating_add(delay)));
+            }
         }
     }
     select(ctx, home);
+}
+
+/// `set` for a retry: keeps the failure count.
+fn set_keep_failures(db: i32, name: &[u8], at: Option<i64>) {
+    let kept = with(|s| s.failures.get(&(db, name.to_vec())).copied());
+    set(db, name, at);
+    if let Some(n) = kept {
+        with(|s| s.failures.insert((db, name.to_vec()), n));
+    }
 }
 
 /// Applies the due changes of one key set, in order, each as an ordinary change.

@@ -29,7 +29,8 @@ pub fn subscribe(ctx: &Context) -> Result<()> {
         ctx.get_flags().contains(redis_module::ContextFlags::SLAVE),
         Ordering::Relaxed,
     );
-    let events: [(u64, Callback); 6] = [
+    let events: [(u64, Callback); 7] = [
+        (raw::REDISMODULE_EVENT_PERSISTENCE, on_persistence),
         (raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, on_role),
         (raw::REDISMODULE_EVENT_FLUSHDB, on_flush),
         (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
@@ -75,10 +76,18 @@ unsafe extern "C" fn on_flush(
     guarded("flush event", || {
         // Subscribers learn that the key sets are gone (one event per name, after the
         // command: the same clean-up job as for a DEL).
-        super::recheck(ctx, registry::names(info.dbnum));
+        let names = registry::entries(info.dbnum)
+            .into_iter()
+            .map(|(db, n, fp)| (db, n, Some(fp)))
+            .collect();
+        super::recheck(ctx, names);
         registry::clear(info.dbnum);
         super::schedule::clear(info.dbnum);
     });
+}
+
+fn before(db: i32) -> Vec<(Vec<u8>, u64)> {
+    registry::entries(db).into_iter().map(|(_, n, fp)| (n, fp)).collect()
 }
 
 unsafe extern "C" fn on_swapdb(
@@ -93,17 +102,21 @@ unsafe extern "C" fn on_swapdb(
     // SAFETY: the SWAPDB event's data is a RedisModuleSwapDbInfo.
     let info = unsafe { &*data.cast::<raw::RedisModuleSwapDbInfo>() };
     guarded("swapdb event", || {
-        registry::swap(info.dbnum_first, info.dbnum_second);
-        super::schedule::swap(info.dbnum_first, info.dbnum_second);
-        // Another key set (or none) now answers at each name of either db.
         let (a, b) = (info.dbnum_first, info.dbnum_second);
-        let mut names = registry::names(a);
-        names.extend(registry::names(b));
-        let both = names
-            .iter()
-            .flat_map(|(_, n)| [(a, n.clone()), (b, n.clone())])
-            .collect();
-        super::recheck(ctx, both);
+        // What each name held before the swap, in either db.
+        let (in_a, in_b) = (before(a), before(b));
+        let find = |list: &[(Vec<u8>, u64)], n: &[u8]| {
+            list.iter().find(|(m, _)| m.as_slice() == n).map(|(_, fp)| *fp)
+        };
+        let mut names = Vec::new();
+        for (n, _) in in_a.iter().chain(in_b.iter()) {
+            names.push((a, n.clone(), find(&in_a, n)));
+            names.push((b, n.clone(), find(&in_b, n)));
+        }
+        registry::swap(a, b);
+        super::schedule::swap(a, b);
+        // Another key set (or none) now answers at each name of either db.
+        super::recheck(ctx, names);
     });
 }
 
@@ -125,6 +138,32 @@ unsafe extern "C" fn on_loading(
             super::schedule::clear(-1);
         });
     }
+}
+
+/// A snapshot is about to be written (BGSAVE, a full sync, an AOF rewrite: in the child;
+/// SAVE, DEBUG RELOAD, a shutdown save: in the server). A clean-up still queued (Redis 7.0
+/// runs it in the next event-loop iteration) must not leave an orphan cache in the file.
+unsafe extern "C" fn on_persistence(
+    ctx: *mut RedisModuleCtx,
+    _event: RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    let in_child = matches!(
+        subevent,
+        raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START
+    );
+    let in_server = matches!(
+        subevent,
+        raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_RDB_START
+            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_AOF_START
+    );
+    if ctx.is_null() || !(in_child || in_server) {
+        return;
+    }
+    guarded("persistence event", || {
+        super::before_snapshot(&Context::new(ctx), in_child)
+    });
 }
 
 unsafe extern "C" fn on_config(
