@@ -13,11 +13,11 @@
 # suite ends with one line per leg and fails if any failed. JWKS_FULL_LEGS=all runs every leg
 # in full; JWKS_LEGS="redis-8.0 valkey-8.0" runs only those legs.
 #
-# Measured on the project's 2-core machine, otherwise idle, with the builds done: 10 min
-# (full legs about 2.5 min each, subsets about 1 min); all four legs in full add about
-# 4 min. A fresh clone first builds for over 10 min more (debug, release, clippy, fuzz),
-# and Redis 8.0 compiles for about 3 min once per machine: the two ends in full and
-# subsets in the middle keep that under 25 minutes.
+# Measured on the project's 2-core machine, lightly loaded, with the builds done: about
+# 15 min (full legs about 4.5 min each with the Node tests, subsets under 2 min); all four
+# legs in full add about 5 min. A fresh clone first builds for over 10 min more (debug,
+# release, clippy, fuzz), and Redis 8.0 compiles for 3-7 min once per machine: the two ends
+# in full and subsets in the middle keep that near 25 minutes.
 #
 # One build serves every leg: the tests find the server in JWKS_SERVER_BIN and the module
 # cargo built (or JWKS_MODULE), so no leg recompiles.
@@ -93,6 +93,13 @@ run_leg() {
 cargo_target() { echo "${CARGO_TARGET_DIR:-$PWD/target}"; }
 
 for leg in $legs; do run_leg "$leg"; done
+# The legs' results now, so a later failure (valgrind, fuzzing) does not hide them.
+echo "== servers"
+status=0
+for leg in $legs; do
+  echo "$leg: ${result[$leg]}"
+  [[ "${result[$leg]}" == ok* ]] || status=1
+done
 
 echo "== benchmark smoke run (tiny counts, no timings asserted) ($((SECONDS - start))s in)"
 python3 bench/bench.py --rounds 1 --reads 2000 --writes 2000 --rotations 200 --pairs 500 \
@@ -116,11 +123,6 @@ scripts/valgrind.sh --test rotation --test rejections --test failure_path --test
 echo "== fuzzing the pure core (10 s per target) ($((SECONDS - start))s in)"
 scripts/fuzz.sh 10
 
-echo "== servers"
-status=0
-for leg in $legs; do
-  echo "$leg: ${result[$leg]}"
-  [[ "${result[$leg]}" == ok* ]] || status=1
-done
 echo "== suite: $((SECONDS - start))s"
+[ "$status" -eq 0 ] || echo "failed server legs: see == servers above"
 exit "$status"
