@@ -29,7 +29,9 @@ import time
 import hiredis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE = os.path.join(ROOT, "target", "release", "libredis_jwks.so")
+# The module under test (JWKS_MODULE), else the release build in CARGO_TARGET_DIR or target/.
+MODULE = os.environ.get("JWKS_MODULE") or os.path.join(
+    ROOT, os.environ.get("CARGO_TARGET_DIR") or "target", "release", "libredis_jwks.so")
 LUA_DIR = os.path.join(ROOT, "bench", "lua")
 TIMESTAMP = "2026-11-29T00:00:00Z"
 

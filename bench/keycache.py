@@ -65,7 +65,7 @@ def free_port() -> int:
 
 def default_module() -> str:
     for profile in ("release", "debug"):
-        path = ROOT / "target" / profile / "libredis_jwks.so"
+        path = ROOT / (os.environ.get("CARGO_TARGET_DIR") or "target") / profile / "libredis_jwks.so"
         if path.exists():
             return str(path)
     raise SystemExit("build the module first: cargo build --release")

@@ -12,6 +12,10 @@ command -v clang >/dev/null || need+=(clang)
 command -v cc >/dev/null || need+=(gcc)
 # scripts/valgrind.sh and bench/instructions.py (callgrind).
 command -v valgrind >/dev/null || need+=(valgrind)
+# The README quick start (run by tests/docs.rs) and scripts/server-bin.sh's downloads; make
+# builds Redis 8.0 from source there.
+command -v curl >/dev/null || need+=(curl)
+command -v make >/dev/null || need+=(make)
 # Monitoring tests run the real programs.
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null || need+=(prometheus-redis-exporter)
@@ -29,4 +33,6 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian starts a redis-server service on 6379 when the package is installed; the
-# scripts here start their own servers, so it is not needed.
+# scripts here start their own servers, so it is not needed. The other servers the suite runs
+# on (Redis 8.0, Valkey 8.0 and 9.1) come from scripts/server-bin.sh, the first time a leg
+# needs them.

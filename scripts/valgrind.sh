@@ -21,7 +21,7 @@ chmod +x "$out/server"
 
 tests=("$@")
 [ "${#tests[@]}" -gt 0 ] || tests=(--test rotation --test rejections --test failure_path --test replication --test acl)
-JWKS_SERVER_BIN="$out/server" JWKS_MODULE="$PWD/target/release/libredis_jwks.so" \
+JWKS_SERVER_BIN="$out/server" JWKS_MODULE="${CARGO_TARGET_DIR:-$PWD/target}/release/libredis_jwks.so" \
   cargo test "${tests[@]}" -- --test-threads=2
 
 # Fork children (RDB/AOF rewrite, replication) exit without the server's shutdown, so

@@ -140,3 +140,103 @@ fn key_specs_say_what_access_each_command_needs() {
         .collect();
     assert_eq!(as_int(&jwks["ver"]), v[0] * 10_000 + v[1] * 100 + v[2]);
 }
+
+/// The public commands, each with arguments that pass its arity, and the categories its
+/// flags give it.
+const CATEGORIES: [(&str, &[&str], &[&str]); 7] = [
+    ("jwks.get", &["jwks:{a}"], &["read", "fast"]),
+    ("jwks.key", &["jwks:{a}", "kid"], &["read", "fast"]),
+    ("jwks.info", &["jwks:{a}"], &["read", "slow"]),
+    ("jwks.stats", &[], &["read", "slow"]),
+    (
+        "jwks.rotate",
+        &["jwks:{a}", "RETIRE", "kid"],
+        &["write", "slow"],
+    ),
+    ("jwks.invalidate", &["jwks:{a}"], &["write", "fast"]),
+    ("jwks.policy", &["jwks:{a}"], &["write", "slow"]),
+];
+
+/// Where modules can set their commands' ACL categories (Redis 7.2+, Valkey), every command
+/// is in those its flags say; where they can also add one (Redis 7.4+, Valkey), in `@jwks`
+/// too. On Redis 7.0 module commands are in no category: only `+<command>` grants them.
+/// Checked by what the server enforces (COMMAND INFO and ACL DRYRUN), not by
+/// `ACL CAT jwks`'s listing, which Valkey 8.0.1 leaves empty for module categories.
+#[test]
+fn every_command_is_in_its_acl_categories() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let v = server_version();
+    let categories_set = v.valkey || v.at_least(7, 2);
+    let module_categories = v.valkey || v.at_least(7, 4);
+    let dryrun = |con: &mut redis::Connection, user: &str, name: &str, args: &[&str]| {
+        let mut c = cmd("ACL", &["DRYRUN", user, name]);
+        for a in args {
+            c.arg(*a);
+        }
+        let reply: String = c.query(con).unwrap();
+        reply == "OK"
+    };
+    let setuser = |con: &mut redis::Connection, user: &str, rules: &[&str]| {
+        let mut c = cmd("ACL", &["SETUSER", user, "on", "nopass", "~*"]);
+        for r in rules {
+            c.arg(*r);
+        }
+        let _: () = c.query(con).unwrap();
+    };
+    setuser(&mut con, "reader", &["-@all", "+@read"]);
+    setuser(&mut con, "writer", &["-@all", "+@write"]);
+    setuser(&mut con, "by_name", &["-@all"]);
+    if module_categories {
+        setuser(&mut con, "jwks_only", &["-@all", "+@jwks"]);
+        setuser(&mut con, "all_but_jwks", &["+@all", "-@jwks"]);
+    } else {
+        let unknown: redis::RedisResult<()> =
+            cmd("ACL", &["SETUSER", "jwks_only", "+@jwks"]).query(&mut con);
+        assert!(
+            unknown.is_err(),
+            "{v:?} has no module categories, yet knows @jwks"
+        );
+    }
+    for (name, args, categories) in CATEGORIES {
+        let reply: Value = cmd("COMMAND", &["INFO", name]).query(&mut con).unwrap();
+        let Value::Array(outer) = reply else { panic!() };
+        let Value::Array(info) = &outer[0] else {
+            panic!("{name}: {outer:?}")
+        };
+        let listed = strings(&info[6]);
+        if !categories_set {
+            assert!(listed.is_empty(), "{name} on {v:?}: {listed:?}");
+        }
+        for category in categories.iter().filter(|_| categories_set) {
+            assert!(
+                listed.contains(&format!("@{category}")),
+                "{name}: {listed:?}"
+            );
+        }
+        assert_eq!(
+            listed.contains(&"@jwks".to_string()),
+            module_categories,
+            "{name} on {v:?}: {listed:?}"
+        );
+        let read = categories.contains(&"read");
+        assert_eq!(
+            dryrun(&mut con, "reader", name, args),
+            read && categories_set,
+            "{name}"
+        );
+        assert_eq!(
+            dryrun(&mut con, "writer", name, args),
+            !read && categories_set,
+            "{name}"
+        );
+        let _: () = cmd("ACL", &["SETUSER", "by_name", &format!("+{name}")])
+            .query(&mut con)
+            .unwrap();
+        assert!(dryrun(&mut con, "by_name", name, args), "{name}");
+        if module_categories {
+            assert!(dryrun(&mut con, "jwks_only", name, args), "{name}");
+            assert!(!dryrun(&mut con, "all_but_jwks", name, args), "{name}");
+        }
+    }
+}

@@ -13,6 +13,10 @@
 //!
 //! A page starting with `<!-- docs-test: plain-server -->` gets a server without the module
 //! (started with `enable-module-command yes`); others get one with it loaded.
+//!
+//! A page runs in a temp directory, so whatever it writes stays out of the work tree; there
+//! `target/release/libredis_jwks.so` is the module under test (`JWKS_MODULE`, else the
+//! release build in `CARGO_TARGET_DIR`), and `cargo` builds this repository through a shim.
 
 mod common;
 
@@ -97,28 +101,74 @@ fn matches(expected: &str, actual: &str) -> bool {
 }
 
 /// A directory whose `redis-cli` talks to `port`: with `-e` (an error reply fails) for
-/// scripts, formatted as on a terminal for transcripts (JWKS_DOCS_TTY=1).
+/// scripts, formatted as on a terminal for transcripts (JWKS_DOCS_TTY=1); and whose `cargo`
+/// builds this repository wherever the page stands.
 fn shim(dir: &Path, port: u16) -> PathBuf {
     let bin = dir.join("shim");
     std::fs::create_dir_all(&bin).unwrap();
-    let path = bin.join("redis-cli");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nif [ -n \"$JWKS_DOCS_TTY\" ]; then exec /usr/bin/redis-cli -p {port} --no-raw \"$@\"; fi\n\
-             exec /usr/bin/redis-cli -p {port} -e \"$@\"\n"
+    let cli = redis_cli();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let repo = repo_path("");
+    write_script(
+        &bin.join("redis-cli"),
+        &format!(
+            "#!/bin/sh\nif [ -n \"$JWKS_DOCS_TTY\" ]; then exec {cli} -p {port} --no-raw \"$@\"; fi\n\
+             exec {cli} -p {port} -e \"$@\"\n"
         ),
+    );
+    write_script(
+        &bin.join("cargo"),
+        &format!(
+            "#!/bin/sh\ncd '{}' && exec '{cargo}' \"$@\"\n",
+            repo.display()
+        ),
+    );
+    bin
+}
+
+fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The module a page's `$PWD/target/release/libredis_jwks.so` stands for.
+fn release_module() -> PathBuf {
+    match std::env::var_os("JWKS_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => target_dir().join("release/libredis_jwks.so"),
+    }
+}
+
+/// A temp directory for a page to run in: `target/release/libredis_jwks.so` links to the
+/// module under test.
+fn page_dir(work: &Path) -> PathBuf {
+    let dir = work.join("cwd");
+    std::fs::create_dir_all(dir.join("target/release")).unwrap();
+    std::os::unix::fs::symlink(
+        release_module(),
+        dir.join("target/release/libredis_jwks.so"),
     )
     .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
+    dir
 }
 
 const MARK: &str = "@@docs-step@@";
 
-/// Runs a page's blocks against `port`; returns the problems found.
-fn run_page(name: &str, page: &str, port: u16, work: &Path) -> Vec<String> {
+/// Runs a page's blocks against `port` in directory `cwd`; returns the problems found.
+fn run_page(name: &str, page: &str, port: u16, work: &Path, cwd: &Path) -> Vec<String> {
+    run_page_with(name, page, port, work, cwd, &[])
+}
+
+/// [`run_page`] with the directories `path` first on `PATH` (before the shims).
+fn run_page_with(
+    name: &str,
+    page: &str,
+    port: u16,
+    work: &Path,
+    cwd: &Path,
+    path: &[&Path],
+) -> Vec<String> {
     let mut script = String::from("set -e\n");
     // One section of output per step; a script block's output is not compared.
     let mut expected: Vec<Option<(String, Vec<String>)>> = Vec::new();
@@ -139,18 +189,17 @@ fn run_page(name: &str, page: &str, port: u16, work: &Path) -> Vec<String> {
     }
     script.push_str(&format!("echo {MARK}\n"));
     let bin = shim(work, port);
+    let mut dirs: Vec<PathBuf> = path.iter().map(|p| p.to_path_buf()).collect();
+    dirs.push(bin);
+    let path = std::env::join_paths(dirs.into_iter().chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
-        .current_dir(repo_path(""))
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .current_dir(cwd)
+        .env("PATH", path)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -218,27 +267,64 @@ fn every_example_in_the_docs_runs_and_every_transcript_is_real() {
             Server::start()
         };
         let work = tempfile::tempdir().unwrap();
-        problems.extend(run_page(&name, &page, server.port, work.path()));
+        let cwd = page_dir(work.path());
+        problems.extend(run_page(&name, &page, server.port, work.path(), &cwd));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
 /// The README's quick start, as a new user runs it: `scripts/run.sh` builds the release
-/// module and starts Redis on port 6390, the endpoint is installed with pip and started.
+/// module and starts the server, the endpoint goes into a virtualenv, and the page's own
+/// stop step (kill by the endpoint's pid file, SHUTDOWN) runs as its last block.
+///
+/// It runs in a temp directory laid out like the repository (`scripts/` and
+/// redis.conf.example linked, `python/` copied, since pip builds in it), so the page's
+/// `.venv`, pid file and build files stay out of the work tree; `cargo` builds this
+/// repository through the shim. Only what must not clash with other tests changes: the
+/// Redis and HTTP ports are free ones, and `redis-server` is the server under test
+/// (`JWKS_SERVER_BIN`) reading redis.conf.example with its `loadmodule` pointing at the
+/// module under test and its `dir` in the temp dir; it returns once the server answers.
 #[test]
 fn the_readme_quick_start_runs_as_written() {
     let page = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (port, http_port) = (free_port(), free_port());
+    let page = page
+        .replace("6390", &port.to_string())
+        .replace("8390", &http_port.to_string());
+
+    let cwd = work.path().join("repo");
+    std::fs::create_dir_all(&cwd).unwrap();
+    for linked in ["scripts", "redis.conf.example"] {
+        std::os::unix::fs::symlink(repo_path(linked), cwd.join(linked)).unwrap();
+    }
+    copy_tree(&repo_path("python"), &cwd.join("python"));
+    let server_shim = work.path().join("server-shim");
+    std::fs::create_dir_all(&server_shim).unwrap();
+    write_script(
+        &server_shim.join("redis-server"),
+        &format!(
+            "#!/bin/bash\n\
+             # redis-server CONFIG ARGS...: CONFIG with the module and dir under test\n\
+             conf=\"$1\"; shift\n\
+             sed -e 's|^loadmodule .*|loadmodule {module}|' -e 's|^dir .*|dir {dir}|' \"$conf\" > '{dir}/redis.conf'\n\
+             '{server}' '{dir}/redis.conf' \"$@\" || exit\n\
+             # --daemonize yes returns before the server listens; a person typing the next\n\
+             # command never notices, a script does.\n\
+             for _ in $(seq 200); do '{cli}' -p {port} PING >/dev/null 2>&1 && exit 0; sleep 0.05; done\n",
+            module = release_module().display(),
+            dir = work.path().display(),
+            server = which(&server_bin()).display(),
+            cli = redis_cli(),
+        ),
+    );
     let stop = || {
-        let _ = Command::new("redis-cli")
-            .args(["-p", "6390", "SHUTDOWN", "NOSAVE"])
+        let _ = Command::new(redis_cli())
+            .args(["-p", &port.to_string(), "SHUTDOWN", "NOSAVE"])
             .output();
     };
-    stop();
-    let work = tempfile::tempdir().unwrap();
-    // The quick start talks to its own server on 6390; the shim's port is only a default.
-    // Its own stop step (kill by the endpoint's pid file, SHUTDOWN) runs as the last block.
-    let pid_file = repo_path("jwks-endpoint.pid");
-    let problems = run_page("README.md", &page, 6390, work.path());
+    let pid_file = cwd.join("jwks-endpoint.pid");
+    let problems = run_page_with("README.md", &page, port, work.path(), &cwd, &[&server_shim]);
     // The endpoint removes its pid file as it exits (within a second of the kill).
     for _ in 0..50 {
         if !pid_file.exists() {
@@ -257,6 +343,44 @@ fn the_readme_quick_start_runs_as_written() {
         "the README's stop step left the endpoint running (pid {leftover:?})"
     );
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// Copies a source tree, without what builds and test runs leave in it.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        if [
+            "build",
+            "__pycache__",
+            ".pytest_cache",
+            ".venv",
+            "node_modules",
+        ]
+        .contains(&name_str.as_ref())
+            || name_str.ends_with(".egg-info")
+        {
+            continue;
+        }
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// `program`'s path: as given if it has a `/`, else the first on `PATH`.
+fn which(program: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} not on PATH"))
 }
 
 #[test]

@@ -253,6 +253,7 @@ fn exporter_multi_target_runs_the_script_with_a_json_password_file() {
             .arg("-c")
             .arg(recipe)
             .env("PATH", shim_path(server))
+            .current_dir(&server.dir)
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");

@@ -25,8 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def target_dir() -> Path:
+    """Where cargo builds: CARGO_TARGET_DIR (relative to the repository), else target/."""
+    return ROOT / (os.environ.get("CARGO_TARGET_DIR") or "target")
+
+
 def module_path() -> str:
-    path = os.environ.get("JWKS_MODULE") or str(ROOT / "target" / "debug" / "libredis_jwks.so")
+    path = os.environ.get("JWKS_MODULE") or str(target_dir() / "debug" / "libredis_jwks.so")
     assert os.path.exists(path), f"build the module first (cargo build): {path}"
     return path
 

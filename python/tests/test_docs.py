@@ -13,7 +13,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT, free_port, wait_until
+from conftest import ROOT, free_port, module_path, wait_until
 from jwks_redis import JwksClient
 
 DOC = ROOT / "docs" / "python.md"
@@ -39,9 +39,10 @@ class Shell:
         self.state = work / ".doc-state"
         env = {k: v for k, v in base_env.items()
                if not k.startswith("JWKS_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        for keep in ("JWKS_SERVER_BIN", "JWKS_MODULE"):
-            if keep in base_env:
-                env[keep] = base_env[keep]
+        if "JWKS_SERVER_BIN" in base_env:
+            env["JWKS_SERVER_BIN"] = base_env["JWKS_SERVER_BIN"]
+        # The doc's benchmark run loads the module under test, wherever cargo built it.
+        env["JWKS_MODULE"] = module_path()
         env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
         env["VIRTUAL_ENV"] = str(venv)
         self.env = env

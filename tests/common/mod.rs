@@ -15,6 +15,43 @@ pub fn server_bin() -> String {
     std::env::var("JWKS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into())
 }
 
+/// Which server the tests run on, from `<server> --version` (asked once per test process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub valkey: bool,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// `(major, minor)` is at least `(major, minor)` given, on the same server family.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+pub fn server_version() -> ServerVersion {
+    static VERSION: std::sync::OnceLock<ServerVersion> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let out = Command::new(server_bin())
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("{} --version: {e}", server_bin()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // "Redis server v=8.0.2 sha=..." / "Valkey server v=9.1.2 sha=..."
+        let v = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .unwrap_or_else(|| panic!("no version in {text:?}"));
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        ServerVersion {
+            valkey: text.starts_with("Valkey"),
+            major: parts.next().unwrap_or(0),
+            minor: parts.next().unwrap_or(0),
+        }
+    })
+}
+
 /// The module the tests load: `JWKS_MODULE`, else the cdylib cargo built next to the tests.
 pub fn module_path() -> PathBuf {
     if let Ok(p) = std::env::var("JWKS_MODULE") {
@@ -466,10 +503,25 @@ pub fn derived(key: &str, what: &str) -> String {
     }
 }
 
-/// Valkey (and Redis 7.2+) run the module's clean-up right after the command that caused
-/// it; Redis 7.0 runs it in the next event-loop iteration.
+/// Valkey and Redis 7.2+ run the module's clean-up right after the command that caused it
+/// (post-notification jobs); Redis 7.0 runs it in the next event-loop iteration.
 pub fn cleanup_is_immediate() -> bool {
-    server_bin().contains("valkey")
+    let v = server_version();
+    v.valkey || v.at_least(7, 2)
+}
+
+/// The target directory cargo builds into: `CARGO_TARGET_DIR` (relative to the repository,
+/// as cargo reads it when run from there), else `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => repo_path("").join(dir),
+        _ => repo_path("target"),
+    }
+}
+
+/// The `redis-cli` the shims run: `JWKS_REDIS_CLI`, else Debian's.
+pub fn redis_cli() -> String {
+    std::env::var("JWKS_REDIS_CLI").unwrap_or_else(|_| "/usr/bin/redis-cli".into())
 }
 
 /// A PATH whose `redis-cli` is the real one talking to `server`, so a documented command
@@ -477,7 +529,7 @@ pub fn cleanup_is_immediate() -> bool {
 pub fn shim_path(server: &Server) -> String {
     let dir = server.dir.join("shim");
     std::fs::create_dir_all(&dir).expect("shim dir");
-    let real = std::env::var("JWKS_REDIS_CLI").unwrap_or_else(|_| "/usr/bin/redis-cli".into());
+    let real = redis_cli();
     let shim = dir.join("redis-cli");
     std::fs::write(
         &shim,
