@@ -51,7 +51,8 @@ done
 # client's and KeyCache's tests against the server; the tests that behave alike everywhere
 # (rejections, limits, property, concurrency, faults, ...) and the Python endpoint, end-to-end
 # and docs tests (a virtualenv, pip, Celery: minutes each) run on the two ends only.
-SUBSET_RUST=(acl command_docs derived_state events lifecycle persistence replication cluster rotation docs)
+SUBSET_RUST=(acl acl_selectors command_docs derived_state default_upkeep events lifecycle pause persistence
+  replication reshard_order restore_payloads cluster rotation docs)
 SUBSET_PY=(tests/test_client.py tests/test_keycache.py)
 full_legs="${JWKS_FULL_LEGS:-redis-7.0 valkey-9.1}"
 
@@ -106,6 +107,7 @@ python3 bench/bench.py --rounds 1 --reads 2000 --writes 2000 --rotations 200 --p
   --audit-invalidations 2000 --key-sets 200 --scheduled 20 --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/bench.json" >/dev/null
 python3 bench/instructions.py -n 50 --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/instructions.json" >/dev/null
 python3 bench/keycache.py --processes 3 --rotations 5 --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/keycache.json" >/dev/null
+python3 bench/other_workloads.py --smoke --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/other_workloads.json" >/dev/null
 echo "bench smoke run: ok"
 
 echo "== release artifact: built, stripped, and it loads ($((SECONDS - start))s in)"
