@@ -104,8 +104,8 @@ impl Probe {
     }
 
     fn allowed_by(&self, user: NonNull<RedisModuleUser>) -> bool {
-        // SAFETY: a live user (the caller's, or a temporary one this file owns) and a live
-        // string; the flags are the ones the function documents for this kind of access.
+        // The flags are the ones the function documents for this kind of access.
+        // SAFETY: a live user (the caller's, or a temporary one this file owns), a live string.
         let status = unsafe { (self.check)(user.as_ptr(), self.name.inner, self.flags) };
         status == raw::REDISMODULE_OK as c_int
     }
@@ -138,8 +138,9 @@ impl Scope {
         let Ok(describe) = api!(RedisModule_GetModuleUserACLString) else {
             return Scope::nothing();
         };
-        // SAFETY: a live user; the server returns a string with a reference for us, released
-        // when `acl` drops (no context: it is not in this context's auto-memory pool).
+        // The string comes with a reference for us, released when `acl` drops (no context:
+        // it is not in this context's auto-memory pool).
+        // SAFETY: a live user.
         let acl = unsafe { describe(user.as_ptr()) };
         if acl.is_null() {
             return Scope::nothing();
@@ -365,8 +366,8 @@ impl TempUser {
         let Ok(check) = api!(RedisModule_ACLCheckCommandPermissions) else {
             return false;
         };
-        // SAFETY: a live user this file owns; `argv` holds the running command's `len`
-        // live arguments (see `Argv`), which the server only reads.
+        // `argv` holds the running command's `len` live arguments (see `Argv`).
+        // SAFETY: a live user this file owns; live arguments, which the server only reads.
         unsafe { check(self.ptr.as_ptr(), argv.ptr, argv.len) == raw::REDISMODULE_OK as c_int }
     }
 }
@@ -374,8 +375,8 @@ impl TempUser {
 impl Drop for TempUser {
     fn drop(&mut self) {
         if let Ok(free) = api!(RedisModule_FreeModuleUser) {
-            // SAFETY: made by RedisModule_CreateModuleUser, freed once; no client is
-            // authenticated as it.
+            // No client is authenticated as it.
+            // SAFETY: made by RedisModule_CreateModuleUser, freed once.
             unsafe { free(self.ptr.as_ptr()) };
         }
     }

@@ -253,8 +253,7 @@ impl Key {
 
     /// Propagates `cmd` with `argv` (whose first element is this key's name).
     fn replicate(&self, cmd: &CStr, argv: &mut [*mut RedisModuleString]) {
-        // SAFETY: the key's context and the strings its writes pass are alive while the
-        // key is open.
+        // SAFETY: the key's context and its strings are alive while the key is open.
         unsafe { replicate_raw(self.ctx, cmd, argv) };
     }
 

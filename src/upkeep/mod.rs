@@ -339,8 +339,8 @@ fn arm_post(ctx: *mut RedisModuleCtx) {
     }
     let armed = match api!(RedisModule_AddPostNotificationJob) {
         Ok(add) => {
-            // SAFETY: a live context; the job takes no data. Refused while loading and on
-            // read-only replicas: the timer then runs the queue.
+            // Refused while loading and on read-only replicas: the timer then runs the queue.
+            // SAFETY: a live context; the job takes no data.
             let status = unsafe { add(ctx, Some(on_post_job), ptr::null_mut(), None) };
             status == raw::REDISMODULE_OK as c_int
         }

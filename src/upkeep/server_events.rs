@@ -191,9 +191,11 @@ unsafe extern "C" fn on_config(
         _ => &[],
     };
     let policy_changed = names.iter().any(|&name| {
+        if name.is_null() {
+            return false;
+        }
         // SAFETY: NUL-terminated config names.
-        !name.is_null()
-            && unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
+        unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
     });
     if policy_changed {
         guarded("config event", || {
