@@ -85,40 +85,12 @@ fn restores_with_a_past_absttl_leave_no_phantom_key_sets() {
     assert_eq!(keys, 3, "the set, its audit trail and counters");
 }
 
-/// Redis's CRC-64 (Jones, reflected), as DUMP payloads carry it.
-fn crc64(data: &[u8]) -> u64 {
-    let mut crc = 0u64;
-    for &b in data {
-        crc ^= u64::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x95AC_9329_AC4B_C9B5
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-fn rdb_len(n: usize) -> Vec<u8> {
-    match n {
-        0..=63 => vec![n as u8],
-        64..=16383 => vec![0x40 | (n >> 8) as u8, n as u8],
-        _ => {
-            let mut v = vec![0x80];
-            v.extend((n as u32).to_be_bytes());
-            v
-        }
-    }
-}
-
 /// A DUMP of the module type with `state` as the stored JSON: the type byte and module id
 /// from a real dump, the string opcode, the string, EOF, then the dump's version and a CRC.
 fn payload(real: &[u8], state: &str) -> Vec<u8> {
     let mut out = real[..10].to_vec();
     out.push(5);
-    out.extend(rdb_len(state.len()));
+    out.extend(rdb_len(state.len() as u64));
     out.extend(state.as_bytes());
     out.push(0);
     out.extend(&real[real.len() - 10..real.len() - 8]);

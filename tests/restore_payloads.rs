@@ -27,24 +27,6 @@ use redis::{Connection, Value};
 
 // ------------------------------------------------------------------ the DUMP format
 
-/// Redis's CRC-64 (crc64.c: the Jones polynomial, reflected in and out, initial value 0):
-/// the checksum of a DUMP payload and of an RDB file.
-fn crc64(data: &[u8]) -> u64 {
-    const POLY_REFLECTED: u64 = 0x95ac_9329_ac4b_c9b5;
-    let mut crc = 0u64;
-    for &b in data {
-        crc ^= u64::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ POLY_REFLECTED
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
 #[test]
 fn crc64_is_redis_crc64() {
     // crc64.c's own test vector; the DUMP trailers are checked in Frame::parse.
@@ -63,23 +45,6 @@ fn type_id(name: &str, encver: u64) -> u64 {
         (id << 6) | CHARSET.find(c).expect("a type name character") as u64
     });
     (id << 10) | encver
-}
-
-/// An RDB length as `rdbSaveLen` writes it.
-fn rdb_len(v: u64) -> Vec<u8> {
-    if v < 1 << 6 {
-        vec![v as u8]
-    } else if v < 1 << 14 {
-        vec![0x40 | (v >> 8) as u8, v as u8]
-    } else if v <= u64::from(u32::MAX) {
-        let mut out = vec![0x80];
-        out.extend((v as u32).to_be_bytes());
-        out
-    } else {
-        let mut out = vec![0x81];
-        out.extend(v.to_be_bytes());
-        out
-    }
 }
 
 /// An RDB length as `rdbLoadLenByRef` reads it: (value, encoded?, next offset).

@@ -649,3 +649,38 @@ impl RawConn {
         })
     }
 }
+
+/// Redis's CRC-64 (crc64.c: the Jones polynomial, reflected in and out, initial value 0):
+/// the checksum of a DUMP payload and of an RDB file.
+pub fn crc64(data: &[u8]) -> u64 {
+    const POLY_REFLECTED: u64 = 0x95ac_9329_ac4b_c9b5;
+    let mut crc = 0u64;
+    for &b in data {
+        crc ^= u64::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ POLY_REFLECTED
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// An RDB length as `rdbSaveLen` writes it.
+pub fn rdb_len(v: u64) -> Vec<u8> {
+    if v < 1 << 6 {
+        vec![v as u8]
+    } else if v < 1 << 14 {
+        vec![0x40 | (v >> 8) as u8, v as u8]
+    } else if v <= u64::from(u32::MAX) {
+        let mut out = vec![0x80];
+        out.extend((v as u32).to_be_bytes());
+        out
+    } else {
+        let mut out = vec![0x81];
+        out.extend(v.to_be_bytes());
+        out
+    }
+}
