@@ -161,9 +161,9 @@ pub(crate) fn start(ctx: &Context) -> Result<()> {
         // Generic (RENAME, MOVE, RESTORE, COPY, DEL, EXPIRE...) and string writes: every
         // way a string can appear at or change at a cache name, and a key set arrive under
         // a new name. Every such write of the server pays for this call.
-        let classes = (raw::REDISMODULE_NOTIFY_GENERIC
-            | raw::REDISMODULE_NOTIFY_STRING
-            | raw::REDISMODULE_NOTIFY_EVICTED) as c_int;
+        // Not eviction or expiry: their events come from inside the server's scans of the
+        // keyspace, where a job must not write.
+        let classes = (raw::REDISMODULE_NOTIFY_GENERIC | raw::REDISMODULE_NOTIFY_STRING) as c_int;
         // SAFETY: a live context and a callback with the expected signature.
         if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
             return Err(redis_jwks_core::error::Error::Api(
@@ -194,7 +194,12 @@ pub(crate) fn on_unlink(db: i32, name: &[u8]) {
             w.announce = true;
             w.before = w.before.or(before);
         });
-        arm_soon(DETACHED.load(Ordering::Relaxed));
+        // A timer, never a post-notification job: an unlink may come from the server's
+        // active expiry or eviction, in the middle of a scan of the keyspace, and a job
+        // would run (and delete the cache key) inside that scan (seen crashing Valkey 8.0).
+        // The clean-up runs in the next event-loop iteration; a snapshot taken before then
+        // is cleaned in its child (`before_snapshot`).
+        arm_timer(DETACHED.load(Ordering::Relaxed), 0);
     });
 }
 
