@@ -9,24 +9,6 @@ use common::*;
 use redis::{Connection, Value};
 use serde_json::Value as Json;
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 const PUBLIC_MEMBERS: &[&str] = &[
     "kty", "kid", "use", "alg", "key_ops", "x5c", "x5t", "x5t#S256", "n", "e", "crv", "x", "y",
 ];

@@ -169,26 +169,6 @@ impl Frame {
     }
 }
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
-
 struct Case {
     group: &'static str,
     what: String,
@@ -212,7 +192,7 @@ fn mutants(f: &Frame, rng: &mut Rng) -> Vec<Case> {
     let mut cuts: Vec<usize> = (1..f.data.start + 2).collect();
     let mid = (f.data.start + f.data.end) / 2;
     cuts.extend([mid, f.data.end - 1, f.eof_at, n - 1]);
-    cuts.extend((0..8).map(|_| 1 + rng.below(n - 1)));
+    cuts.extend((0..8).map(|_| 1 + rng.index(n - 1)));
     cuts.sort_unstable();
     cuts.dedup();
     for at in cuts {
@@ -222,17 +202,17 @@ fn mutants(f: &Frame, rng: &mut Rng) -> Vec<Case> {
     // Flip: one byte anywhere after the type byte, then a few at once.
     for i in 0..120 {
         let mut b = f.body.clone();
-        let at = if i < 16 { 1 + i } else { 1 + rng.below(n - 1) };
-        let x = 1 + rng.below(255) as u8;
+        let at = if i < 16 { 1 + i } else { 1 + rng.index(n - 1) };
+        let x = 1 + rng.index(255) as u8;
         b[at] ^= x;
         add("flip", format!("byte {at} ^= {x:#04x}"), b);
     }
     for _ in 0..30 {
         let mut b = f.body.clone();
-        let count = 2 + rng.below(7);
+        let count = 2 + rng.index(7);
         let mut at = Vec::new();
         for _ in 0..count {
-            let i = 1 + rng.below(n - 1);
+            let i = 1 + rng.index(n - 1);
             b[i] = rng.byte();
             at.push(i);
         }
@@ -242,9 +222,9 @@ fn mutants(f: &Frame, rng: &mut Rng) -> Vec<Case> {
     // Stretch: random bytes inserted, at the framing's offsets and at random ones.
     let mut places: Vec<usize> = (1..=f.data.start).collect();
     places.extend([f.eof_at, n]);
-    places.extend((0..24).map(|_| 1 + rng.below(n)));
+    places.extend((0..24).map(|_| 1 + rng.index(n)));
     for at in places {
-        let len = 1 + rng.below(16);
+        let len = 1 + rng.index(16);
         let extra: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
         add(
             "stretch",
@@ -350,7 +330,7 @@ fn mutants(f: &Frame, rng: &mut Rng) -> Vec<Case> {
         let text = String::from_utf8(json.clone()).unwrap();
         for i in 0..16 {
             let mut j = json.clone();
-            let at = rng.below(j.len());
+            let at = rng.index(j.len());
             j[at] = if i % 2 == 0 { rng.byte() } else { b'"' };
             add("json", format!("JSON byte {at} changed"), f.with_string(&j));
         }
