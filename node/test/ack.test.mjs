@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { jwtVerify } from 'jose';
 import { KeyCache, UnknownSigningKey } from '../lib/index.mjs';
-import { KeyStore, Server, bootstrap, commandCalls, rotate, waitUntil } from './helpers.mjs';
+import { KeyStore, Server, bootstrap, commandCalls, rotate, verifiers, waitUntil } from './helpers.mjs';
 
 const KEY = 'jwks:{auth}';
 const quiet = { info() {}, warn() {} };
@@ -25,17 +25,7 @@ const open = (options = {}, client = server.client()) => {
   return c;
 };
 
-/** JWKS.VERIFIERS K as objects (RESP2: one flat name/value array per verifier). */
-async function verifiers(client, key = KEY) {
-  return (await client.call('JWKS.VERIFIERS', key)).map((v) => {
-    if (!Array.isArray(v)) return v;
-    const o = {};
-    for (let i = 0; i + 1 < v.length; i += 2) o[String(v[i])] = typeof v[i + 1] === 'string' ? v[i + 1] : Number(v[i + 1]);
-    return o;
-  });
-}
-
-const verifier = async (id) => (await verifiers(r)).find((v) => v.id === id);
+const verifier = async (id) => (await verifiers(r, KEY)).find((v) => v.id === id);
 
 beforeEach(async () => {
   server = await Server.start();
@@ -80,7 +70,7 @@ test('acks after every load: JWKS.VERIFIERS lists the cache with the generation 
     && cache.stats().ackedGeneration === g + 1 && other.stats().ackedGeneration === g + 1, 2000, 'the next generation');
   assert.equal(silent.stats().acks, 0);
   assert.equal(silent.stats().ackId, null);
-  assert.equal((await verifiers(r)).length, 3); // cache, the unnamed second one, api-7
+  assert.equal((await verifiers(r, KEY)).length, 3); // cache, the unnamed second one, api-7
   assert.equal((await commandCalls(r, 'jwks.ack')) - acks, 3); // one each, none from silent
 });
 
@@ -131,7 +121,7 @@ test('a user without +jwks.ack verifies tokens; the refused acks are counted, lo
   const ackWarnings = warnings.filter((w) => w.startsWith('KEYCACHE_ACK_FAILED'));
   assert.equal(ackWarnings.length, 1, warnings.join('\n'));
   assert.match(ackWarnings[0], /NOPERM/);
-  assert.deepEqual(await verifiers(r), []);
+  assert.deepEqual(await verifiers(r, KEY), []);
 });
 
 test('an ack reply newer than what is held reloads: events lost on a live subscription', async () => {
@@ -189,7 +179,7 @@ test('a replica refuses acks (READONLY): counted, and the cache verifies from it
     await waitUntil(() => cache.generation === 1 && cache.stats().ackErrors === 1, 2000, 'the refused ack');
     assert.match(cache.stats().lastAckError, /READONLY/);
     assert.equal((await jwtVerify(await keys.token(first), cache.getKey)).payload.sub, 'u');
-    assert.deepEqual(await verifiers(r), []);
+    assert.deepEqual(await verifiers(r, KEY), []);
     await cache.close();
   } finally {
     await replica.stop();
@@ -214,7 +204,7 @@ const { KeyCache } = require(${JSON.stringify(lib)});
 (async () => {
   const redis = new Redis(${server.port}, '127.0.0.1');
   const cache = await new KeyCache(redis, ${JSON.stringify(KEY)}, { ackTtlMs: 3600000 }).ready();
-  while (cache.stats().acks < 1) await new Promise((res) => setTimeout(res, 5));
+  for (let i = 0; i < 400 && cache.stats().acks < 1; i++) await new Promise((res) => setTimeout(res, 5));
   await cache.close();
   redis.disconnect();
   console.log('closed', cache.stats().ackedGeneration);

@@ -78,6 +78,7 @@ test('every block of docs/node.md runs', { timeout: 120000 }, async () => {
   const lines = out.stdout.trim().split('\n');
   assert.equal(lines.filter((l) => l === 'user-42').length, 2, out.stdout); // verify.mjs twice
   assert.ok(lines.includes('user-42 generation 1'), out.stdout); // verify.cjs
+  assert.ok(lines.includes('checkout-api-1 holds generation 1 current 1'), out.stdout); // fleet.mjs
   assert.ok(out.stdout.includes('KeyCache (events)'), 'the bench smoke run printed its table');
 
   // The ACL user can do what a verifier needs and nothing more.
