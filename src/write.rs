@@ -1,6 +1,7 @@
 //! The one write path. Every change to a key set (JWKS.ROTATE, JWKS.INVALIDATE,
-//! JWKS.POLICY, a change the lifecycle schedule applies) is committed by [`commit`]: its
-//! targets checked first ([`Targets::check`]), then written in the order
+//! JWKS.POLICY, a change the lifecycle schedule applies, the clean-up after another command
+//! removed or replaced a key set) is committed by [`commit`]: its targets checked first
+//! ([`Targets::check`]; a clean-up's with [`Targets::of`]), then written in the order
 //! `redis_jwks_core::commit` fixes (audit, store, invalidate, count, announce), each write
 //! propagated as the command's effect, the cache invalidation audited, counted, logged and
 //! faultable by `JWKS.DEBUG FAIL-INVALIDATIONS` whichever change makes it. After the commit
@@ -15,7 +16,8 @@ use redis_module::{Context, RedisString, RedisValue};
 
 use crate::config;
 use crate::datatype::{Stored, SETSTATE_COMMAND};
-use crate::glue::call::{db, Caller};
+use crate::glue::caller::Caller;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{publish, replicate, Key, Mode};
 use crate::observe::stats as process_stats;
 use crate::observe::{events, log};
@@ -40,6 +42,17 @@ pub(crate) enum What<'a> {
     Policy { next: &'a KeySet },
     /// `JWKS.INVALIDATE`: the cached document of `current` is deleted, nothing else.
     Invalidate { current: &'a Stored },
+    /// After another command removed the key set at the key (DEL, RENAME, expiry, a flush)
+    /// or replaced it with another type (`lost`): the cache string left behind is deleted
+    /// (`invalidate`), the loss audited and counted, and `event` published. Keys of other
+    /// types at the derived names are left alone: they are not the module's.
+    Cleanup {
+        lost: bool,
+        invalidate: bool,
+        /// The generation of the key set at the key now (0: none).
+        generation: u64,
+        event: Option<String>,
+    },
 }
 
 /// A change to commit: what it does, when and why.
@@ -71,6 +84,7 @@ pub(crate) fn commit(
         What::Keys { next, changes } => (next.generation(), *changes, None),
         What::Policy { next } => (next.generation(), &[][..], Some(next.lifecycle())),
         What::Invalidate { current } => (current.set().generation(), &[][..], None),
+        What::Cleanup { generation, .. } => (*generation, &[][..], None),
     };
     let actx = audit::Context {
         timestamp: audit::timestamp(at_ms),
@@ -82,11 +96,13 @@ pub(crate) fn commit(
     let invalidate = match &what {
         What::Policy { next } => cache_outlives(ctx, targets, next, at_ms)?,
         What::Keys { .. } | What::Invalidate { .. } => true,
+        What::Cleanup { invalidate, .. } => *invalidate,
     };
     let plan = Plan {
         actx: &actx,
         changes,
         policy,
+        lost: matches!(what, What::Cleanup { lost: true, .. }),
         invalidate,
         cached: targets.cached(ctx)?,
         fault: if invalidate {
@@ -111,6 +127,13 @@ pub(crate) fn commit(
             current,
             &actx.reason,
         ),
+        What::Cleanup { event, .. } => RedisEffects {
+            ctx,
+            targets,
+            new_set: None,
+            event: event.clone(),
+            lenient: true,
+        },
     };
     let outcome = commit::commit(&mut effects, &plan)?;
     if let What::Invalidate { current } = what {
@@ -180,13 +203,7 @@ pub(crate) struct Targets {
 
 impl Targets {
     pub(crate) fn check(ctx: &Context, caller: &Caller, key: &[u8]) -> Result<Targets> {
-        let targets = Targets {
-            key: Name::from_slice(key),
-            cache: names::derived(key, Derived::Cache),
-            audit: names::derived(key, Derived::Audit),
-            metrics: names::derived(key, Derived::Metrics),
-            events: names::derived(key, Derived::Events),
-        };
+        let targets = Targets::of(key);
         for (name, kind, what) in [
             (
                 &targets.cache,
@@ -234,6 +251,18 @@ impl Targets {
 
     pub(crate) fn cached(&self, ctx: &Context) -> Result<bool> {
         Ok(Key::named(ctx, &self.cache, Mode::Peek)?.exists())
+    }
+
+    /// The derived names of `key`, unchecked: for the module's own clean-up, which has no
+    /// caller's ACL to respect and writes only keys of its own types (`What::Cleanup`).
+    pub(crate) fn of(key: &[u8]) -> Targets {
+        Targets {
+            key: Name::from_slice(key),
+            cache: names::derived(key, Derived::Cache),
+            audit: names::derived(key, Derived::Audit),
+            metrics: names::derived(key, Derived::Metrics),
+            events: names::derived(key, Derived::Events),
+        }
     }
 }
 
@@ -305,7 +334,9 @@ struct RedisEffects<'a> {
     /// The new key set, stored by `store_set` (rotations), and replicated as its state.
     pub new_set: Option<Stored>,
     /// The change event to publish.
-    pub event: String,
+    pub event: Option<String>,
+    /// A clean-up: derived keys holding another type are skipped, not an error.
+    pub lenient: bool,
 }
 
 impl<'a> RedisEffects<'a> {
@@ -323,7 +354,8 @@ impl<'a> RedisEffects<'a> {
             ctx,
             targets,
             new_set: Some(stored),
-            event,
+            event: Some(event),
+            lenient: false,
         }
     }
 
@@ -339,7 +371,8 @@ impl<'a> RedisEffects<'a> {
             ctx,
             targets,
             new_set: None,
-            event: event(targets, kind, current, reason),
+            event: Some(event(targets, kind, current, reason)),
+            lenient: false,
         }
     }
 }
@@ -354,8 +387,23 @@ fn event(targets: &Targets, kind: events::Kind, after: &Stored, reason: &str) ->
     )
 }
 
+impl RedisEffects<'_> {
+    /// In a clean-up, whether the key at `name` may be written as `kind` (it holds that
+    /// type or nothing); elsewhere `Targets::check` has made sure.
+    fn writable(&self, name: &[u8], kind: KeyType) -> Result<bool> {
+        if !self.lenient {
+            return Ok(true);
+        }
+        let key = Key::named(self.ctx, name, Mode::Peek)?;
+        Ok(matches!(key.kind(), KeyType::Empty) || key.kind() == kind)
+    }
+}
+
 impl Effects for RedisEffects<'_> {
     fn audit(&mut self, fields: &Fields) -> Result<()> {
+        if !self.writable(&self.targets.audit, KeyType::Stream)? {
+            return Ok(());
+        }
         Key::named(self.ctx, &self.targets.audit, Mode::Write)?.xadd(fields, config::audit_maxlen())
     }
 
@@ -373,6 +421,9 @@ impl Effects for RedisEffects<'_> {
     }
 
     fn delete_cache(&mut self) -> Result<bool> {
+        if !self.writable(&self.targets.cache, KeyType::String)? {
+            return Ok(false);
+        }
         Key::named(self.ctx, &self.targets.cache, Mode::Write)?.delete()
     }
 
@@ -382,12 +433,67 @@ impl Effects for RedisEffects<'_> {
             let db = db(self.ctx);
             process_stats::count_keyset_error(db, &self.targets.key);
         }
+        if !self.writable(&self.targets.metrics, KeyType::Hash)? {
+            return Ok(());
+        }
         Key::named(self.ctx, &self.targets.metrics, Mode::Write)?
             .hash_incr(counter)
             .map(|_| ())
     }
 
     fn announce(&mut self) -> Result<()> {
-        publish(self.ctx, &self.targets.events, &self.event)
+        match &self.event {
+            Some(event) => publish(self.ctx, &self.targets.events, event),
+            None => Ok(()),
+        }
     }
+}
+
+/// Writes the cache string of the key set at `name` if it is missing (after a read found it
+/// so): the document with its TTL, counted as a fill. Not a change: nothing is audited.
+pub(crate) fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
+    let set_key = Key::named(ctx, name, Mode::Peek)?;
+    let Some(stored) = set_key.keyset().ok().flatten() else {
+        return Ok(());
+    };
+    let now = crate::glue::clock::now_ms();
+    if stored.cache_ok(now) {
+        return Ok(());
+    }
+    let doc = stored.rendered().doc.as_bytes();
+    let cache_name = names::derived(name, Derived::Cache);
+    let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
+    let until = stored.set().cache_until(now, config::cache_ttl_ms());
+    match cache.kind() {
+        KeyType::String if cache.string() == Some(doc) => {
+            let ttl = cache.pttl();
+            stored.set_cache_until(if ttl >= 0 {
+                now.saturating_add(ttl)
+            } else {
+                until
+            });
+            return Ok(());
+        }
+        KeyType::String | KeyType::Empty => {
+            drop(cache);
+            if until <= now {
+                // The set changes now: a copy would be stale at once.
+                stored.release_fill();
+                return Ok(());
+            }
+            Key::named(ctx, &cache_name, Mode::Write)?.set_string_until(doc, until)?;
+            let metrics_name = names::derived(name, Derived::Metrics);
+            let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
+            if counters.require_type(KeyType::Hash, "").is_ok() {
+                counters.hash_incr(counter_names::CACHE_FILLS)?;
+            }
+            process_stats::count(counter_names::CACHE_FILLS);
+        }
+        _ => {
+            stored.release_fill();
+            return Ok(());
+        }
+    }
+    stored.set_cache_until(until);
+    Ok(())
 }

@@ -47,6 +47,58 @@ fn set_over_a_key_set_is_audited_counted_and_logged_as_lost() {
 }
 
 #[test]
+fn the_cache_left_behind_is_invalidated_like_any_other_audited_and_counted() {
+    let server = Server::start();
+    let mut con = server.conn();
+    for (name, outside) in [("jwks:{del}", "DEL"), ("jwks:{set}", "SET")] {
+        rotate(&mut con, name, &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
+        let _: String = cmd("JWKS.GET", &[name]).query(&mut con).unwrap();
+        wait_for("the cache", || {
+            cmd("EXISTS", &[&derived(name, "cache")])
+                .query::<i64>(&mut con)
+                .unwrap()
+                == 1
+        });
+        match outside {
+            "DEL" => cmd("DEL", &[name])
+                .query::<i64>(&mut con)
+                .map(|_| ())
+                .unwrap(),
+            _ => cmd("SET", &[name, "x"]).query::<()>(&mut con).unwrap(),
+        }
+        wait_for("the cache gone", || {
+            cmd("EXISTS", &[&derived(name, "cache")])
+                .query::<i64>(&mut con)
+                .unwrap()
+                == 0
+        });
+        let trail = audit(&mut con, &derived(name, "audit"));
+        let last = trail.last().unwrap();
+        assert_eq!(last["action"], "JWKS_CACHE_INVALIDATED", "{trail:?}");
+        assert_eq!(last["user"], "(upkeep)");
+        assert_eq!(last["deleted"], "1");
+        let reason = if outside == "DEL" {
+            "keyset_deleted"
+        } else {
+            "keyset_lost"
+        };
+        assert_eq!(last["reason"], reason);
+        let invalidations: i64 = cmd(
+            "HGET",
+            &[
+                &derived(name, "metrics"),
+                "jwt_jwks_cache_invalidations_total",
+            ],
+        )
+        .query(&mut con)
+        .unwrap();
+        // The rotation's and the clean-up's.
+        assert_eq!(invalidations, 2, "{name}");
+    }
+    server.wait_log("reason='keyset_deleted'", 1);
+}
+
+#[test]
 fn debug_reload_announces_nothing_when_nothing_changed() {
     let server = Server::start();
     let mut con = server.conn();

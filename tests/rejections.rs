@@ -270,64 +270,65 @@ fn rotate_argument_and_jwk_errors_change_nothing() {
 
 #[test]
 fn bytes_types_and_names_errors_change_nothing() {
-    let mut all: Cases = Vec::new();
-    // Non-UTF-8 bytes and a key set key holding another type.
-    all.push((
-        vec![
-            b"JWKS.ROTATE".to_vec(),
-            b"ks".to_vec(),
-            b"ADD".to_vec(),
-            vec![0xff, 0xfe, b'{'],
-        ],
-        "not valid UTF-8",
-    ));
-    all.push((
-        vec![
-            b"JWKS.ROTATE".to_vec(),
-            b"ks".to_vec(),
-            b"PROMOTE".to_vec(),
-            vec![0xc3, 0x28],
-        ],
-        "not valid UTF-8",
-    ));
-    all.push((
-        vec![
-            b"JWKS.ROTATE".to_vec(),
-            b"str".to_vec(),
-            b"ADD".to_vec(),
-            ec("z", 7).into_bytes(),
-        ],
-        "WRONGTYPE",
-    ));
-    all.push((vec![b"JWKS.GET".to_vec(), b"str".to_vec()], "WRONGTYPE"));
-    all.push((vec![b"JWKS.INFO".to_vec(), b"str".to_vec()], "WRONGTYPE"));
-    all.push((
-        vec![
-            b"JWKS.ROTATE".to_vec(),
-            b"w1".to_vec(),
-            b"PROMOTE".to_vec(),
-            b"a".to_vec(),
-        ],
-        "WRONGTYPE key '{w1}:audit'",
-    ));
-    all.push((
-        vec![
-            b"JWKS.ROTATE".to_vec(),
-            b"w3".to_vec(),
-            b"ADD".to_vec(),
-            ec("z", 7).into_bytes(),
-        ],
-        "WRONGTYPE key '{w3}:metrics'",
-    ));
-    all.push((
-        vec![
-            b"JWKS.ROTATE".to_vec(),
-            b"a}b".to_vec(),
-            b"ADD".to_vec(),
-            ec("z", 7).into_bytes(),
-        ],
-        "invalid key set name",
-    ));
+    let mut all: Cases = vec![
+        // Non-UTF-8 bytes and a key set key holding another type.
+        (
+            vec![
+                b"JWKS.ROTATE".to_vec(),
+                b"ks".to_vec(),
+                b"ADD".to_vec(),
+                vec![0xff, 0xfe, b'{'],
+            ],
+            "not valid UTF-8",
+        ),
+        (
+            vec![
+                b"JWKS.ROTATE".to_vec(),
+                b"ks".to_vec(),
+                b"PROMOTE".to_vec(),
+                vec![0xc3, 0x28],
+            ],
+            "not valid UTF-8",
+        ),
+        (
+            vec![
+                b"JWKS.ROTATE".to_vec(),
+                b"str".to_vec(),
+                b"ADD".to_vec(),
+                ec("z", 7).into_bytes(),
+            ],
+            "WRONGTYPE",
+        ),
+        (vec![b"JWKS.GET".to_vec(), b"str".to_vec()], "WRONGTYPE"),
+        (vec![b"JWKS.INFO".to_vec(), b"str".to_vec()], "WRONGTYPE"),
+        (
+            vec![
+                b"JWKS.ROTATE".to_vec(),
+                b"w1".to_vec(),
+                b"PROMOTE".to_vec(),
+                b"a".to_vec(),
+            ],
+            "WRONGTYPE key '{w1}:audit'",
+        ),
+        (
+            vec![
+                b"JWKS.ROTATE".to_vec(),
+                b"w3".to_vec(),
+                b"ADD".to_vec(),
+                ec("z", 7).into_bytes(),
+            ],
+            "WRONGTYPE key '{w3}:metrics'",
+        ),
+        (
+            vec![
+                b"JWKS.ROTATE".to_vec(),
+                b"a}b".to_vec(),
+                b"ADD".to_vec(),
+                ec("z", 7).into_bytes(),
+            ],
+            "invalid key set name",
+        ),
+    ];
     // Names no key set may have: derived names of any key set, the wrapped form, too long.
     for name in [
         &b""[..],

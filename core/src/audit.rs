@@ -96,9 +96,9 @@ fn base(action: Action, ctx: &Context) -> Fields<'_> {
 
 /// Another command replaced the key set with a value of another type (`SET K x`): who did
 /// it is not known to the module (the command's own log and ACL LOG may tell).
-pub fn lost(at_ms: i64) -> Fields<'static> {
+pub fn lost(ctx: &Context) -> Fields<'_> {
     vec![
-        ("timestamp", Value::Text(Cow::Owned(timestamp(at_ms)))),
+        ("timestamp", text(&ctx.timestamp)),
         ("action", Value::Fixed(Action::KeySetLost.name())),
         (
             "reason",

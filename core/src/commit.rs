@@ -1,7 +1,8 @@
 //! What a change to a key set writes besides the set itself, and in which order: the rules
 //! of the operations spec (audit every invalidation attempt, count it, never let a failed
 //! cache invalidation undo the change) in one place, for every change (rotation,
-//! invalidation, policy, scheduled change). Pure: the writes go through the `Effects`
+//! invalidation, policy, scheduled change, the clean-up after another command removed or
+//! replaced a key set). Pure: the writes go through the `Effects`
 //! trait, implemented on Redis keys by the module's write path and in memory in the tests.
 
 use crate::audit::{self, Fields};
@@ -30,6 +31,9 @@ pub struct Plan<'a> {
     pub changes: &'a [Change],
     /// A new lifecycle policy (JWKS.POLICY): audited, then stored with the key set.
     pub policy: Option<Lifecycle>,
+    /// Another command replaced the key set with a value of another type: audited
+    /// (`JWKS_KEYSET_LOST`) and counted.
+    pub lost: bool,
     /// The change invalidates the cached document: every rotation and invalidation; a
     /// policy change when the document would outlive the next scheduled change.
     pub invalidate: bool,
@@ -70,6 +74,7 @@ pub fn commit(effects: &mut impl Effects, plan: &Plan<'_>) -> Result<Outcome> {
         .iter()
         .map(|c| audit::key_change(c, plan.actx))
         .chain(plan.policy.map(|p| audit::policy_set(plan.actx, p)))
+        .chain(plan.lost.then(|| audit::lost(plan.actx)))
         .chain(invalidation);
     if let Some(first) = entries.next() {
         effects.audit(&first)?;
@@ -101,6 +106,9 @@ pub fn commit(effects: &mut impl Effects, plan: &Plan<'_>) -> Result<Outcome> {
     let mut counters = Vec::with_capacity(2);
     if !plan.changes.is_empty() {
         counters.push(counter_names::ROTATIONS);
+    }
+    if plan.lost {
+        counters.push(counter_names::KEYSETS_LOST);
     }
     if plan.invalidate {
         counters.push(match outcome.error {
@@ -185,6 +193,7 @@ mod tests {
             actx: &actx,
             changes: &changes,
             policy: None,
+            lost: false,
             invalidate: true,
             cached: true,
             fault: None,
@@ -217,6 +226,7 @@ mod tests {
             actx: &actx,
             changes: &changes,
             policy: None,
+            lost: false,
             invalidate: true,
             cached: true,
             fault: Some("boom".into()),
@@ -247,6 +257,7 @@ mod tests {
             actx: &actx,
             changes: &[],
             policy: None,
+            lost: false,
             invalidate: true,
             cached: true,
             fault: None,
@@ -263,6 +274,7 @@ mod tests {
             actx: &actx,
             changes: &[],
             policy: None,
+            lost: false,
             invalidate: true,
             cached: false,
             fault: None,
@@ -274,6 +286,33 @@ mod tests {
             [
                 "audit JWKS_CACHE_INVALIDATED",
                 "del cache",
+                "count jwt_jwks_cache_invalidations_total",
+                "event",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lost_key_set_is_audited_its_cache_invalidated_and_both_counted() {
+        let actx = actx();
+        let mut m = Memory::default();
+        let plan = Plan {
+            actx: &actx,
+            changes: &[],
+            policy: None,
+            lost: true,
+            invalidate: true,
+            cached: true,
+            fault: None,
+        };
+        commit(&mut m, &plan).unwrap();
+        assert_eq!(
+            m.writes,
+            [
+                "audit JWKS_KEYSET_LOST",
+                "audit JWKS_CACHE_INVALIDATED",
+                "del cache",
+                "count jwt_jwks_keysets_lost_total",
                 "count jwt_jwks_cache_invalidations_total",
                 "event",
             ]
@@ -310,6 +349,7 @@ mod tests {
                 retire_after_ms: 0,
                 ..Lifecycle::default()
             }),
+            lost: false,
             invalidate,
             cached: true,
             fault: None,
@@ -353,6 +393,7 @@ mod tests {
             actx: &actx,
             changes: &changes,
             policy: None,
+            lost: false,
             invalidate: true,
             cached: true,
             fault: None,

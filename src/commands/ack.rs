@@ -10,7 +10,9 @@
 use redis_module::{Context, RedisValue};
 
 use super::int;
-use crate::glue::call::{self, now_ms, Args};
+use crate::glue::args::Args;
+use crate::glue::clock::now_ms;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use crate::observe::stats;
 use crate::upkeep::{schedule, server_events};
@@ -38,7 +40,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
             generation: set.generation(),
         });
     }
-    let db = call::db(ctx);
+    let db = db(ctx);
     crate::fleets::ack(db, name, &ack, set.generation(), now_ms())?;
     stats::count(counter_names::VERIFIER_ACKS);
     if set.lifecycle().confirms() {

@@ -5,7 +5,7 @@
 use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::glue::call::Args;
+use crate::glue::args::Args;
 use crate::write;
 use redis_jwks_core::error::{Error, Result, Shown};
 

@@ -7,7 +7,10 @@ use redis_module::{Context, RedisValue};
 
 use super::{bytes, int, opt_int, text, Map};
 use crate::datatype::Stored;
-use crate::glue::call::{self, Args, Caller};
+use crate::glue::args::Args;
+use crate::glue::caller::Caller;
+use crate::glue::clock::now_ms;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use redis_jwks_core::counter_names;
 use redis_jwks_core::error::{Access, Error, Result};
@@ -50,7 +53,7 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
             RedisValue::Array(set.published().map(entry).collect()),
         )
         .put("etag", text(&stored.rendered().etag));
-    let fleet = crate::fleets::generations(call::db(ctx), name, call::now_ms());
+    let fleet = crate::fleets::generations(db(ctx), name, now_ms());
     m.put("policy", super::policy::policy(set))
         .put("next_change", super::policy::next_change(set))
         .put("verifiers", int(fleet.len() as u64))

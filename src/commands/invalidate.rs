@@ -4,7 +4,9 @@
 
 use redis_module::{Context, RedisValue};
 
-use crate::glue::call::{now_ms, Args, Caller};
+use crate::glue::args::Args;
+use crate::glue::caller::Caller;
+use crate::glue::clock::now_ms;
 use crate::glue::redis_key::{Key, Mode};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::args;

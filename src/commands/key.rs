@@ -5,7 +5,8 @@
 
 use redis_module::{raw, Context, RedisValue};
 
-use crate::glue::call::{self, Args};
+use crate::glue::args::Args;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use crate::observe::stats;
 use redis_jwks_core::counter_names;
@@ -27,7 +28,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         .find(|e| e.jwk.kid().as_bytes() == kid)
     else {
         stats::count(counter_names::UNKNOWN_KID_LOOKUPS);
-        stats::count_unknown_kid(call::db(ctx), args.bytes(1));
+        stats::count_unknown_kid(db(ctx), args.bytes(1));
         return Ok(RedisValue::Null);
     };
     let json = entry.jwk.json().get().as_bytes();

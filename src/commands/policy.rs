@@ -9,7 +9,9 @@
 use redis_module::{Context, RedisValue};
 
 use super::{int, text, Map};
-use crate::glue::call::{now_ms, Args, Caller};
+use crate::glue::args::Args;
+use crate::glue::caller::Caller;
+use crate::glue::clock::now_ms;
 use crate::glue::redis_key::{Key, Mode};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::error::{Error, Result, Shown};

@@ -9,7 +9,10 @@ use redis_module::{Context, RedisValue};
 use super::{int, text, Map};
 use crate::config;
 use crate::datatype::Stored;
-use crate::glue::call::{now_ms, Args, Caller};
+use crate::glue::args::Args;
+use crate::glue::caller::Caller;
+use crate::glue::clock::now_ms;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::args;
@@ -46,7 +49,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     }
     let now = now_ms();
     // Under CONFIRM, the guard accepts a promotion the live verifiers confirm.
-    let fleet = crate::fleets::generations(crate::glue::call::db(ctx), name, now);
+    let fleet = crate::fleets::generations(db(ctx), name, now);
     let (next, changes) = set.apply_with(&req.ops, now, req.force, &fleet)?;
     drop(key);
     if changes.is_empty() {

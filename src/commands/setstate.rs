@@ -6,7 +6,8 @@
 use redis_module::{Context, ContextFlags, RedisValue};
 
 use crate::datatype::Stored;
-use crate::glue::call::{self, Args};
+use crate::glue::args::Args;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use crate::upkeep;
 use redis_jwks_core::error::{Error, Result};
@@ -28,7 +29,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let set = KeySet::from_stored(text)?;
     let key = Key::arg(ctx, name, Mode::Write)?;
     key.keyset()?;
-    let db = call::db(ctx);
+    let db = db(ctx);
     let stored = Stored::new(set);
     let tracked = stored.set().clone();
     // Replacing the old value unlinks it (and forgets the name): track after.

@@ -18,7 +18,9 @@
 
 use redis_module::{Context, InfoContext, RedisResult, RedisValue};
 
-use crate::glue::call::{self, Args};
+use crate::glue::args::Args;
+use crate::glue::clock::now_ms;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{api, select_db, Key, Mode};
 use crate::glue::reply::{InfoSection, StreamedArray};
 use crate::observe::stats;
@@ -105,7 +107,7 @@ const CHECKED_PER_CALL: usize = 256;
 /// Drops registered names that no longer hold a key set (a safety net: the hooks keep the
 /// registry current).
 fn check_some(ctx: &Context) -> Result<()> {
-    let home = call::db(ctx);
+    let home = db(ctx);
     api!(RedisModule_SelectDb)?;
     for (db, name) in registry::next_slice(CHECKED_PER_CALL) {
         // The db is switched back below.
@@ -129,7 +131,7 @@ pub(crate) fn collect(mut emit: impl FnMut(&str, Number)) {
             Number::Count(i64::try_from(value).unwrap_or(i64::MAX)),
         );
     }
-    let now = call::now_ms();
+    let now = now_ms();
     let mut total = 0;
     let mut series = String::new();
     registry::each(|db, names| {

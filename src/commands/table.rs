@@ -10,7 +10,8 @@ use redis_module::raw::{self, RedisModuleCtx, RedisModuleString};
 use redis_module::Context;
 
 use super::{ack, debug, get, info, invalidate, key, policy, rotate, setstate, stats, verifiers};
-use crate::glue::call::{dispatch, Handler};
+use crate::glue::dispatch::dispatch;
+use crate::glue::dispatch::Handler;
 use crate::glue::redis_key::api;
 use redis_jwks_core::error::{Error, Result};
 

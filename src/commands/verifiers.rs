@@ -6,7 +6,9 @@
 use redis_module::{Context, RedisValue};
 
 use super::{bytes, int, Map};
-use crate::glue::call::{self, now_ms, Args};
+use crate::glue::args::Args;
+use crate::glue::clock::now_ms;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use redis_jwks_core::error::{Error, Result, Shown};
 
@@ -21,7 +23,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
     let set = stored.set();
     let now = now_ms();
-    let list = crate::fleets::read(call::db(ctx), name, |fleet| {
+    let list = crate::fleets::read(db(ctx), name, |fleet| {
         fleet
             .live(now)
             .map(|(id, v)| {

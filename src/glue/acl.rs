@@ -38,8 +38,8 @@ use redis_module::raw::{self, RedisModuleString, RedisModuleUser};
 use redis_module::{Context, RedisString};
 use smallvec::SmallVec;
 
-use super::call::db;
 use super::redis_key::api;
+use super::redis_key::db;
 use redis_jwks_core::error::{Access, Result};
 
 /// A command's arguments as Redis passed them, for `RedisModule_ACLCheckCommandPermissions`:

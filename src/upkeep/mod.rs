@@ -45,12 +45,14 @@ use redis_module::raw::{self, KeyType, RedisModuleCtx, RedisModuleString};
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::config;
-use crate::glue::call::{self, now_ms};
-use crate::glue::redis_key::{api, publish, select_db, Key, Mode};
-use crate::observe::{events, log, stats};
+use crate::glue::caller::Caller;
+use crate::glue::clock::now_ms;
+use crate::glue::redis_key::db;
+use crate::glue::redis_key::{api, select_db, Key, Mode};
+use crate::observe::{events, log};
+use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::error::Result;
 use redis_jwks_core::names::{self, Derived, Name};
-use redis_jwks_core::{audit, counter_names};
 
 /// What a job asks for a name; several requests for one name are merged.
 #[derive(Debug, Default, Clone, Copy)]
@@ -258,7 +260,7 @@ unsafe extern "C" fn on_event(
     }
     guarded("keyspace event", || {
         let context = Context::new(ctx);
-        let db = call::db(&context);
+        let db = db(&context);
         // SAFETY: as above.
         let event = unsafe { CStr::from_ptr(event) }.to_bytes();
         if matches!(event, b"rename_to" | b"move_to") {
@@ -315,7 +317,7 @@ pub(crate) fn check_cache(ctx: &Context, name: &[u8], stored: &crate::datatype::
 
 fn request_fill(ctx: &Context, name: &[u8], stored: &crate::datatype::Stored) {
     if !server_events::is_replica() && stored.claim_fill() {
-        push(call::db(ctx), name, |w| w.fill = true);
+        push(db(ctx), name, |w| w.fill = true);
         arm_timer(ctx.ctx, 0);
     }
 }
@@ -420,7 +422,7 @@ fn drain(ctx: &Context) {
         }
         batch
     });
-    let home = call::db(ctx);
+    let home = db(ctx);
     let mut waiting = Vec::new();
     for ((db, name), wants) in batch {
         if !select_db(ctx, db) {
@@ -476,7 +478,7 @@ pub(crate) fn before_snapshot(ctx: &Context, in_child: bool) {
             .map(|(k, _)| k.clone())
             .collect()
     });
-    let home = call::db(ctx);
+    let home = db(ctx);
     for (db, name) in gone {
         if !select_db(ctx, db) || names::check_name(&name).is_err() {
             continue;
@@ -507,11 +509,14 @@ pub(crate) fn before_snapshot(ctx: &Context, in_child: bool) {
 }
 
 /// Brings what is derived from the name up to date with what is there now. Returns what is
-/// left to do once writing is allowed.
+/// left to do once writing is allowed. What it writes (a lost key set's audit entry and
+/// counters, the stale cache's invalidation, the announcement) is one commit through
+/// `write`, like any change; a fill is `write::fill`.
 fn settle(ctx: &Context, db: i32, name: &[u8], wants: Wants, gate: Gate) -> Result<Option<Wants>> {
     let key = Key::named(ctx, name, Mode::Peek)?;
     let stored = key.keyset().ok().flatten();
     let has_set = stored.is_some();
+    let generation = stored.map_or(0, |s| s.set().generation());
     if let Some(s) = stored {
         if wants.track || wants.gone {
             s.forget_cache();
@@ -536,30 +541,105 @@ fn settle(ctx: &Context, db: i32, name: &[u8], wants: Wants, gate: Gate) -> Resu
     if names::check_name(name).is_err() {
         return Ok(None);
     }
+    let cache = if wants.gone || (wants.reconcile && has_set) {
+        Some(cache_state(ctx, name)?)
+    } else {
+        None
+    };
+    let stale = matches!(cache, Some(Cache::Stale));
     if lost {
-        keyset_lost(ctx, name)?;
+        log::keyset_lost(name);
     }
-    if wants.gone || (wants.reconcile && has_set) {
-        reconcile(ctx, name)?;
+    if stale && has_set {
+        log::cache_dropped(&names::derived(name, Derived::Cache));
+    }
+    let event = match wants.announce {
+        true => announcement(ctx, db, name, wants.before)?,
+        false => None,
+    };
+    if lost || stale || event.is_some() {
+        let reason = match (lost, has_set) {
+            (true, _) => "keyset_lost",
+            (false, true) => "cache_stale",
+            (false, false) => "keyset_deleted",
+        };
+        write::commit(
+            ctx,
+            &Caller::upkeep(ctx),
+            &Targets::of(name),
+            Write {
+                what: What::Cleanup {
+                    lost,
+                    invalidate: stale,
+                    generation,
+                    event,
+                },
+                at_ms: now_ms(),
+                reason: reason.into(),
+                forced: false,
+            },
+        )?;
+    }
+    if let Some(cache) = cache {
+        let key = Key::named(ctx, name, Mode::Peek)?;
+        if let Some(s) = key.keyset().ok().flatten() {
+            match cache {
+                Cache::Holds(until) => s.set_cache_until(until),
+                Cache::Stale | Cache::Other => s.forget_cache(),
+            }
+        }
     }
     if wants.fill {
-        fill(ctx, name)?;
-    }
-    if wants.announce {
-        announce(ctx, db, name, wants.before)?;
+        write::fill(ctx, name)?;
     }
     Ok(None)
 }
 
-/// Publishes what is at `name` now, if it is not what was there before.
-fn announce(ctx: &Context, db: i32, name: &[u8], before: Option<u64>) -> Result<()> {
+/// What `name`'s cache name holds, against the key set there now.
+enum Cache {
+    /// Its document, good until then.
+    Holds(i64),
+    /// A string that is not its document (or any string, with no key set): to invalidate.
+    Stale,
+    /// Nothing, or another type (left to its owner; rotations refuse it: WRONGTYPE).
+    Other,
+}
+
+fn cache_state(ctx: &Context, name: &[u8]) -> Result<Cache> {
+    let set_key = Key::named(ctx, name, Mode::Peek)?;
+    let stored = set_key.keyset().ok().flatten();
+    let cache = Key::named(ctx, &names::derived(name, Derived::Cache), Mode::Peek)?;
+    let current = stored.map(|s| s.rendered().doc.as_bytes());
+    Ok(match cache.kind() {
+        KeyType::String if cache.string().is_some() && cache.string() == current => {
+            let ttl = cache.pttl();
+            Cache::Holds(if ttl >= 0 {
+                now_ms().saturating_add(ttl)
+            } else {
+                // Equal, but with no TTL: someone else's SET. Kept (it is the document),
+                // though not trusted past the usual cache lifetime.
+                now_ms().saturating_add(config::cache_ttl_ms())
+            })
+        }
+        KeyType::String => Cache::Stale,
+        _ => Cache::Other,
+    })
+}
+
+/// The event announcing what is at `name` now, if it is not what was there before.
+fn announcement(
+    ctx: &Context,
+    db: i32,
+    name: &[u8],
+    before: Option<u64>,
+) -> Result<Option<String>> {
     let now = registry::get(db, name).map(|s| s.fingerprint);
     if now == before {
-        return Ok(());
+        return Ok(None);
     }
     let key = Key::named(ctx, name, Mode::Peek)?;
     let stored = key.keyset().ok().flatten();
-    let message = match stored {
+    Ok(Some(match stored {
         Some(s) => events::message(
             events::Kind::Replaced,
             name,
@@ -567,114 +647,5 @@ fn announce(ctx: &Context, db: i32, name: &[u8], before: Option<u64>) -> Result<
             None,
         ),
         None => events::message(events::Kind::Deleted, name, None, None),
-    };
-    publish(ctx, &names::derived(name, Derived::Events), &message)
-}
-
-/// Another command put a value of another type where a key set was (`SET K x`, a RENAME
-/// or RESTORE of another type onto K): the published keys are gone. Audited, counted and
-/// logged at warning, since verifiers now find no keys.
-fn keyset_lost(ctx: &Context, name: &[u8]) -> Result<()> {
-    log::keyset_lost(name);
-    stats::count(counter_names::KEYSETS_LOST);
-    let audit_name = names::derived(name, Derived::Audit);
-    let audit_key = Key::named(ctx, &audit_name, Mode::Write)?;
-    if audit_key.require_type(KeyType::Stream, "").is_ok() {
-        audit_key.xadd(&audit::lost(now_ms()), config::audit_maxlen())?;
-    }
-    drop(audit_key);
-    let metrics_name = names::derived(name, Derived::Metrics);
-    let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
-    if counters.require_type(KeyType::Hash, "").is_ok() {
-        counters.hash_incr(counter_names::KEYSETS_LOST)?;
-    }
-    Ok(())
-}
-
-/// Makes the cache string of the key set at `name` hold its document or nothing. Called
-/// only while a key set is at `name` or right after one left it.
-fn reconcile(ctx: &Context, name: &[u8]) -> Result<()> {
-    let set_key = Key::named(ctx, name, Mode::Peek)?;
-    let stored = set_key.keyset().ok().flatten();
-    let cache_name = names::derived(name, Derived::Cache);
-    let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
-    let current = stored.map(|s| s.rendered().doc.as_bytes());
-    let until = match cache.kind() {
-        KeyType::String if cache.string().is_some() && cache.string() == current => {
-            let ttl = cache.pttl();
-            if ttl >= 0 {
-                now_ms().saturating_add(ttl)
-            } else {
-                // Equal, but with no TTL: someone else's SET. Kept (it is the document),
-                // though not trusted past the usual cache lifetime.
-                now_ms().saturating_add(config::cache_ttl_ms())
-            }
-        }
-        KeyType::String => {
-            drop(cache);
-            Key::named(ctx, &cache_name, Mode::Write)?.delete()?;
-            if stored.is_some() {
-                log::cache_dropped(&cache_name);
-            }
-            0
-        }
-        // Another type at a cache name is left to its owner; rotations refuse it (WRONGTYPE).
-        _ => 0,
-    };
-    if let Some(s) = stored {
-        if until > 0 {
-            s.set_cache_until(until);
-        } else {
-            s.forget_cache();
-        }
-    }
-    Ok(())
-}
-
-/// Writes the cache string of the key set at `name` if it is missing.
-fn fill(ctx: &Context, name: &[u8]) -> Result<()> {
-    let set_key = Key::named(ctx, name, Mode::Peek)?;
-    let Some(stored) = set_key.keyset().ok().flatten() else {
-        return Ok(());
-    };
-    let now = now_ms();
-    if stored.cache_ok(now) {
-        return Ok(());
-    }
-    let doc = stored.rendered().doc.as_bytes();
-    let cache_name = names::derived(name, Derived::Cache);
-    let cache = Key::named(ctx, &cache_name, Mode::Peek)?;
-    let until = stored.set().cache_until(now, config::cache_ttl_ms());
-    match cache.kind() {
-        KeyType::String if cache.string() == Some(doc) => {
-            let ttl = cache.pttl();
-            stored.set_cache_until(if ttl >= 0 {
-                now.saturating_add(ttl)
-            } else {
-                until
-            });
-            return Ok(());
-        }
-        KeyType::String | KeyType::Empty => {
-            drop(cache);
-            if until <= now {
-                // The set changes now: a copy would be stale at once.
-                stored.release_fill();
-                return Ok(());
-            }
-            Key::named(ctx, &cache_name, Mode::Write)?.set_string_until(doc, until)?;
-            let metrics_name = names::derived(name, Derived::Metrics);
-            let counters = Key::named(ctx, &metrics_name, Mode::Write)?;
-            if counters.require_type(KeyType::Hash, "").is_ok() {
-                counters.hash_incr(counter_names::CACHE_FILLS)?;
-            }
-            stats::count(counter_names::CACHE_FILLS);
-        }
-        _ => {
-            stored.release_fill();
-            return Ok(());
-        }
-    }
-    stored.set_cache_until(until);
-    Ok(())
+    }))
 }

@@ -19,7 +19,9 @@ use redis_module::raw::RedisModuleCtx;
 use redis_module::Context;
 
 use super::{guarded, server_events, DETACHED};
-use crate::glue::call::{self, now_ms, Caller};
+use crate::glue::caller::Caller;
+use crate::glue::clock::now_ms;
+use crate::glue::redis_key::db;
 use crate::glue::redis_key::{api, select_db, Key, Mode};
 use crate::observe::{log, stats};
 use crate::write::{self, Targets, What, Write};
@@ -173,7 +175,7 @@ fn run_due(ctx: &Context) {
         }
         due.into_iter().map(|(_, db, name)| (db, name)).collect()
     });
-    let home = call::db(ctx);
+    let home = db(ctx);
     for (db, name) in due {
         if !select_db(ctx, db) {
             continue;

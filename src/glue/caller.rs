@@ -1,8 +1,4 @@
 //! Who a command runs as: the ACL user it is checked against and audited as.
-//!
-//! A command's arguments are in `args`, its entry point in `dispatch`, the clock in
-//! `clock`, the selected db in `redis_key`; they are re-exported here under their old
-//! paths (`glue::call::{Args, dispatch, Handler, now_ms, db}`).
 
 use std::cell::OnceCell;
 use std::ptr::NonNull;
@@ -11,11 +7,7 @@ use redis_module::raw::RedisModuleUser;
 use redis_module::{Context, ContextFlags, RedisString};
 
 use super::acl::{self, Argv, Scope};
-pub(crate) use super::args::Args;
-pub(crate) use super::clock::now_ms;
-pub(crate) use super::dispatch::{dispatch, Handler};
 use super::redis_key::api;
-pub(crate) use super::redis_key::db;
 use redis_jwks_core::audit;
 use redis_jwks_core::error::{Access, Error, Result, Shown};
 
@@ -48,6 +40,16 @@ impl<'c> Caller<'c> {
 
     /// The module's own lifecycle schedule: no ACL user, named `(schedule)` in the audit.
     pub(crate) fn schedule(ctx: &'c Context) -> Caller<'c> {
+        Caller::module(ctx, "(schedule)")
+    }
+
+    /// The module's clean-up after another command removed or replaced a key set: no ACL
+    /// user, named `(upkeep)` in the audit.
+    pub(crate) fn upkeep(ctx: &'c Context) -> Caller<'c> {
+        Caller::module(ctx, "(upkeep)")
+    }
+
+    fn module(ctx: &'c Context, who: &'static str) -> Caller<'c> {
         let user = OnceCell::new();
         let _ = user.set(None);
         Caller {
@@ -55,7 +57,7 @@ impl<'c> Caller<'c> {
             user,
             argv: None,
             scope: OnceCell::new(),
-            unrestricted: "(schedule)",
+            unrestricted: who,
         }
     }
 
