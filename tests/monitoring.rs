@@ -98,6 +98,124 @@ fn exporter_script_returns_numbers_and_never_errors() {
     assert_eq!(flat, vec!["jwt_jwks_module_up", "0"]);
 }
 
+/// The key set's generation, from JWKS.INFO.
+fn generation(con: &mut redis::Connection, key: &str) -> i64 {
+    let info: redis::Value = cmd("JWKS.INFO", &[key]).query(con).unwrap();
+    as_int(&field(&info, "generation"))
+}
+
+/// `JWKS.ACK key GENERATION g ID id TTL ttl`: the key set's generation.
+fn ack(con: &mut redis::Connection, key: &str, generation: i64, id: &str, ttl_ms: u64) -> i64 {
+    cmd(
+        "JWKS.ACK",
+        &[
+            key,
+            "GENERATION",
+            &generation.to_string(),
+            "ID",
+            id,
+            "TTL",
+            &ttl_ms.to_string(),
+        ],
+    )
+    .query(con)
+    .unwrap()
+}
+
+/// `n` JWKS.KEY lookups of kids `key` does not publish, in one pipeline: every one a miss.
+fn unknown_kids(con: &mut redis::Connection, key: &str, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("JWKS.KEY").arg(key).arg(format!("forged-{i}"));
+    }
+    let replies: Vec<Option<String>> = pipe.query(con).unwrap();
+    assert!(replies.iter().all(Option::is_none), "{replies:?}");
+}
+
+/// The issue-21 numbers reach the exporter's script: acks and unknown-kid lookups (node
+/// counters), per key set the unknown-kid counter (from 0 for every key set held) and, once
+/// acked, the live verifiers and those behind for longer than `verifier-behind-ms`.
+#[test]
+fn exporter_script_exports_verifier_and_unknown_kid_metrics() {
+    let script = std::fs::read_to_string(repo_path("monitoring/jwks_exporter.lua")).unwrap();
+    let server = Server::with_module_args(&["verifier-behind-ms", "100"], &[]);
+    let mut con = server.conn();
+    rotate(
+        &mut con,
+        "jwks:{auth}",
+        &["ADD", &ec("k1", 1), "PROMOTE", "k1"],
+    )
+    .unwrap();
+    rotate(&mut con, "7:tenant:{x}", &["ADD", &ec("k1", 1)]).unwrap();
+    let eval = |con: &mut redis::Connection| -> HashMap<String, f64> {
+        let flat: Vec<String> = cmd("EVAL", &[script.as_str(), "0"]).query(con).unwrap();
+        flat.chunks(2)
+            .map(|p| (p[0].clone(), p[1].parse().expect("numeric value")))
+            .collect()
+    };
+    let before = eval(&mut con);
+    assert_eq!(before["jwt_jwks_verifier_acks_total"], 0.0);
+    assert_eq!(before["jwt_jwks_unknown_kid_lookups_total"], 0.0);
+    for ks in ["jwks:{auth}", "7:tenant:{x}"] {
+        assert_eq!(
+            before[&format!("jwt_jwks_keyset_unknown_kid_lookups_total:0:{ks}")],
+            0.0,
+            "{before:?}"
+        );
+    }
+    assert!(
+        !before
+            .keys()
+            .any(|k| k.starts_with("jwt_jwks_keyset_verifiers")),
+        "no verifier gauges before the first ack: {before:?}"
+    );
+
+    // A verifier stuck on the generation before a rotation, one on the current one; three
+    // unknown kids on one key set, a known kid (a hit) and a key set that does not exist
+    // (not a miss of a key set).
+    let old = generation(&mut con, "jwks:{auth}");
+    rotate(&mut con, "jwks:{auth}", &["ADD", &ec("k2", 2)]).unwrap();
+    let now = generation(&mut con, "jwks:{auth}");
+    assert!(now > old);
+    assert_eq!(ack(&mut con, "jwks:{auth}", old, "stuck", 60000), now);
+    assert_eq!(ack(&mut con, "jwks:{auth}", now, "fresh", 60000), now);
+    unknown_kids(&mut con, "jwks:{auth}", 3);
+    let hit: Option<String> = cmd("JWKS.KEY", &["jwks:{auth}", "k1"])
+        .query(&mut con)
+        .unwrap();
+    assert!(hit.is_some());
+    let _: Option<String> = cmd("JWKS.KEY", &["jwks:{none}", "k1"])
+        .query(&mut con)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let after = eval(&mut con);
+    assert_eq!(after["jwt_jwks_verifier_acks_total"], 2.0);
+    assert_eq!(after["jwt_jwks_unknown_kid_lookups_total"], 3.0);
+    assert_eq!(
+        after["jwt_jwks_keyset_unknown_kid_lookups_total:0:jwks:{auth}"],
+        3.0
+    );
+    assert_eq!(
+        after["jwt_jwks_keyset_unknown_kid_lookups_total:0:7:tenant:{x}"],
+        0.0
+    );
+    assert_eq!(after["jwt_jwks_keyset_verifiers:0:jwks:{auth}"], 2.0);
+    assert_eq!(after["jwt_jwks_keyset_verifiers_behind:0:jwks:{auth}"], 1.0);
+    assert!(
+        !after.contains_key("jwt_jwks_keyset_verifiers:0:7:tenant:{x}"),
+        "{after:?}"
+    );
+    // The stuck verifier reloads: none behind.
+    ack(&mut con, "jwks:{auth}", now, "stuck", 60000);
+    let healed = eval(&mut con);
+    assert_eq!(
+        healed["jwt_jwks_keyset_verifiers_behind:0:jwks:{auth}"],
+        0.0
+    );
+    assert_eq!(healed["jwt_jwks_keyset_verifiers:0:jwks:{auth}"], 2.0);
+}
+
 /// The ACL rules of an `ACL SETUSER jwks_exporter ...` command line or aclfile line, shell
 /// quotes removed.
 fn acl_rules(line: &str) -> Vec<String> {
@@ -207,7 +325,7 @@ fn monitoring_doc_blocks_and_runbook_links() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert_eq!(alerts.len(), 9, "{alerts:?}");
     let links: Vec<&str> = rules
         .lines()
         .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
@@ -598,7 +716,11 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
     }
 
     // Two Redis nodes: one with the module (fault injection on), one without.
-    let redis = Server::with_module_args(&["fault-injection", "yes"], &[]);
+    // Verifiers count as behind 100 ms after the key set moved on, not a minute.
+    let redis = Server::with_module_args(
+        &["fault-injection", "yes", "verifier-behind-ms", "100"],
+        &[],
+    );
     let plain = Server::plain();
     let mut con = redis.conn();
     let mut db3 = redis::Client::open(format!("redis://127.0.0.1:{}/3", redis.port))
@@ -902,6 +1024,61 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
     // A next key resolves it.
     rotate(&mut con, "jwks:{stall}", &["ADD", &ec("s2", 5)]).unwrap();
 
+    // A verifier stuck on an old generation: the key set rotates, and it keeps acking the
+    // generation before (it missed the change event); another acks the current one. The
+    // acks outlive the test (10 minutes), so nothing resolves.
+    let old = generation(&mut con, "jwks:{auth}");
+    rotate(&mut con, "jwks:{auth}", &["ADD", &ec("k4", 6)]).unwrap();
+    let now = generation(&mut con, "jwks:{auth}");
+    assert_eq!(ack(&mut con, "jwks:{auth}", old, "stuck", 600_000), now);
+    assert_eq!(ack(&mut con, "jwks:{auth}", now, "fresh", 600_000), now);
+    wait_value(
+        prom,
+        &sel(
+            "jwt_jwks_keyset_verifiers_behind",
+            ",keyset=\"jwks:{auth}\"",
+        ),
+        1.0,
+    );
+    let behind = slack_text(&bodies, "JwksVerifiersBehind");
+    for want in [
+        "*Verifier(s) stuck on an old JWKS for key set jwks:{auth} (db 0)*".to_string(),
+        format!("1 of 2 live verifier(s) of key set jwks:{{auth}} (db 0) on Redis node(s) {node} still hold an older generation"),
+        "Runbook: docs/monitoring.md#jwksverifiersbehind".into(),
+    ] {
+        assert!(behind.contains(&want), "{want:?} not in:\n{behind}");
+    }
+    println!("Slack:\n{behind}");
+
+    // Unknown kids: a verifier's connection (named, so the runbook's CLIENT LIST finds it)
+    // looks up 1200 kids jwks:{auth} does not publish, in two halves so that Prometheus sees
+    // the counter rise whatever it first scraped: 4/s over 5 minutes. A few on another key
+    // set stay under the threshold.
+    let mut verifier = redis.conn();
+    let _: () = cmd("CLIENT", &["SETNAME", "verifier-a"])
+        .query(&mut verifier)
+        .unwrap();
+    unknown_kids(&mut db3, "7:tenant:{x}", 5);
+    unknown_kids(&mut verifier, "jwks:{auth}", 600);
+    let auth_misses = sel(
+        "jwt_jwks_keyset_unknown_kid_lookups_total",
+        ",keyset=\"jwks:{auth}\"",
+    );
+    wait_value(prom, &auth_misses, 600.0);
+    unknown_kids(&mut verifier, "jwks:{auth}", 600);
+    wait_value(prom, &auth_misses, 1200.0);
+    wait_value(prom, &sel("jwt_jwks_unknown_kid_lookups_total", ""), 1205.0);
+    let spike = slack_text(&bodies, "JwksUnknownKidSpike");
+    for want in [
+        "*Unknown-kid lookups spike for key set jwks:{auth} (db 0)*".to_string(),
+        "lookups per second of kids that key set jwks:{auth} (db 0) does not publish".into(),
+        format!("by node: {node} "),
+        "Runbook: docs/monitoring.md#jwksunknownkidspike".into(),
+    ] {
+        assert!(spike.contains(&want), "{want:?} not in:\n{spike}");
+    }
+    println!("Slack:\n{spike}");
+
     // Housekeeping while the error alert fires: delete a key set that failed. Its series
     // ends; the alert stays firing as the same alert.
     let key = ("JwksCacheInvalidationErrors".to_string(), node.clone());
@@ -939,10 +1116,27 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
                 "{code}\nsaid:\n{said}"
             );
         }
-        let expect: &[&str] = if code.contains("promtool query") {
+        let expect: &[&str] = if code.contains("JWKS.VERIFIERS") {
+            &["stuck", "fresh"]
+        } else if code.contains("verifier-behind-ms") {
+            &[
+                "\n100\n",
+                "verifiers:0:jwks:{auth}:2\n",
+                "verifiers_behind:0:jwks:{auth}:1\n",
+            ]
+        } else if code.contains("unknown_kid_lookups_total") {
+            &["jwks_jwt_jwks_keyset_unknown_kid_lookups_total:0:jwks:{auth}:120"]
+        } else if code.contains("CLIENT LIST") {
+            &["name=verifier-a "]
+        } else if code.contains("promtool query") {
             &["jwt_jwks_module_up{instance=\"", "=> 1 @", "=> 0 @"]
         } else if code.contains("amtool alert query") {
-            &["JwksCacheInvalidationErrors", "JwksModuleNotLoaded"]
+            &[
+                "JwksCacheInvalidationErrors",
+                "JwksModuleNotLoaded",
+                "JwksVerifiersBehind",
+                "JwksUnknownKidSpike",
+            ]
         } else if code.contains("grep keyset_cache_invalidation_errors") {
             &["errors_total:0:jwks:{auth}:1"]
         } else if code.contains("XRANGE") {
@@ -954,8 +1148,10 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
         } else {
             &[]
         };
+        // INFO's lines end in \r\n; the expectations are whole lines.
+        let lines = said.replace('\r', "");
         for want in expect {
-            assert!(said.contains(want), "{code}\nsaid:\n{said}");
+            assert!(lines.contains(want), "{code}\nsaid:\n{said}");
         }
     }
 
@@ -978,10 +1174,32 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
         ("JwksModuleNotLoaded".to_string(), bare.clone()),
         // One alert per key set, whichever node holds it.
         ("JwksRotationStalled".to_string(), String::new()),
+        ("JwksVerifiersBehind".to_string(), String::new()),
+        ("JwksUnknownKidSpike".to_string(), String::new()),
     ]
     .into_iter()
     .collect();
     assert_eq!(fired, want);
+    // The per-key-set alerts name jwks:{auth} only (7:tenant:{x}'s few misses stay quiet).
+    let keysets: BTreeSet<(String, String)> = prom_query(
+        prom,
+        "group by (alertname, keyset) (last_over_time(ALERTS{alertstate=\"firing\", alertname=~\"JwksVerifiersBehind|JwksUnknownKidSpike\"}[1h]))",
+    )
+    .iter()
+    .map(|s| {
+        (
+            s["metric"]["alertname"].as_str().unwrap().to_owned(),
+            s["metric"]["keyset"].as_str().unwrap().to_owned(),
+        )
+    })
+    .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("JwksUnknownKidSpike".to_string(), "jwks:{auth}".to_string()),
+        ("JwksVerifiersBehind".to_string(), "jwks:{auth}".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keysets, want);
     for body in bodies.lock().unwrap().iter() {
         // The stalled rotation resolves once a next key is published; nothing else does.
         assert!(
@@ -991,7 +1209,9 @@ fn docs_recipes_run_verbatim_and_alerts_reach_slack() {
         assert!(
             body.contains("JwksCacheInvalidationErrors")
                 || body.contains("JwksModuleNotLoaded")
-                || body.contains("JwksRotationStalled"),
+                || body.contains("JwksRotationStalled")
+                || body.contains("JwksVerifiersBehind")
+                || body.contains("JwksUnknownKidSpike"),
             "{body}"
         );
     }
