@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use once_cell::sync::OnceCell;
 use redis_module::{native_types::RedisType, raw, RedisString};
 
-use crate::glue::redis_key::api;
+use crate::glue::ffi::api;
 use crate::observe::log;
-use crate::upkeep;
+use crate::tracking;
 use redis_jwks_core::keyset::{KeySet, Rendered};
 
 /// Bump only with a loader for the old version in `rdb_load`.
@@ -55,7 +55,7 @@ pub(crate) struct Stored {
     /// When a read last looked at the cache string itself (see `check_due`).
     checked_ms: AtomicI64,
     /// The value left a key (unlink) since it was last registered: a RENAME or MOVE took
-    /// it to a name nothing registered yet (see `upkeep::placed`).
+    /// it to a name nothing registered yet (see `tracking::placed`).
     moved: AtomicBool,
 }
 
@@ -201,7 +201,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             if let Some((db, name)) = key {
                 // Registered after the command, where the value really is: a RESTORE with
                 // a past ABSTTL frees the value without ever adding it.
-                upkeep::loaded(db, &name);
+                tracking::loaded(db, &name);
             }
             Box::into_raw(Box::new(Stored::new(set))).cast()
         }
@@ -301,7 +301,7 @@ unsafe extern "C" fn copy2(
         if !name.is_null() {
             // SAFETY: as above.
             let db = unsafe { db_of(ctx) };
-            upkeep::arrived(db, RedisString::string_as_slice(name.cast_mut()));
+            tracking::arrived(db, RedisString::string_as_slice(name.cast_mut()));
         }
     }
     Box::into_raw(Box::new(Stored::new(set))).cast()
@@ -327,7 +327,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         if !name.is_null() {
             // SAFETY: as above.
             let db = unsafe { db_of(ctx) };
-            upkeep::on_unlink(db, RedisString::string_as_slice(name.cast_mut()));
+            tracking::on_unlink(db, RedisString::string_as_slice(name.cast_mut()));
         }
     }
 }

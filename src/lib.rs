@@ -27,6 +27,7 @@ mod datatype;
 mod fleets;
 mod glue;
 mod observe;
+mod tracking;
 mod upkeep;
 mod write;
 

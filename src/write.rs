@@ -21,7 +21,7 @@ use crate::glue::redis_key::db;
 use crate::glue::redis_key::{publish, replicate, Key, Mode};
 use crate::observe::stats as process_stats;
 use crate::observe::{events, log};
-use crate::upkeep;
+use crate::tracking;
 use redis_jwks_core::audit::{self, Fields};
 use redis_jwks_core::commit::{self, Effects, Outcome, Plan};
 use redis_jwks_core::counter_names;
@@ -235,7 +235,7 @@ impl Targets {
     /// name (its audit trail and counters, or a cache whose clean-up is still queued) are
     /// the module's own.
     pub(crate) fn check_unclaimed(&self, ctx: &Context) -> Result<()> {
-        let pending = upkeep::cleanup_pending(db(ctx), &self.key);
+        let pending = tracking::queue::cleanup_pending(db(ctx), &self.key);
         if !pending && Key::named(ctx, &self.cache, Mode::Peek)?.exists() {
             return Err(Error::NotOurs(Shown::bytes(&self.cache), "a value"));
         }
@@ -416,7 +416,7 @@ impl Effects for RedisEffects<'_> {
         Key::named(self.ctx, &self.targets.key, Mode::Write)?.set_keyset(value)?;
         replicate_state(self.ctx, &self.targets.key, &state);
         let db = db(self.ctx);
-        upkeep::track(db, &self.targets.key, &tracked);
+        tracking::track(db, &self.targets.key, &tracked);
         Ok(())
     }
 

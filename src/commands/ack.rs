@@ -15,7 +15,7 @@ use crate::glue::clock::now_ms;
 use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use crate::observe::stats;
-use crate::upkeep::{schedule, server_events};
+use crate::tracking;
 use redis_jwks_core::counter_names;
 use redis_jwks_core::error::{Error, Result, Shown};
 use redis_jwks_core::fleet;
@@ -25,7 +25,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         return Err(Error::Arity("jwks.ack"));
     };
     let ack = fleet::parse_ack(&args.rest(2))?;
-    if server_events::is_replica() {
+    if tracking::is_replica() {
         return Err(Error::AckOnReplica);
     }
     let name = args.bytes(1);
@@ -45,7 +45,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     stats::count(counter_names::VERIFIER_ACKS);
     if set.lifecycle().confirms() {
         // The ack may confirm the next key: the scheduler looks at once.
-        schedule::track(db, name, set);
+        tracking::track(db, name, set);
     }
     Ok(int(set.generation()))
 }

@@ -9,7 +9,7 @@ use crate::datatype::Stored;
 use crate::glue::args::Args;
 use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
-use crate::upkeep;
+use crate::tracking;
 use redis_jwks_core::error::{Error, Result};
 use redis_jwks_core::keyset::KeySet;
 
@@ -34,6 +34,6 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let tracked = stored.set().clone();
     // Replacing the old value unlinks it (and forgets the name): track after.
     key.set_keyset(stored)?;
-    upkeep::track(db, args.bytes(1), &tracked);
+    tracking::track(db, args.bytes(1), &tracked);
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

@@ -20,11 +20,13 @@ use redis_module::{Context, InfoContext, RedisResult, RedisValue};
 
 use crate::glue::args::Args;
 use crate::glue::clock::now_ms;
+use crate::glue::ffi;
+use crate::glue::ffi::api;
 use crate::glue::redis_key::db;
-use crate::glue::redis_key::{api, select_db, Key, Mode};
+use crate::glue::redis_key::{select_db, Key, Mode};
 use crate::glue::reply::{InfoSection, StreamedArray};
 use crate::observe::stats;
-use crate::upkeep::{self, registry};
+use crate::tracking::registry;
 use redis_jwks_core::counter_names;
 use redis_jwks_core::error::{Error, Result};
 
@@ -55,10 +57,9 @@ fn info(info: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
 }
 
 fn info_section(info: &InfoContext) {
-    let ctx = Context::new(upkeep::detached());
-    if ctx.ctx.is_null() {
+    let Some(ctx) = ffi::detached() else {
         return;
-    }
+    };
     let Some(section) = InfoSection::open(info) else {
         return;
     };

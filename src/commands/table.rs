@@ -12,7 +12,7 @@ use redis_module::Context;
 use super::{ack, debug, get, info, invalidate, key, policy, rotate, setstate, stats, verifiers};
 use crate::glue::dispatch::dispatch;
 use crate::glue::dispatch::Handler;
-use crate::glue::redis_key::api;
+use crate::glue::ffi::api;
 use redis_jwks_core::error::{Error, Result};
 
 type Entry = unsafe extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;

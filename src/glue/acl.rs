@@ -38,7 +38,7 @@ use redis_module::raw::{self, RedisModuleString, RedisModuleUser};
 use redis_module::{Context, RedisString};
 use smallvec::SmallVec;
 
-use super::redis_key::api;
+use super::ffi::api;
 use super::redis_key::db;
 use redis_jwks_core::error::{Access, Result};
 

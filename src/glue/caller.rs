@@ -7,7 +7,7 @@ use redis_module::raw::RedisModuleUser;
 use redis_module::{Context, ContextFlags, RedisString};
 
 use super::acl::{self, Argv, Scope};
-use super::redis_key::api;
+use super::ffi::api;
 use redis_jwks_core::audit;
 use redis_jwks_core::error::{Access, Error, Result, Shown};
 

@@ -17,19 +17,11 @@ use redis_module::{Context, RedisString};
 use super::args::Arg;
 use super::strings::{self, fixed};
 use crate::datatype::Stored;
-use crate::upkeep;
+use crate::tracking;
 use redis_jwks_core::audit::{Fields, Value};
 use redis_jwks_core::error::{Error, Result, Shown};
 
-/// Looks up a module API function: `Err(Error::Api)` on a server that lacks it.
-macro_rules! api {
-    ($name:ident) => {
-        // SAFETY: the function table is filled once when the module loads, then only read.
-        unsafe { ::redis_module::raw::$name }
-            .ok_or(redis_jwks_core::error::Error::Api(stringify!($name)))
-    };
-}
-pub(crate) use api;
+use super::ffi::api;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -142,7 +134,7 @@ impl Key {
                 // Renamed or moved here since it was registered: register it here.
                 if s.take_moved() {
                     let db = db(&Context::new(self.ctx));
-                    upkeep::placed(db, self.name(), s.set());
+                    tracking::placed(db, self.name(), s.set());
                 }
             }
             return Ok(stored);
@@ -247,7 +239,7 @@ impl Key {
     fn notify(&self, class: i32, event: &CStr) {
         if let Ok(f) = api!(RedisModule_NotifyKeyspaceEvent) {
             // SAFETY: a live context, a static event name and the key's name.
-            upkeep::ours(|| unsafe { f(self.ctx, class, event.as_ptr(), self.name.ptr()) });
+            tracking::ours(|| unsafe { f(self.ctx, class, event.as_ptr(), self.name.ptr()) });
         }
     }
 
@@ -264,7 +256,7 @@ impl Key {
         let raw_type = crate::datatype::raw_type();
         let value = Box::into_raw(Box::new(value)).cast::<c_void>();
         // Replacing the old value unlinks it: marked as our own write.
-        let status = upkeep::ours(|| {
+        let status = tracking::ours(|| {
             // Redis owns the value from here (freed through the type's `free`).
             // SAFETY: an open writable key and a value of our type.
             unsafe { set(self.ptr, raw_type, value) }
@@ -285,7 +277,7 @@ impl Key {
         self.writable()?;
         let delete = api!(RedisModule_DeleteKey)?;
         // SAFETY: an open writable key.
-        upkeep::ours(|| unsafe { delete(self.ptr) });
+        tracking::ours(|| unsafe { delete(self.ptr) });
         self.replicate(c"DEL", &mut [self.name.ptr()]);
         self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del");
         Ok(true)
@@ -297,7 +289,7 @@ impl Key {
         self.writable()?;
         let delete = api!(RedisModule_DeleteKey)?;
         // SAFETY: an open writable key.
-        upkeep::ours(|| unsafe { delete(self.ptr) });
+        tracking::ours(|| unsafe { delete(self.ptr) });
         Ok(())
     }
 
@@ -310,7 +302,8 @@ impl Key {
         );
         let value = self.string_of(value);
         // SAFETY: an open writable key and a live string.
-        if upkeep::ours(|| unsafe { set(self.ptr, value.inner) }) != raw::REDISMODULE_OK as c_int {
+        if tracking::ours(|| unsafe { set(self.ptr, value.inner) }) != raw::REDISMODULE_OK as c_int
+        {
             return Err(Error::Api("RedisModule_StringSet"));
         }
         // SAFETY: an open writable key now holding a string.

@@ -8,7 +8,7 @@ use std::os::raw::{c_char, c_int, c_long};
 use redis_module::raw::{self, RedisModuleCtx, RedisModuleInfoCtx};
 use redis_module::{Context, InfoContext, RedisValue};
 
-use super::redis_key::api;
+use super::ffi::api;
 use redis_jwks_core::error::Result;
 
 type AddString = unsafe extern "C" fn(*mut RedisModuleCtx, *const c_char, usize) -> c_int;

@@ -3,32 +3,20 @@
 //! evicted; shutdown flushes the log buffer.
 
 use std::os::raw::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::raw::{self, RedisModuleCtx, RedisModuleEvent};
 use redis_module::{Context, RedisValue};
 
-use super::{guarded, registry};
-use crate::glue::redis_key::api;
+use crate::glue::ffi::{api, guarded};
 use crate::observe::log;
+use crate::tracking::{self, registry, schedule};
 use redis_jwks_core::error::{Error, Result};
-
-/// This node replicates another: the module writes nothing of its own (fills, reconciles,
-/// scheduled changes); the primary's effects arrive through the link.
-static REPLICA: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn is_replica() -> bool {
-    REPLICA.load(Ordering::Relaxed)
-}
 
 type Callback = unsafe extern "C" fn(*mut RedisModuleCtx, RedisModuleEvent, u64, *mut c_void);
 
 pub(crate) fn subscribe(ctx: &Context) -> Result<()> {
     let subscribe = api!(RedisModule_SubscribeToServerEvent)?;
-    REPLICA.store(
-        ctx.get_flags().contains(redis_module::ContextFlags::SLAVE),
-        Ordering::Relaxed,
-    );
+    tracking::set_replica(ctx.get_flags().contains(redis_module::ContextFlags::SLAVE));
     let events: [(u64, Callback); 7] = [
         (raw::REDISMODULE_EVENT_PERSISTENCE, on_persistence),
         (raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, on_role),
@@ -56,12 +44,12 @@ unsafe extern "C" fn on_role(
     _data: *mut c_void,
 ) {
     let replica = subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA;
-    REPLICA.store(replica, Ordering::Relaxed);
+    tracking::set_replica(replica);
     if replica {
         // Acks go to the primary; what this node heard as one is history now.
         guarded("role event", || crate::fleets::clear(-1));
     } else {
-        guarded("role event", super::schedule::on_promoted);
+        guarded("role event", schedule::on_promoted);
     }
 }
 
@@ -71,7 +59,7 @@ unsafe extern "C" fn on_flush(
     subevent: u64,
     data: *mut c_void,
 ) {
-    if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END || data.is_null() {
+    if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END || data.is_null() || ctx.is_null() {
         return;
     }
     // SAFETY: the FLUSHDB event's data is a RedisModuleFlushInfo.
@@ -83,10 +71,8 @@ unsafe extern "C" fn on_flush(
             .into_iter()
             .map(|(db, n, fp)| (db, n, Some(fp)))
             .collect();
-        super::recheck(ctx, names);
-        registry::clear(info.dbnum);
-        super::schedule::clear(info.dbnum);
-        crate::fleets::clear(info.dbnum);
+        tracking::recheck(&Context::new(ctx), names);
+        tracking::clear(info.dbnum);
     });
 }
 
@@ -103,7 +89,7 @@ unsafe extern "C" fn on_swapdb(
     _subevent: u64,
     data: *mut c_void,
 ) {
-    if data.is_null() {
+    if data.is_null() || ctx.is_null() {
         return;
     }
     // SAFETY: the SWAPDB event's data is a RedisModuleSwapDbInfo.
@@ -122,11 +108,9 @@ unsafe extern "C" fn on_swapdb(
             names.push((a, n.clone(), find(&in_a, n)));
             names.push((b, n.clone(), find(&in_b, n)));
         }
-        registry::swap(a, b);
-        super::schedule::swap(a, b);
-        crate::fleets::swap(a, b);
+        tracking::swap(a, b);
         // Another key set (or none) now answers at each name of either db.
-        super::recheck(ctx, names);
+        tracking::recheck(&Context::new(ctx), names);
     });
 }
 
@@ -143,11 +127,7 @@ unsafe extern "C" fn on_loading(
             | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
             | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START
     ) {
-        guarded("loading event", || {
-            registry::clear(-1);
-            super::schedule::clear(-1);
-            crate::fleets::clear(-1);
-        });
+        guarded("loading event", || tracking::clear(-1));
     }
 }
 
