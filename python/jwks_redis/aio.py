@@ -12,6 +12,7 @@ from .client import (
     Op,
     Policy,
     RotateResult,
+    _ack_cmd,
     _audit_cmd,
     _get_cmd,
     _info_cmd,
@@ -21,6 +22,7 @@ from .client import (
     _rotate_cmd,
     _stats,
     _translate,
+    _verifiers_cmd,
 )
 
 
@@ -71,6 +73,15 @@ class AsyncJwksClient:
                     count: Optional[int] = None) -> list:
         """See JwksClient.audit."""
         return await self._run(_audit_cmd(key, start, end, count))
+
+    async def ack(self, key: str, generation: int, ack_id: str,
+                  ttl_ms: Optional[int] = None) -> int:
+        """See JwksClient.ack."""
+        return await self._run(_ack_cmd(key, generation, ack_id, ttl_ms))
+
+    async def verifiers(self, key: str) -> list:
+        """See JwksClient.verifiers."""
+        return await self._run(_verifiers_cmd(key))
 
     async def stats(self) -> dict:
         """See JwksClient.stats."""

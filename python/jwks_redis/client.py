@@ -467,6 +467,22 @@ def _policy_cmd(key: str, promote_after_ms: Optional[int], retire_after_ms: Opti
     return args, Policy.parse
 
 
+def _ack_cmd(key: str, generation: int, ack_id: str, ttl_ms: Optional[int]) -> tuple:
+    args: list = ["JWKS.ACK", key, "GENERATION", str(int(generation)), "ID", ack_id]
+    if ttl_ms is not None:
+        args += ["TTL", str(int(ttl_ms))]
+    return args, int
+
+
+def _verifier(entry: Any) -> dict:
+    d = _as_dict(entry)
+    return {k: (_s(v) if k == "id" else int(v)) for k, v in d.items()}
+
+
+def _verifiers_cmd(key: str) -> tuple:
+    return ["JWKS.VERIFIERS", key], lambda r: [_verifier(e) for e in r]
+
+
 def _audit_cmd(key: str, start: str, end: str, count: Optional[int]) -> tuple:
     args: list = ["XRANGE", derived_key(key, "audit"), start, end]
     if count is not None:
@@ -524,6 +540,17 @@ class JwksClient:
               count: Optional[int] = None) -> list:
         """The audit trail (XRANGE of the key set's audit stream) as AuditEntry objects."""
         return self._run(_audit_cmd(key, start, end, count))
+
+    def ack(self, key: str, generation: int, ack_id: str, ttl_ms: Optional[int] = None) -> int:
+        """Report that verifier `ack_id` holds `generation` of the key set, for `ttl_ms`
+        (JWKS.ACK; the module's default 30 s if None). Returns the key set's current
+        generation. A KeyCache acks by itself; this is for other verifiers."""
+        return self._run(_ack_cmd(key, generation, ack_id, ttl_ms))
+
+    def verifiers(self, key: str) -> list:
+        """The key set's live verifiers (JWKS.VERIFIERS), sorted by id: one dict each with
+        `id`, `generation`, `current`, `next`, `age_ms`, `ttl_ms`."""
+        return self._run(_verifiers_cmd(key))
 
     def stats(self) -> dict:
         """This node's counters (JWKS.STATS) as {name: int}."""
