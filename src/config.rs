@@ -30,6 +30,8 @@ pub(crate) const DEFAULT_CACHE_TTL_S: i64 = 3600;
 pub(crate) const DEFAULT_AUDIT_MAXLEN: i64 = 10_000;
 pub(crate) const DEFAULT_MIN_RSA_BITS: i64 = 2048;
 pub(crate) const CACHE_TTL_RANGE: (i64, i64) = (1, 31_536_000);
+pub(crate) const DEFAULT_VERIFIER_BEHIND_MS: i64 = 60_000;
+pub(crate) const VERIFIER_BEHIND_RANGE: (i64, i64) = (0, 86_400_000);
 pub(crate) const AUDIT_MAXLEN_RANGE: (i64, i64) = (1, 100_000_000);
 pub(crate) const MIN_RSA_BITS_RANGE: (i64, i64) =
     (redis_jwks_core::keyset::RSA_FLOOR_BITS as i64, 16384);
@@ -40,6 +42,9 @@ pub(crate) static CACHE_TTL: AtomicI64 = AtomicI64::new(DEFAULT_CACHE_TTL_S);
 pub(crate) static AUDIT_MAXLEN: AtomicI64 = AtomicI64::new(DEFAULT_AUDIT_MAXLEN);
 /// Smallest RSA modulus accepted from clients.
 pub(crate) static MIN_RSA_BITS: AtomicI64 = AtomicI64::new(DEFAULT_MIN_RSA_BITS);
+/// How long a live verifier may hold an older generation than its key set's before
+/// JWKS.STATS counts it as behind (the `JwksVerifiersBehind` alert).
+pub(crate) static VERIFIER_BEHIND_MS: AtomicI64 = AtomicI64::new(DEFAULT_VERIFIER_BEHIND_MS);
 /// Load-time only (immutable), off by default, like Redis's `enable-debug-command`: lets
 /// `JWKS.DEBUG` make invalidations fail so the failure path can be exercised for real.
 pub(crate) static FAULT_INJECTION: AtomicBool = AtomicBool::new(false);
@@ -60,6 +65,10 @@ pub(crate) fn cache_ttl_ms() -> i64 {
     CACHE_TTL.load(Ordering::Relaxed).saturating_mul(1000)
 }
 
+pub(crate) fn verifier_behind_ms() -> i64 {
+    VERIFIER_BEHIND_MS.load(Ordering::Relaxed)
+}
+
 pub(crate) fn audit_maxlen() -> i64 {
     AUDIT_MAXLEN.load(Ordering::Relaxed)
 }
@@ -75,8 +84,9 @@ pub(crate) fn fault_injection_enabled() -> bool {
 }
 
 /// The integer configurations and their ranges, as `CONFIG SET` enforces them.
-const INTEGERS: [(&str, (i64, i64)); 3] = [
+const INTEGERS: [(&str, (i64, i64)); 4] = [
     ("cache-ttl", CACHE_TTL_RANGE),
+    ("verifier-behind-ms", VERIFIER_BEHIND_RANGE),
     ("audit-maxlen", AUDIT_MAXLEN_RANGE),
     ("min-rsa-bits", MIN_RSA_BITS_RANGE),
 ];
@@ -117,7 +127,7 @@ pub(crate) fn check_load_args(args: &[&[u8]]) -> Result<()> {
         let Some((_, (min, max))) = INTEGERS.iter().find(|(n, _)| n.as_bytes() == *name) else {
             return Err(bad(
                 name,
-                "is not a redis-jwks configuration (cache-ttl, audit-maxlen, min-rsa-bits, fault-injection, keyspace-hook)"
+                "is not a redis-jwks configuration (cache-ttl, audit-maxlen, min-rsa-bits, verifier-behind-ms, fault-injection, keyspace-hook)"
                     .into(),
             ));
         };

@@ -3,7 +3,8 @@
 //! The pure core (JWKs, key sets, names, arguments, what a change writes, errors) is the
 //! `redis-jwks-core` crate. Here, the Redis side: `commands` (one file per command, and the
 //! command table), `write` (the one write path every change takes), `glue` (arguments,
-//! ACL, the key wrapper), `datatype`, `upkeep` (derived state kept true), `config`,
+//! ACL, the key wrapper), `datatype`, `upkeep` (derived state kept true), `fleets` (the
+//! verifiers each key set has, from their acks), `config`,
 //! `observe` (log writer, events, this process's counts). This file only registers.
 
 // pub means "for the other crate"; inside one, pub(crate) says so.
@@ -23,6 +24,7 @@
 mod commands;
 mod config;
 mod datatype;
+mod fleets;
 mod glue;
 mod observe;
 mod upkeep;
@@ -74,6 +76,7 @@ mod registration {
                 ["cache-ttl", &config::CACHE_TTL, config::DEFAULT_CACHE_TTL_S, config::CACHE_TTL_RANGE.0, config::CACHE_TTL_RANGE.1, ConfigurationFlags::DEFAULT, None],
                 ["audit-maxlen", &config::AUDIT_MAXLEN, config::DEFAULT_AUDIT_MAXLEN, config::AUDIT_MAXLEN_RANGE.0, config::AUDIT_MAXLEN_RANGE.1, ConfigurationFlags::DEFAULT, None],
                 ["min-rsa-bits", &config::MIN_RSA_BITS, config::DEFAULT_MIN_RSA_BITS, config::MIN_RSA_BITS_RANGE.0, config::MIN_RSA_BITS_RANGE.1, ConfigurationFlags::DEFAULT, None],
+                ["verifier-behind-ms", &config::VERIFIER_BEHIND_MS, config::DEFAULT_VERIFIER_BEHIND_MS, config::VERIFIER_BEHIND_RANGE.0, config::VERIFIER_BEHIND_RANGE.1, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],
             bool: [

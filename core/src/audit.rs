@@ -149,6 +149,17 @@ pub fn policy_set(ctx: &Context, policy: crate::keyset::Lifecycle) -> Fields<'_>
         "retire_after_ms",
         Value::Text(Cow::Owned(policy.retire_after_ms.to_string())),
     ));
+    // Only with CONFIRM, so entries of other policies read as before.
+    if policy.confirms() {
+        f.push((
+            "confirm_pct",
+            Value::Text(Cow::Owned(policy.confirm_pct.to_string())),
+        ));
+        f.push((
+            "min_wait_ms",
+            Value::Text(Cow::Owned(policy.min_wait_ms.to_string())),
+        ));
+    }
     f
 }
 

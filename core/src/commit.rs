@@ -308,6 +308,7 @@ mod tests {
             policy: Some(Lifecycle {
                 promote_after_ms: 10,
                 retire_after_ms: 0,
+                ..Lifecycle::default()
             }),
             invalidate,
             cached: true,

@@ -10,17 +10,24 @@ pub const CACHE_FILLS: &str = "jwt_jwks_cache_fills_total";
 pub const KEYSETS_LOST: &str = "jwt_jwks_keysets_lost_total";
 /// JWKS.STATS only (a node counter): lifecycle changes the schedule applied.
 pub const SCHEDULED_CHANGES: &str = "jwt_jwks_scheduled_changes_total";
+/// JWKS.STATS only (a node counter): acks taken (`JWKS.ACK`).
+pub const VERIFIER_ACKS: &str = "jwt_jwks_verifier_acks_total";
+/// JWKS.STATS only (a node counter, and per key set): `JWKS.KEY` lookups of a kid the key
+/// set does not publish (forged tokens, or an issuer signing with an unpublished key).
+pub const UNKNOWN_KID_LOOKUPS: &str = "jwt_jwks_unknown_kid_lookups_total";
 
 /// Every counter of a key set's hash, in the order `JWKS.INFO` and the exporter list them.
 pub const ALL: [&str; 4] = [INVALIDATIONS, INVALIDATION_ERRORS, ROTATIONS, CACHE_FILLS];
 /// Every node counter JWKS.STATS reports.
-pub const NODE: [&str; 6] = [
+pub const NODE: [&str; 8] = [
     INVALIDATIONS,
     INVALIDATION_ERRORS,
     ROTATIONS,
     CACHE_FILLS,
     SCHEDULED_CHANGES,
     KEYSETS_LOST,
+    VERIFIER_ACKS,
+    UNKNOWN_KID_LOOKUPS,
 ];
 
 /// JWKS.STATS only: how many key sets this node holds (in all, and `:<db>` per db).
@@ -33,3 +40,9 @@ pub const KEYSET_CURRENT_AGE: &str = "jwt_jwks_keyset_current_key_age_seconds";
 pub const KEYSET_NEXT_PUBLISHED: &str = "jwt_jwks_keyset_next_key_published";
 /// ... PROMOTE-AFTER in seconds.
 pub const KEYSET_PROMOTE_AFTER: &str = "jwt_jwks_keyset_promote_after_seconds";
+/// JWKS.STATS only, per key set (from 0 for every key set held): unknown-kid lookups.
+pub const KEYSET_UNKNOWN_KID_LOOKUPS: &str = "jwt_jwks_keyset_unknown_kid_lookups_total";
+/// JWKS.STATS only, per key set that has had an ack: live verifiers.
+pub const KEYSET_VERIFIERS: &str = "jwt_jwks_keyset_verifiers";
+/// ... live verifiers on an older generation for longer than `jwks.verifier-behind-ms`.
+pub const KEYSET_VERIFIERS_BEHIND: &str = "jwt_jwks_keyset_verifiers_behind";

@@ -97,6 +97,16 @@ pub enum Error {
         window_ms: u64,
         remaining_ms: i64,
     },
+    /// A manual PROMOTE under CONFIRM before the verifiers confirm it (code TOOEARLY).
+    Unconfirmed {
+        kid: Shown,
+        holding: usize,
+        live: usize,
+        needed: usize,
+        pct: u8,
+        wait_remaining_ms: i64,
+        ceiling_remaining_ms: Option<i64>,
+    },
     NoPerm {
         user: Shown,
         access: Access,
@@ -112,6 +122,15 @@ pub enum Error {
     Disabled(&'static str),
     /// A `loadmodule` argument (its name) and why it is refused.
     LoadArg(Shown, String),
+    /// An ack from a new verifier beyond a cap (`what`: "this key set", "this server").
+    TooManyVerifiers(&'static str, usize),
+    /// An ack of a generation the key set has not reached.
+    GenerationAhead {
+        acked: u64,
+        generation: u64,
+    },
+    /// An ack sent to a replica.
+    AckOnReplica,
     /// A module API function this server lacks.
     Api(&'static str),
     Internal,
@@ -129,6 +148,7 @@ impl Error {
             | Error::Disabled(_)
             | Error::LoadArg(..)
             | Error::InvalidationFailed(_)
+            | Error::GenerationAhead { .. }
             | Error::Api(_)
             | Error::Internal => "ERR",
             Error::KeyName(..) => "BADNAME",
@@ -138,12 +158,13 @@ impl Error {
             Error::DuplicateKid(_) | Error::KidConflict(_) => "KIDCONFLICT",
             Error::UnknownKid(_) => "NOKID",
             Error::AlreadyCurrent(_) | Error::RetireCurrent(_) => "BADSTATE",
-            Error::TooManyKeys(_) => "FULL",
+            Error::TooManyKeys(_) | Error::TooManyVerifiers(..) => "FULL",
+            Error::AckOnReplica => "READONLY",
             Error::GenerationMismatch { .. } => "GENMISMATCH",
             Error::WrongType(..) => "WRONGTYPE",
             Error::State(_) => "CORRUPT",
             Error::NoKeySet(_) => "NOKEYSET",
-            Error::TooEarly { .. } => "TOOEARLY",
+            Error::TooEarly { .. } | Error::Unconfirmed { .. } => "TOOEARLY",
             Error::NoPerm { .. } => "NOPERM",
             Error::AuditFull(_) => "AUDITFULL",
             Error::NotOurs(..) => "BUSYKEY",
@@ -180,12 +201,25 @@ impl fmt::Display for Error {
                 let what = if *window == "PROMOTE-AFTER" { "published" } else { "demoted" };
                 write!(f, "kid {kid} was {what} {ago_ms} ms ago and {window} is {window_ms} ms: {remaining_ms} ms remain (FORCE overrides)")
             }
+            Error::Unconfirmed { kid, holding, live, needed, pct, wait_remaining_ms, ceiling_remaining_ms } => {
+                write!(f, "kid {kid} is not confirmed: {holding} of {live} live verifiers hold it and CONFIRM {pct} % needs {needed}")?;
+                if *wait_remaining_ms > 0 {
+                    write!(f, ", and MIN-WAIT has {wait_remaining_ms} ms to go")?;
+                }
+                if let Some(ms) = ceiling_remaining_ms {
+                    write!(f, "; PROMOTE-AFTER allows it in {ms} ms")?;
+                }
+                f.write_str(" (FORCE overrides)")
+            }
             Error::NoPerm { user, access, key } => write!(f, "user {user} has no permission to {} {key}, which this command uses for the key set", access.verb()),
             Error::NotOurs(a0, a1) => write!(f, "key {a0} holds {a1} that redis-jwks did not write, at a name a new key set would use; nothing was changed: delete or rename it first"),
             Error::AuditFull(a0) => write!(f, "audit stream {a0} cannot take new entries (its last ID is at the maximum); nothing was changed"),
             Error::InvalidationFailed(a0) => write!(f, "cache invalidation failed: {a0} (audited; the cached JWKS expires within jwks.cache-ttl)"),
             Error::Disabled(a0) => f.write_str(a0),
             Error::LoadArg(name, why) => write!(f, "module argument {name} {why}"),
+            Error::TooManyVerifiers(what, n) => write!(f, "too many verifiers: {what} has {n} live ones; acks from new IDs are refused until some expire"),
+            Error::GenerationAhead { acked, generation } => write!(f, "generation {acked} is newer than the key set's ({generation})"),
+            Error::AckOnReplica => f.write_str("You can't ack a replica: acks are kept by the primary, where promotions happen"),
             Error::Api(a0) => write!(f, "module API {a0} is missing or failed"),
             Error::Internal => f.write_str("redis-jwks internal error; the command was aborted"),
         }

@@ -8,6 +8,7 @@
 //! - `args`: command arguments to typed requests;
 //! - `commit`: what a change writes and in which order, with `audit` (the audit entries'
 //!   fields) and `counter_names` (the counters it bumps);
+//! - `fleet`: the verifiers of a key set, from their acks (`JWKS.ACK`);
 //! - `error`: the one error vocabulary; `escape`: names and free text made printable.
 
 // No unsafe in the core: FFI is the module crate's business.
@@ -32,6 +33,7 @@ pub mod commit;
 pub mod counter_names;
 pub mod error;
 pub mod escape;
+pub mod fleet;
 #[cfg(test)]
 mod fuzz_replay;
 pub mod jwk;

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let (base, _) = KeySet::default()
         .apply(&[Op::Add(base_key), Op::Promote("a".into())], 0, false)
         .expect("fixture");
-    let base = base.with_lifecycle(Lifecycle { promote_after_ms: 10, retire_after_ms: 20 });
+    let base = base.with_lifecycle(Lifecycle { promote_after_ms: 10, retire_after_ms: 20, ..Lifecycle::default() });
     let before = base.clone();
     match base.apply(&req.ops, 1, req.force) {
         Ok((next, changes)) => {

@@ -7,7 +7,7 @@ use redis_module::{Context, RedisValue};
 
 use super::{bytes, int, opt_int, text, Map};
 use crate::datatype::Stored;
-use crate::glue::call::{Args, Caller};
+use crate::glue::call::{self, Args, Caller};
 use crate::glue::redis_key::{Key, Mode};
 use redis_jwks_core::counter_names;
 use redis_jwks_core::error::{Access, Error, Result};
@@ -50,8 +50,11 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
             RedisValue::Array(set.published().map(entry).collect()),
         )
         .put("etag", text(&stored.rendered().etag));
+    let fleet = crate::fleets::generations(call::db(ctx), name, call::now_ms());
     m.put("policy", super::policy::policy(set))
-        .put("next_change", super::policy::next_change(set));
+        .put("next_change", super::policy::next_change(set))
+        .put("verifiers", int(fleet.len() as u64))
+        .put("confirmation", super::policy::confirmation(set, &fleet));
     // A key set moved (RENAME, MOVE) to a name no key set may have keeps no derived keys.
     if names::check_name(name).is_err() {
         m.put("derived_keys", RedisValue::Null);

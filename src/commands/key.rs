@@ -1,11 +1,14 @@
 //! `JWKS.KEY K kid`: the published JWK with that kid, as JSON, or nil. Read-only (works on
 //! replicas): for verifiers that look a key up by the kid in a token's header without
-//! parsing the whole document.
+//! parsing the whole document. A miss on a key set that exists is counted (unknown-kid
+//! lookups: forged tokens, or an issuer signing with an unpublished key).
 
 use redis_module::{raw, Context, RedisValue};
 
-use crate::glue::call::Args;
+use crate::glue::call::{self, Args};
 use crate::glue::redis_key::{Key, Mode};
+use crate::observe::stats;
+use redis_jwks_core::counter_names;
 use redis_jwks_core::error::{Error, Result};
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
@@ -23,6 +26,8 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         .iter()
         .find(|e| e.jwk.kid().as_bytes() == kid)
     else {
+        stats::count(counter_names::UNKNOWN_KID_LOOKUPS);
+        stats::count_unknown_kid(call::db(ctx), args.bytes(1));
         return Ok(RedisValue::Null);
     };
     let json = entry.jwk.json().get().as_bytes();

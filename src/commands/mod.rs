@@ -4,6 +4,7 @@
 //! changes nothing and opens no key for writing. Nothing outside this directory (but the
 //! registration in `lib.rs`) imports it.
 
+pub(crate) mod ack;
 pub(crate) mod debug;
 pub(crate) mod get;
 pub(crate) mod info;
@@ -14,6 +15,7 @@ pub(crate) mod rotate;
 pub(crate) mod setstate;
 pub(crate) mod stats;
 pub(crate) mod table;
+pub(crate) mod verifiers;
 
 use std::collections::BTreeMap;
 

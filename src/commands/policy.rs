@@ -1,6 +1,7 @@
-//! `JWKS.POLICY K [PROMOTE-AFTER ms] [RETIRE-AFTER ms]`: sets the lifecycle policy of the
-//! key set at K (0 turns a part off; an option left out keeps its value) and replies with
-//! the policy and the next scheduled change. The change is audited (`JWKS_POLICY_SET`),
+//! `JWKS.POLICY K [PROMOTE-AFTER ms] [RETIRE-AFTER ms] [CONFIRM pct [MIN-WAIT ms]]`: sets
+//! the lifecycle policy of the key set at K (0 turns a part off; an option left out keeps
+//! its value; CONFIRM 0 turns MIN-WAIT off too) and replies with the policy and the next
+//! scheduled change. The change is audited (`JWKS_POLICY_SET`),
 //! persisted and replicated with the set; the document does not change, so the generation
 //! does not either. A cached document that would outlive the next scheduled change is
 //! dropped. Without options, it only replies.
@@ -29,12 +30,12 @@ fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
         if seen.contains(&word) {
             return Err(Error::Syntax(format!("{word} given twice")));
         }
-        let slot = match word.as_str() {
-            "PROMOTE-AFTER" => &mut policy.promote_after_ms,
-            "RETIRE-AFTER" => &mut policy.retire_after_ms,
+        let (max, unit) = match word.as_str() {
+            "PROMOTE-AFTER" | "RETIRE-AFTER" | "MIN-WAIT" => (MAX_MS, "milliseconds"),
+            "CONFIRM" => (100, "a percentage"),
             _ => {
                 return Err(Error::Syntax(format!(
-                    "unknown option {} (PROMOTE-AFTER, RETIRE-AFTER)",
+                    "unknown option {} (PROMOTE-AFTER, RETIRE-AFTER, CONFIRM, MIN-WAIT)",
                     Shown::bytes(arg)
                 )))
             }
@@ -42,18 +43,30 @@ fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
         let value = rest
             .next()
             .ok_or_else(|| Error::Syntax(format!("{word} needs a value")))?;
-        *slot = std::str::from_utf8(value)
+        let n = std::str::from_utf8(value)
             .ok()
-            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|t| t.parse::<u64>().ok())
-            .filter(|ms| *ms <= MAX_MS)
+            .filter(|n| *n <= max)
             .ok_or_else(|| {
                 Error::Syntax(format!(
-                    "{word} needs milliseconds from 0 to {MAX_MS}, got {}",
+                    "{word} needs {unit} from 0 to {max}, got {}",
                     Shown::bytes(value)
                 ))
             })?;
+        match word.as_str() {
+            "PROMOTE-AFTER" => policy.promote_after_ms = n,
+            "RETIRE-AFTER" => policy.retire_after_ms = n,
+            "MIN-WAIT" => policy.min_wait_ms = n,
+            _ => policy.confirm_pct = u8::try_from(n).unwrap_or(100),
+        }
         seen.push(word);
+    }
+    if policy.confirm_pct == 0 {
+        if seen.iter().any(|w| w == "MIN-WAIT") && policy.min_wait_ms > 0 {
+            return Err(Error::Syntax("MIN-WAIT needs CONFIRM".into()));
+        }
+        policy.min_wait_ms = 0;
     }
     Ok(Some(policy))
 }
@@ -102,21 +115,45 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
 
 /// The policy with the next change.
 fn reply(set: &KeySet) -> RedisValue {
+    let mut m = fields(set);
+    m.put("next_change", next_change(set));
+    m.done()
+}
+
+fn fields(set: &KeySet) -> Map {
     let l = set.lifecycle();
     let mut m = Map::default();
     m.put("promote_after_ms", int(l.promote_after_ms))
         .put("retire_after_ms", int(l.retire_after_ms))
-        .put("next_change", next_change(set));
-    m.done()
+        .put("confirm_pct", int(u64::from(l.confirm_pct)))
+        .put("min_wait_ms", int(l.min_wait_ms));
+    m
 }
 
-/// `promote_after_ms` and `retire_after_ms`.
+/// `promote_after_ms`, `retire_after_ms`, `confirm_pct` and `min_wait_ms`.
 pub(crate) fn policy(set: &KeySet) -> RedisValue {
-    let l = set.lifecycle();
-    let mut m = Map::default();
-    m.put("promote_after_ms", int(l.promote_after_ms))
-        .put("retire_after_ms", int(l.retire_after_ms));
-    m.done()
+    fields(set).done()
+}
+
+/// How far the CONFIRM of the next key to promote has come, or nil.
+pub(crate) fn confirmation(set: &KeySet, fleet: &[u64]) -> RedisValue {
+    match set.confirmation(fleet) {
+        None => RedisValue::Null,
+        Some(c) => {
+            let mut m = Map::default();
+            m.put("kid", text(&c.kid))
+                .put("live", int(c.live as u64))
+                .put("holding", int(c.holding as u64))
+                .put("needed", int(c.needed as u64))
+                .put("confirm_pct", int(u64::from(c.pct)))
+                .put(
+                    "min_wait_until_ms",
+                    RedisValue::Integer(c.min_wait_until_ms),
+                )
+                .put("confirmed", RedisValue::Integer(i64::from(c.confirmed())));
+            m.done()
+        }
+    }
 }
 
 /// `action`, `kid`, `at_ms` of the next scheduled change, or nil.

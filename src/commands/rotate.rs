@@ -45,7 +45,9 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         }
     }
     let now = now_ms();
-    let (next, changes) = set.apply(&req.ops, now, req.force)?;
+    // Under CONFIRM, the guard accepts a promotion the live verifiers confirm.
+    let fleet = crate::fleets::generations(crate::glue::call::db(ctx), name, now);
+    let (next, changes) = set.apply_with(&req.ops, now, req.force, &fleet)?;
     drop(key);
     if changes.is_empty() {
         return Ok(reply(&next, 0, None, req.dry_run));

@@ -9,7 +9,9 @@
 //! - per key set, `<series>:<db>:<name>`: the invalidation errors this process saw for it
 //!   (so an alert can name it), and for a key set with a lifecycle policy the current key's
 //!   age, whether a next key is published and PROMOTE-AFTER (the stall alert), with the
-//!   name escaped for a Prometheus label.
+//!   name escaped for a Prometheus label; unknown-kid lookups (`JWKS.KEY` misses) per key
+//!   set; and for key sets that have had an ack, live verifiers and verifiers behind the
+//!   set's generation for longer than `jwks.verifier-behind-ms`.
 //!
 //! O(key sets) from the registry: no keyspace scan, no key opened but a rolling check of a
 //! few (3 ms with 10,000 key sets, bench/).
@@ -168,23 +170,51 @@ pub(crate) fn collect(mut emit: impl FnMut(&str, Number)) {
             );
         }
     });
-    // Invalidation errors by key set (so an alert can name it): for every key set held, from
-    // 0, so its first error is an increase Prometheus sees.
-    let errors = stats::keyset_errors();
-    registry::each(|db, names| {
-        for name in names.keys() {
+    // Invalidation errors and unknown-kid lookups by key set (so an alert can name it): for
+    // every key set held, from 0, so its first one is an increase Prometheus sees.
+    for (metric, counts) in [
+        (counter_names::KEYSET_ERRORS, stats::keyset_errors()),
+        (
+            counter_names::KEYSET_UNKNOWN_KID_LOOKUPS,
+            stats::keyset_unknown_kids(),
+        ),
+    ] {
+        registry::each(|db, names| {
+            for name in names.keys() {
+                series.clear();
+                series.push_str(metric);
+                series.push(':');
+                series.push_str(itoa::Buffer::new().format(db));
+                series.push(':');
+                push_label(&mut series, name);
+                let n = counts
+                    .get(&db)
+                    .and_then(|by_name| by_name.get(name.as_slice()))
+                    .copied()
+                    .unwrap_or(0);
+                emit(&series, Number::Count(i64::try_from(n).unwrap_or(i64::MAX)));
+            }
+        });
+    }
+    // Verifiers of every key set that has had an ack: live, and behind for too long.
+    let behind_ms = crate::config::verifier_behind_ms();
+    crate::fleets::each(|db, name, fleet| {
+        let live = fleet.live(now).count();
+        let behind = fleet.behind(now, behind_ms);
+        for (metric, value) in [
+            (counter_names::KEYSET_VERIFIERS, live),
+            (counter_names::KEYSET_VERIFIERS_BEHIND, behind),
+        ] {
             series.clear();
-            series.push_str(counter_names::KEYSET_ERRORS);
+            series.push_str(metric);
             series.push(':');
             series.push_str(itoa::Buffer::new().format(db));
             series.push(':');
             push_label(&mut series, name);
-            let n = errors
-                .get(&db)
-                .and_then(|by_name| by_name.get(name.as_slice()))
-                .copied()
-                .unwrap_or(0);
-            emit(&series, Number::Count(i64::try_from(n).unwrap_or(i64::MAX)));
+            emit(
+                &series,
+                Number::Count(i64::try_from(value).unwrap_or(i64::MAX)),
+            );
         }
     });
 }

@@ -9,7 +9,7 @@ use std::ptr;
 use redis_module::raw::{self, RedisModuleCtx, RedisModuleString};
 use redis_module::Context;
 
-use super::{debug, get, info, invalidate, key, policy, rotate, setstate, stats};
+use super::{ack, debug, get, info, invalidate, key, policy, rotate, setstate, stats, verifiers};
 use crate::glue::call::{dispatch, Handler};
 use crate::glue::redis_key::api;
 use redis_jwks_core::error::{Error, Result};
@@ -247,9 +247,43 @@ const POLICY_ARGS: &[Arg] = &[
         ArgType::Integer,
         "ms after it was demoted that a previous key is retired (0: off)",
     ),
+    option(
+        "confirm",
+        "CONFIRM",
+        ArgType::Integer,
+        "promote a next key once this % of live verifiers hold it (1-100; 0: off)",
+    ),
+    option(
+        "min-wait",
+        "MIN-WAIT",
+        ArgType::Integer,
+        "with CONFIRM: ms after it was added before a confirmed key is promoted",
+    ),
 ];
 
-pub(crate) fn commands() -> [Command; 9] {
+const ACK_ARGS: &[Arg] = &[
+    KEY,
+    Arg {
+        token: Some("GENERATION"),
+        ..arg(
+            "generation",
+            ArgType::Integer,
+            "the generation of the document the verifier holds",
+        )
+    },
+    Arg {
+        token: Some("ID"),
+        ..arg("id", ArgType::String, "the verifier (e.g. host:pid:object)")
+    },
+    option(
+        "ttl",
+        "TTL",
+        ArgType::Integer,
+        "ms the verifier counts as live without another ack (default 30000)",
+    ),
+];
+
+pub(crate) fn commands() -> [Command; 11] {
     [
         Command {
             name: "jwks.rotate",
@@ -311,6 +345,32 @@ pub(crate) fn commands() -> [Command; 9] {
             complexity: "O(N) with N the keys in the set",
             since: "0.2.0",
             args: KEY_ARGS,
+        },
+        Command {
+            name: "jwks.ack",
+            entry: entry!(ack::run),
+            // Not readonly: cluster clients must send it to the primary, which keeps acks.
+            flags: "fast",
+            // Not @read: under CONFIRM an ack can bring a promotion.
+            acl: "fast jwks",
+            arity: -6,
+            key: Some(KeyUse::Read),
+            summary: "Reports that a verifier holds a generation of a key set's JWKS (for CONFIRM and monitoring)",
+            complexity: "O(log V) with V the verifiers of the key set",
+            since: "0.4.0",
+            args: ACK_ARGS,
+        },
+        Command {
+            name: "jwks.verifiers",
+            entry: entry!(verifiers::run),
+            flags: "readonly",
+            acl: "read slow jwks",
+            arity: 2,
+            key: Some(KeyUse::Read),
+            summary: "Lists the live verifiers of a key set: the generation each holds and whether it publishes the current and next keys",
+            complexity: "O(V) with V the verifiers of the key set",
+            since: "0.4.0",
+            args: KEY_ONLY,
         },
         Command {
             name: "jwks.info",

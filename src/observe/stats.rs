@@ -26,17 +26,34 @@ pub(crate) fn all() -> [(&'static str, u64); ALL.len()] {
 type ByDb = BTreeMap<i32, BTreeMap<Vec<u8>, u64>>;
 
 static KEYSET_ERRORS: parking_lot::Mutex<ByDb> = parking_lot::Mutex::new(BTreeMap::new());
+/// `JWKS.KEY` misses by key set (only key sets that exist: a miss on a name that holds none
+/// is counted in the node counter alone, so hostile names cannot grow this).
+static KEYSET_UNKNOWN_KIDS: parking_lot::Mutex<ByDb> = parking_lot::Mutex::new(BTreeMap::new());
 
-pub(crate) fn count_keyset_error(db: i32, name: &[u8]) {
-    let mut errors = KEYSET_ERRORS.lock();
-    *errors
+fn bump(map: &parking_lot::Mutex<ByDb>, db: i32, name: &[u8]) {
+    let mut counts = map.lock();
+    let n = counts
         .entry(db)
         .or_default()
         .entry(name.to_vec())
-        .or_insert(0) += 1;
+        .or_insert(0);
+    *n = n.saturating_add(1);
+}
+
+pub(crate) fn count_keyset_error(db: i32, name: &[u8]) {
+    bump(&KEYSET_ERRORS, db, name);
+}
+
+pub(crate) fn count_unknown_kid(db: i32, name: &[u8]) {
+    bump(&KEYSET_UNKNOWN_KIDS, db, name);
 }
 
 /// A copy of the counts (few entries: errors are rare).
 pub(crate) fn keyset_errors() -> ByDb {
     KEYSET_ERRORS.lock().clone()
+}
+
+/// A copy of the unknown-kid counts.
+pub(crate) fn keyset_unknown_kids() -> ByDb {
+    KEYSET_UNKNOWN_KIDS.lock().clone()
 }

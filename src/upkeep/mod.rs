@@ -99,6 +99,7 @@ const WAIT_MS: i64 = 10;
 /// next changes it.
 pub(crate) fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
     registry::put(db, name, registry::Snapshot::of(set));
+    crate::fleets::saw_generation(db, name, set.generation(), now_ms());
     schedule::track(db, name, set);
 }
 
@@ -189,6 +190,7 @@ pub(crate) fn on_unlink(db: i32, name: &[u8]) {
         if is_ours() {
             return;
         }
+        crate::fleets::forget(db, name);
         push(db, name, |w| {
             w.gone = true;
             w.announce = true;

@@ -6,7 +6,9 @@
 //! becomes primary takes the schedule over. Only a primary applies changes; each is an
 //! ordinary change (audit, cache invalidation, counters, log, replication as effects),
 //! stamped with its due time, so changes that fell due while the server was down are
-//! applied at start, in order, with their real times.
+//! applied at start, in order, with their real times. Under CONFIRM, a promotion the
+//! verifiers confirm is due when MIN-WAIT ends (at once after the confirming ack, if that
+//! has passed) and is stamped with the time it is made; acks re-arm the timer.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::raw::c_void;
@@ -219,8 +221,13 @@ fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
         let Some(stored) = key.keyset().ok().flatten() else {
             return Ok(());
         };
-        let Some((next, changes, due)) = stored.set().apply_due(now) else {
-            set(db, name, stored.set().next_change().map(|d| d.at_ms));
+        let fleet = crate::fleets::generations(db, name, now);
+        let Some((next, changes, due)) = stored.set().apply_due_with(now, &fleet) else {
+            set(
+                db,
+                name,
+                crate::fleets::wake_at(db, name, stored.set(), now),
+            );
             return Ok(());
         };
         drop(key);
@@ -236,7 +243,8 @@ fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
                     changes: &changes,
                 },
                 at_ms: due.at_ms,
-                reason: "policy".into(),
+                // A promotion the verifiers confirmed says so in the audit trail.
+                reason: if due.confirmed { "confirmed" } else { "policy" }.into(),
                 forced: false,
             },
         )?;
@@ -250,7 +258,8 @@ pub(crate) fn on_promoted() {
     arm();
 }
 
-/// Registers the key set at (`db`, `name`) from its value (load, copy, arrival, change).
+/// Registers the key set at (`db`, `name`) from its value (load, copy, arrival, change,
+/// an ack under CONFIRM).
 pub(crate) fn track(db: i32, name: &[u8], set: &redis_jwks_core::keyset::KeySet) {
-    self::set(db, name, set.next_change().map(|d| d.at_ms));
+    self::set(db, name, crate::fleets::wake_at(db, name, set, now_ms()));
 }

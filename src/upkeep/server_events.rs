@@ -57,7 +57,10 @@ unsafe extern "C" fn on_role(
 ) {
     let replica = subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA;
     REPLICA.store(replica, Ordering::Relaxed);
-    if !replica {
+    if replica {
+        // Acks go to the primary; what this node heard as one is history now.
+        guarded("role event", || crate::fleets::clear(-1));
+    } else {
         guarded("role event", super::schedule::on_promoted);
     }
 }
@@ -83,6 +86,7 @@ unsafe extern "C" fn on_flush(
         super::recheck(ctx, names);
         registry::clear(info.dbnum);
         super::schedule::clear(info.dbnum);
+        crate::fleets::clear(info.dbnum);
     });
 }
 
@@ -120,6 +124,7 @@ unsafe extern "C" fn on_swapdb(
         }
         registry::swap(a, b);
         super::schedule::swap(a, b);
+        crate::fleets::swap(a, b);
         // Another key set (or none) now answers at each name of either db.
         super::recheck(ctx, names);
     });
@@ -141,6 +146,7 @@ unsafe extern "C" fn on_loading(
         guarded("loading event", || {
             registry::clear(-1);
             super::schedule::clear(-1);
+            crate::fleets::clear(-1);
         });
     }
 }

@@ -7,11 +7,15 @@ use serde_json::value::RawValue;
 use crate::error::{Error, Result, Shown};
 use crate::jwk::Jwk;
 
+mod confirm;
+#[cfg(test)]
+mod confirm_tests;
 pub mod lifecycle;
 mod persist;
 #[cfg(test)]
 mod tests;
 
+pub use confirm::Confirmation;
 pub use lifecycle::{Action, Due, Lifecycle};
 
 /// Most keys one set may hold: verifiers fetch the whole document on every miss.
@@ -54,6 +58,11 @@ pub struct Entry {
     pub added_ms: i64,
     pub promoted_ms: Option<i64>,
     pub demoted_ms: Option<i64>,
+    /// The first generation whose document publishes this key: a verifier holding that
+    /// generation or a later one has it. For a key stored without it (by a build before
+    /// 0.4.0, or in a set without CONFIRM), the set's generation when it was loaded: never
+    /// earlier than the truth.
+    pub added_gen: u64,
 }
 
 /// One rotation operation, already validated on its own.
@@ -171,12 +180,24 @@ impl KeySet {
     /// Returns the new set (generation bumped if anything changed) and the changes made.
     /// `force` overrides the lifecycle policy's guards.
     pub fn apply(&self, ops: &[Op], now_ms: i64, force: bool) -> Result<(KeySet, Vec<Change>)> {
+        self.apply_with(ops, now_ms, force, &[])
+    }
+
+    /// `apply`, with the generations the live verifiers hold (`fleet`), which a CONFIRM
+    /// policy's guard consults.
+    pub fn apply_with(
+        &self,
+        ops: &[Op],
+        now_ms: i64,
+        force: bool,
+        fleet: &[u64],
+    ) -> Result<(KeySet, Vec<Change>)> {
         let mut next = self.clone();
         let mut changes = Vec::new();
         for op in ops {
             match op {
                 Op::Add(jwk) => next.add(jwk.clone(), now_ms, &mut changes)?,
-                Op::Promote(kid) => next.promote(kid, now_ms, force, &mut changes)?,
+                Op::Promote(kid) => next.promote(kid, now_ms, force, fleet, &mut changes)?,
                 Op::Retire(kid) => next.retire(kid, now_ms, force, &mut changes)?,
                 Op::Replace(jwks) => next.replace(jwks, now_ms, force, &mut changes)?,
             }
@@ -202,12 +223,15 @@ impl KeySet {
         changes.push(Change::Added {
             kid: jwk.kid().to_owned(),
         });
+        // The generation this change will make (apply bumps it once, at the end).
+        let added_gen = self.generation.saturating_add(1).min(MAX_GENERATION);
         self.entries.push(Entry {
             jwk,
             state: State::Next,
             added_ms: now_ms,
             promoted_ms: None,
             demoted_ms: None,
+            added_gen,
         });
         Ok(())
     }
@@ -217,6 +241,7 @@ impl KeySet {
         kid: &str,
         now_ms: i64,
         force: bool,
+        fleet: &[u64],
         changes: &mut Vec<Change>,
     ) -> Result<()> {
         let at = self
@@ -227,7 +252,14 @@ impl KeySet {
         }
         if !force {
             let has_current = self.current_kid().is_some();
-            lifecycle::check_promote(self.lifecycle, &self.entries[at], has_current, now_ms)?;
+            let confirmation = self.confirmation_of(&self.entries[at], fleet);
+            lifecycle::check_promote(
+                self.lifecycle,
+                &self.entries[at],
+                has_current,
+                confirmation.as_ref(),
+                now_ms,
+            )?;
         }
         let mut demoted = None;
         for e in self

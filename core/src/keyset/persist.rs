@@ -11,10 +11,13 @@ use super::{
 use crate::error::{Error, Result, Shown};
 use crate::jwk::{Jwk, Policy};
 
-/// Format 1: generation and keys. Format 2 adds the lifecycle `policy`; a set without one
-/// is still written as format 1, so what older builds wrote and read does not change.
+/// Format 1: generation and keys. Format 2 adds the lifecycle `policy`; format 3 a CONFIRM
+/// policy and each key's `added_gen`. Each is written only when it is needed (a set without
+/// a policy is still format 1), so what older builds wrote and read does not change, and a
+/// replica of an older build keeps following a primary until CONFIRM is used.
 const FORMAT_VERSION: u32 = 1;
 const FORMAT_WITH_POLICY: u32 = 2;
+const FORMAT_WITH_CONFIRM: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,17 +40,20 @@ struct StoredEntry<J> {
     promoted_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     demoted_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    added_gen: Option<u64>,
     jwk: J,
 }
 
 impl KeySet {
     pub fn to_stored(&self) -> String {
         let policy = self.lifecycle.is_set().then_some(self.lifecycle);
+        let confirm = self.lifecycle.confirms();
         let stored = StoredSet {
-            v: if policy.is_some() {
-                FORMAT_WITH_POLICY
-            } else {
-                FORMAT_VERSION
+            v: match (policy.is_some(), confirm) {
+                (_, true) => FORMAT_WITH_CONFIRM,
+                (true, false) => FORMAT_WITH_POLICY,
+                (false, false) => FORMAT_VERSION,
             },
             generation: self.generation,
             policy,
@@ -59,6 +65,7 @@ impl KeySet {
                     added_ms: e.added_ms,
                     promoted_ms: e.promoted_ms,
                     demoted_ms: e.demoted_ms,
+                    added_gen: confirm.then_some(e.added_gen),
                     jwk: e.jwk.json(),
                 })
                 .collect(),
@@ -73,9 +80,19 @@ impl KeySet {
     pub fn from_stored(text: &str) -> Result<KeySet> {
         let stored: StoredSet<StoredEntry<Value>> =
             serde_json::from_str(text).map_err(|e| Error::State(e.to_string()))?;
+        let confirm = stored.policy.is_some_and(|p| p.confirms());
         match (stored.v, &stored.policy) {
-            (FORMAT_VERSION, None) | (FORMAT_WITH_POLICY, Some(_)) => {}
+            (FORMAT_VERSION, None) => {}
+            (FORMAT_WITH_POLICY, Some(_)) if !confirm => {}
+            (FORMAT_WITH_CONFIRM, Some(_)) if confirm => {}
             (FORMAT_VERSION, Some(_)) => return Err(Error::State("format 1 has no policy".into())),
+            (FORMAT_WITH_POLICY | FORMAT_WITH_CONFIRM, _) => {
+                return Err(Error::State(format!(
+                    "format {} {} a CONFIRM policy",
+                    stored.v,
+                    if confirm { "has no" } else { "needs" }
+                )))
+            }
             (v, _) => return Err(Error::State(format!("unknown format version {v}"))),
         }
         if stored.keys.len() > MAX_KEYS {
@@ -88,8 +105,14 @@ impl KeySet {
             )));
         }
         if let Some(p) = &stored.policy {
-            if p.promote_after_ms > MAX_AFTER_MS || p.retire_after_ms > MAX_AFTER_MS {
+            if p.promote_after_ms > MAX_AFTER_MS
+                || p.retire_after_ms > MAX_AFTER_MS
+                || p.min_wait_ms > MAX_AFTER_MS
+            {
                 return Err(Error::State("policy durations out of range".into()));
+            }
+            if p.confirm_pct > 100 || (p.min_wait_ms > 0 && !p.confirms()) {
+                return Err(Error::State("CONFIRM out of range".into()));
             }
         }
         let policy = Policy {
@@ -113,6 +136,16 @@ impl KeySet {
                     Shown::new(jwk.kid())
                 )));
             }
+            let added_gen = match (key.added_gen, confirm) {
+                (Some(g), true) if g <= stored.generation => g,
+                (None, false) => stored.generation,
+                _ => {
+                    return Err(Error::State(format!(
+                        "added_gen of kid {} missing, out of range or not in format 3",
+                        Shown::new(jwk.kid())
+                    )))
+                }
+            };
             if set.position(jwk.kid()).is_some() {
                 return Err(Error::State(format!(
                     "duplicate kid {}",
@@ -125,6 +158,7 @@ impl KeySet {
                 added_ms: key.added_ms,
                 promoted_ms: key.promoted_ms,
                 demoted_ms: key.demoted_ms,
+                added_gen,
             });
         }
         if set

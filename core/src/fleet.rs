@@ -1,0 +1,291 @@
+//! The verifiers of one key set, as their acknowledgements report them (`JWKS.ACK`): which
+//! generation each holds and until when it counts as live. Pure: time comes in as a
+//! parameter; the module keeps one `Fleet` per key set in memory.
+//!
+//! Acks are liveness reports, not data: they are neither persisted nor replicated. A
+//! restarted server or a new primary learns its fleet again within a third of the ack TTL
+//! (every verifier re-acks that often), and counting a verifier that may have died while
+//! the server was down would be the one thing worse than waiting for it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::error::{Error, Result, Shown};
+
+/// Default liveness of an ack, and its range.
+pub const DEFAULT_TTL_MS: i64 = 30_000;
+pub const MIN_TTL_MS: i64 = 1_000;
+pub const MAX_TTL_MS: i64 = 3_600_000;
+/// Live verifiers one key set may have, and all key sets together: beyond them an ack
+/// from a new ID is refused (a known ID may always ack again).
+pub const MAX_PER_SET: usize = 10_000;
+pub const MAX_IN_ALL: usize = 100_000;
+pub const MAX_ID_BYTES: usize = 128;
+/// Generations whose start is remembered, for how long a verifier has been behind.
+const HISTORY: usize = 64;
+
+/// `JWKS.ACK K GENERATION g ID id [TTL ms]`, the arguments after the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub generation: u64,
+    pub id: Vec<u8>,
+    pub ttl_ms: i64,
+}
+
+fn number(what: &str, arg: &[u8], max: u64) -> Result<u64> {
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|n| *n <= max)
+        .ok_or_else(|| {
+            Error::Syntax(format!(
+                "{what} needs an integer from 0 to {max}, got {}",
+                Shown::bytes(arg)
+            ))
+        })
+}
+
+pub fn parse_ack(args: &[&[u8]]) -> Result<Ack> {
+    let (mut generation, mut id, mut ttl) = (None, None, None);
+    let mut rest = args.iter();
+    while let Some(word) = rest.next() {
+        let word = String::from_utf8_lossy(word).to_ascii_uppercase();
+        let value = rest
+            .next()
+            .ok_or_else(|| Error::Syntax(format!("{word} needs a value")))?;
+        let slot_taken = match word.as_str() {
+            "GENERATION" => generation
+                .replace(number("GENERATION", value, crate::keyset::MAX_GENERATION)?)
+                .is_some(),
+            "ID" => id.replace(value.to_vec()).is_some(),
+            "TTL" => {
+                let ms = number("TTL", value, MAX_TTL_MS as u64)?;
+                if (ms as i64) < MIN_TTL_MS {
+                    return Err(Error::Syntax(format!(
+                        "TTL needs {MIN_TTL_MS} to {MAX_TTL_MS} ms, got {ms}"
+                    )));
+                }
+                ttl.replace(ms as i64).is_some()
+            }
+            _ => {
+                return Err(Error::Syntax(format!(
+                    "unknown option {} (GENERATION, ID, TTL)",
+                    Shown::new(&word)
+                )))
+            }
+        };
+        if slot_taken {
+            return Err(Error::Syntax(format!("{word} given twice")));
+        }
+    }
+    let generation = generation.ok_or_else(|| Error::Syntax("GENERATION is required".into()))?;
+    let id = id.ok_or_else(|| Error::Syntax("ID is required".into()))?;
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(Error::Syntax(format!(
+            "ID needs 1 to {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    if id.iter().any(|b| b.is_ascii_control()) {
+        return Err(Error::Syntax(format!(
+            "ID {} contains control characters",
+            Shown::bytes(&id)
+        )));
+    }
+    Ok(Ack {
+        generation,
+        id,
+        ttl_ms: ttl.unwrap_or(DEFAULT_TTL_MS),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verifier {
+    pub generation: u64,
+    pub acked_ms: i64,
+    pub until_ms: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Fleet {
+    verifiers: BTreeMap<Vec<u8>, Verifier>,
+    /// When this node first saw each recent generation of the key set (oldest first).
+    seen: VecDeque<(u64, i64)>,
+}
+
+impl Fleet {
+    /// Records an ack (replacing the ID's previous one). `Ok(true)` if the ID is new.
+    /// Refused for a new ID when the set already has `MAX_PER_SET` live verifiers.
+    pub fn ack(&mut self, ack: &Ack, now_ms: i64) -> Result<bool> {
+        let verifier = Verifier {
+            generation: ack.generation,
+            acked_ms: now_ms,
+            until_ms: now_ms.saturating_add(ack.ttl_ms),
+        };
+        if let Some(v) = self.verifiers.get_mut(&ack.id) {
+            *v = verifier;
+            return Ok(false);
+        }
+        if self.verifiers.len() >= MAX_PER_SET {
+            self.prune(now_ms);
+            if self.verifiers.len() >= MAX_PER_SET {
+                return Err(Error::TooManyVerifiers("this key set", MAX_PER_SET));
+            }
+        }
+        self.verifiers.insert(ack.id.clone(), verifier);
+        Ok(true)
+    }
+
+    /// Drops expired verifiers; returns how many.
+    pub fn prune(&mut self, now_ms: i64) -> usize {
+        let before = self.verifiers.len();
+        self.verifiers.retain(|_, v| v.until_ms > now_ms);
+        before - self.verifiers.len()
+    }
+
+    /// Verifiers held, live or not yet pruned.
+    pub fn len(&self) -> usize {
+        self.verifiers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.verifiers.is_empty()
+    }
+
+    /// Live verifiers, by ID.
+    pub fn live(&self, now_ms: i64) -> impl Iterator<Item = (&[u8], &Verifier)> {
+        self.verifiers
+            .iter()
+            .filter(move |(_, v)| v.until_ms > now_ms)
+            .map(|(id, v)| (id.as_slice(), v))
+    }
+
+    /// The generations live verifiers hold: what CONFIRM counts.
+    pub fn generations(&self, now_ms: i64) -> Vec<u64> {
+        self.live(now_ms).map(|(_, v)| v.generation).collect()
+    }
+
+    /// When the earliest live verifier holding less than `generation` expires: a
+    /// confirmation may come then without any ack.
+    pub fn next_expiry_below(&self, generation: u64, now_ms: i64) -> Option<i64> {
+        self.live(now_ms)
+            .filter(|(_, v)| v.generation < generation)
+            .map(|(_, v)| v.until_ms)
+            .min()
+    }
+
+    /// The key set is at `generation` (seen at `now_ms` if new).
+    pub fn saw_generation(&mut self, generation: u64, now_ms: i64) {
+        match self.seen.back() {
+            Some((g, _)) if *g >= generation => return,
+            _ => {}
+        }
+        if self.seen.len() >= HISTORY {
+            self.seen.pop_front();
+        }
+        self.seen.push_back((generation, now_ms));
+    }
+
+    /// Since when a verifier holding `generation` has been behind: when the next
+    /// generation this node saw began (the oldest remembered if that is long gone).
+    fn behind_since(&self, generation: u64) -> Option<i64> {
+        self.seen
+            .iter()
+            .find(|(g, _)| *g > generation)
+            .map(|(_, since)| *since)
+    }
+
+    /// Live verifiers behind the set's generation for longer than `threshold_ms`.
+    pub fn behind(&self, now_ms: i64, threshold_ms: i64) -> usize {
+        self.live(now_ms)
+            .filter(|(_, v)| {
+                self.behind_since(v.generation)
+                    .is_some_and(|since| now_ms.saturating_sub(since) > threshold_ms)
+            })
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(id: &str, generation: u64, ttl_ms: i64) -> Ack {
+        Ack {
+            generation,
+            id: id.into(),
+            ttl_ms,
+        }
+    }
+
+    #[test]
+    fn parses_ack_arguments() {
+        let args: Vec<&[u8]> = vec![b"generation", b"7", b"ID", b"h:1:a"];
+        assert_eq!(parse_ack(&args).unwrap(), ack("h:1:a", 7, DEFAULT_TTL_MS));
+        let args: Vec<&[u8]> = vec![b"ID", b"x", b"TTL", b"1000", b"GENERATION", b"0"];
+        assert_eq!(parse_ack(&args).unwrap(), ack("x", 0, 1000));
+        for (bad, why) in [
+            (&[&b"ID"[..], b"x"][..], "GENERATION is required"),
+            (&[b"GENERATION", b"1"], "ID is required"),
+            (&[b"GENERATION", b"-1", b"ID", b"x"], "integer from 0"),
+            (
+                &[b"GENERATION", b"1", b"ID", b"x", b"TTL", b"999"],
+                "TTL needs",
+            ),
+            (
+                &[b"GENERATION", b"1", b"ID", b"x", b"TTL", b"3600001"],
+                "integer from 0 to 3600000",
+            ),
+            (&[b"GENERATION", b"1", b"ID", b""], "1 to 128 bytes"),
+            (&[b"GENERATION", b"1", b"ID", b"a\nb"], "control"),
+            (&[b"GENERATION", b"1", b"ID", b"x", b"ID", b"y"], "twice"),
+            (&[b"GENERATION", b"1", b"ID"], "needs a value"),
+            (&[b"GEN", b"1"], "unknown option"),
+        ] {
+            let e = parse_ack(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{e} / {why}");
+        }
+        let long = vec![b'a'; 129];
+        assert!(parse_ack(&[b"GENERATION", b"1", b"ID", &long]).is_err());
+    }
+
+    #[test]
+    fn acks_expire_and_replace() {
+        let mut f = Fleet::default();
+        assert!(f.ack(&ack("a", 1, 1000), 0).unwrap());
+        assert!(f.ack(&ack("b", 2, 5000), 0).unwrap());
+        assert!(!f.ack(&ack("a", 2, 1000), 500).unwrap());
+        assert_eq!(f.generations(1000), vec![2, 2]);
+        assert_eq!(f.generations(1500), vec![2]);
+        assert_eq!(f.next_expiry_below(3, 0), Some(1500));
+        assert_eq!(f.next_expiry_below(2, 0), None);
+        assert_eq!(f.prune(1500), 1);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn the_cap_refuses_new_ids_only() {
+        let mut f = Fleet::default();
+        for i in 0..MAX_PER_SET {
+            f.ack(&ack(&i.to_string(), 1, 1000), 0).unwrap();
+        }
+        assert!(f.ack(&ack("new", 1, 1000), 10).is_err());
+        assert!(f.ack(&ack("7", 1, 1000), 10).is_ok());
+        // Expired ones make room.
+        assert!(f.ack(&ack("new", 1, 1000), 1000).is_ok());
+    }
+
+    #[test]
+    fn behind_counts_from_when_the_next_generation_began() {
+        let mut f = Fleet::default();
+        f.saw_generation(3, 0);
+        f.ack(&ack("old", 3, 60_000), 0).unwrap();
+        f.ack(&ack("new", 3, 60_000), 0).unwrap();
+        f.saw_generation(4, 1_000);
+        f.saw_generation(4, 2_000);
+        f.ack(&ack("new", 4, 60_000), 1_500).unwrap();
+        assert_eq!(f.behind(1_500, 1_000), 0);
+        assert_eq!(f.behind(2_001, 1_000), 1);
+        assert_eq!(f.behind(2_001, 10_000), 0);
+    }
+}
