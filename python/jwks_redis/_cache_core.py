@@ -391,6 +391,10 @@ class Acker:
             error = _translate(error)
         text = str(error)
         self.last_error = f"{type(error).__name__}: {text}"
+        if moved:  # a topology change, not a failure: the caller resubscribes (and logs)
+            log.info("KEYCACHE_ACK_REDIRECTED key=%s id=%s error=%s", self.key, self.id,
+                     self.last_error)
+            return True
         kind = type(error).__name__ + ":" + text.split(" ", 1)[0]
         now = time.monotonic()
         if now - self._logged.get(kind, float("-inf")) >= self.log_period:
@@ -402,7 +406,7 @@ class Acker:
             self._logged[kind] = now
         else:
             self._folded[kind] = self._folded.get(kind, 0) + 1
-        return moved
+        return False
 
     def stats(self) -> dict:
         return {**self.counters, "ack_id": self.id, "acked_generation": self.acked_generation,

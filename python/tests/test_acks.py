@@ -349,6 +349,46 @@ def test_cluster_acks_go_to_the_slot_owner_and_follow_a_slot_move(cluster, keys)
         t.join(10)
 
 
+def test_a_lost_sunsubscribe_is_caught_by_the_acks_moved_reply(cluster, keys, monkeypatch):
+    """The server's SUNSUBSCRIBE after a slot move is lost: the subscription sits on a node
+    that will never publish the key set's events again. The next ack is redirected (MOVED):
+    the cache resubscribes on the new owner within ack_ttl / 3."""
+    from test_keycache import _move_slot
+    real = redis.client.PubSub.get_message
+    losing_on = {"on": True}
+
+    def losing(self, *args, **kwargs):
+        # Events too (MIGRATE's own event would otherwise trigger a reload, redirected
+        # with ASK, which also resubscribes): only the ack is left to notice.
+        message = real(self, *args, **kwargs)
+        if losing_on["on"] and message is not None and message.get("type") in (
+                "sunsubscribe", b"sunsubscribe", "smessage", b"smessage"):
+            return None
+        return message
+
+    monkeypatch.setattr(redis.client.PubSub, "get_message", losing)
+    c = JwksClient(cluster.client())
+    key = "jwks:{acks-lost-sunsub}"
+    bootstrap(c, keys, key)
+    with KeyCache(cluster.client(), key, ack_id="stuck", ack_ttl=1.5) as cache:
+        assert cache.wait_ready(5) and cache.wait_acked(5)
+        src = cluster.owner(key)
+        dst = next(n for n in cluster.nodes if n is not src)
+        _move_slot(cluster, key, src, dst)
+        t0 = time.monotonic()
+        wait_until(lambda: cache.stats()["reconnects"] >= 1 and cache.connected, 3,
+                   "the resubscription after a redirected ack")
+        assert time.monotonic() - t0 < 1.5
+        assert cache.stats()["ack_errors"] >= 1 and "MovedError" in cache.stats()["ack_error"]
+        losing_on["on"] = False
+        wait_until(lambda: int(dst.client().execute_command(
+            "PUBSUB", "SHARDNUMSUB", cache.channel)[1]) == 1, 3, "the subscription on the owner")
+        new = keys.generate()
+        r = c.rotate(key, [Add(new)])
+        assert cache.wait_generation(r.generation, 2)
+        wait_until(lambda: held_by(c, "stuck", r.generation, key), 2, "acks on the new owner")
+
+
 def test_cluster_failover_resubscribes_on_the_new_primary_and_acks_there(cluster_with_replicas,
                                                                           keys):
     cl = cluster_with_replicas
