@@ -35,7 +35,8 @@ class KeyCacheStale(KeyCacheError):
 
 
 class UnknownSigningKey(KeyCacheError):
-    """No published signing key has this kid (after at most one reload per `miss_interval`)."""
+    """No published signing key has this kid (after at most one lookup in Redis per
+    `miss_interval`)."""
 
 
 class NoCurrentKey(KeyCacheError):

@@ -72,6 +72,7 @@ class AsyncKeyCache(CacheState):
         self._stop: Optional[asyncio.Event] = None
         self._task: Optional[asyncio.Task] = None
         self._info_refused = False
+        self._key_refused = False
         self._confirm_tried: Optional[Snapshot] = None
         if ack:
             self._core.acker = Acker(key, ack_id or default_ack_id(self), ack_ttl)
@@ -212,13 +213,27 @@ class AsyncKeyCache(CacheState):
             now = time.monotonic()
             if core.miss(now):
                 try:
-                    await self._load()
+                    if await self._published(kid):
+                        await self._load()
                 except redis.RedisError as e:
                     raise PyJWKClientConnectionError(f"{self.key}: reload failed: {e}") from e
                 key = core.keys.get(kid)
                 if key is not None:
                     return key
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
+
+    async def _published(self, kid: str) -> bool:
+        """See KeyCache._published."""
+        if self._key_refused:
+            return True
+        try:
+            node = await self._node_client()
+            return await node.execute_command("JWKS.KEY", self.key, kid) is not None
+        except redis.ResponseError as e:
+            self._key_refused = True
+            log.info("KEYCACHE_KEY_LOOKUP_REFUSED key=%s error=%s: unknown kids reload instead",
+                     self.key, _translate(e))
+            return True
 
     async def _confirm_current(self) -> None:
         try:

@@ -20,8 +20,9 @@ How it stays current (one background thread per cache):
 - A reload also happens when the copy's TTL runs out (`ttl_ms` of JWKS.GET META: the cache
   TTL, never past the next scheduled change), the safety net for a lost event; a PING every
   `health_interval` detects a silently dead connection.
-- An unknown kid reloads at most once per `miss_interval` (garbage tokens cannot stampede
-  Redis); other misses in that interval fail at once.
+- An unknown kid is looked up in Redis (JWKS.KEY, which the module counts as an unknown-kid
+  lookup) at most once per `miss_interval`, and reloads only if the kid is published there
+  (garbage tokens cannot stampede Redis); other misses in that interval fail at once.
 
 If Redis cannot be reached the cache keeps answering from the keys it holds (no event can
 have been delivered meanwhile), unless `max_stale` is set: then, once the copy's TTL has
@@ -77,7 +78,8 @@ class KeyCache(CacheState):
     `client` is a `redis.Redis` (standalone primary or replica) or a
     `redis.cluster.RedisCluster`; the cache makes its own connections from its settings
     (address, credentials, TLS) with its own `timeout` (seconds) and no retries.
-    `miss_interval`: an unknown kid reloads at most once per this many seconds.
+    `miss_interval`: an unknown kid is looked up in Redis (`JWKS.KEY`, counted by the
+    module) at most once per this many seconds, and reloads if it is published.
     `stale_wait`: how long a lookup waits for the reload after a change event before
     raising `KeyCacheStale`. `max_stale`: if set, lookups fail once the copy's TTL has run
     out by more than this many seconds without a successful reload (default: keep
@@ -128,6 +130,7 @@ class KeyCache(CacheState):
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._info_refused = False
+        self._key_refused = False
         self._confirm_tried: Optional[Snapshot] = None
         if ack:
             self._core.acker = Acker(key, ack_id or default_ack_id(self), ack_ttl)
@@ -194,7 +197,8 @@ class KeyCache(CacheState):
     def get_signing_key(self, kid: str) -> jwt.PyJWK:
         """The published signing key with this kid, as a `jwt.PyJWK` (its `.key` is what
         `jwt.decode` takes). Waits for a usable copy (see `KeyCacheStale`); an unknown kid
-        reloads at most once per `miss_interval`, then raises `UnknownSigningKey`."""
+        is looked up in Redis at most once per `miss_interval` (reloading if it is
+        published there), then raises `UnknownSigningKey`."""
         core = self._core
         if core.lookup_state(time.monotonic()) is not None:
             self._wait_usable()
@@ -259,13 +263,29 @@ class KeyCache(CacheState):
                 may_load = core.miss(now)
             if may_load:
                 try:
-                    self._load()
+                    if self._published(kid):
+                        self._load()
                 except redis.RedisError as e:
                     raise PyJWKClientConnectionError(f"{self.key}: reload failed: {e}") from e
                 key = core.keys.get(kid)
                 if key is not None:
                     return key
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
+
+    def _published(self, kid: str) -> bool:
+        """Asks the module (JWKS.KEY K kid) whether the kid is published: the module counts
+        the lookups of unknown kids (`jwt_jwks_keyset_unknown_kid_lookups_total`), and a
+        reload is only needed when the kid is there. Without `+jwks.key` (or an older
+        module), True: reload and look."""
+        if self._key_refused:
+            return True
+        try:
+            return self._node_client().execute_command("JWKS.KEY", self.key, kid) is not None
+        except redis.ResponseError as e:
+            self._key_refused = True
+            log.info("KEYCACHE_KEY_LOOKUP_REFUSED key=%s error=%s: unknown kids reload instead",
+                     self.key, _translate(e))
+            return True
 
     def _confirm_current(self) -> None:
         try:

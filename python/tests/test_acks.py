@@ -236,6 +236,34 @@ def test_an_event_with_another_etag_for_the_held_generation_counts_as_missed():
     assert core.counters["missed_events"] == 2
 
 
+def test_unknown_kids_reach_the_module_rate_limited_and_reload_only_when_published(server, keys):
+    r = server.client()
+    c = JwksClient(r)
+    bootstrap(c, keys)
+    name = f"jwt_jwks_keyset_unknown_kid_lookups_total:0:{KEY}"
+    with KeyCache(server.client(), KEY, miss_interval=0.3) as cache:
+        assert cache.wait_ready(5)
+        loads = cache.stats()["loads"]
+        t0 = time.monotonic()
+        for i in range(200):
+            with pytest.raises(UnknownSigningKey):
+                cache.get_signing_key(f"forged-{i}")
+            time.sleep(0.005)
+        elapsed = time.monotonic() - t0
+        s = cache.stats()
+        # Each rate-limited miss asks JWKS.KEY (the module counts it) and reloads nothing.
+        assert 2 <= s["miss_loads"] <= 1 + int(elapsed / 0.3) + 1
+        assert c.stats()[name] == s["miss_loads"]
+        assert s["loads"] == loads
+        # A kid published while its event was lost: JWKS.KEY finds it, one reload brings it.
+        b = keys.generate()
+        time.sleep(0.31)
+        r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        c.rotate(KEY, [Add(b)])
+        assert cache.get_signing_key(b["kid"]).key_id == b["kid"]
+        assert c.stats()[name] == s["miss_loads"]  # a published kid is no unknown lookup
+
+
 # --------------------------------------------------------------------------- AsyncKeyCache
 
 
