@@ -3,7 +3,7 @@
 # (npm ci), runs its tests with `node --test` against real servers ($JWKS_SERVER_BIN,
 # default redis-server, loading $JWKS_MODULE, default target/debug/libredis_jwks.so under
 # $CARGO_TARGET_DIR or ./target), then checks that the `npm pack` archive installs in a
-# fresh directory, works from both `require` and `import`, and passes the KeyCache and
+# fresh directory, works from both `require` and `import`, and passes the KeyCache, ack and
 # cluster tests with ioredis 6 (the suite runs with the locked ioredis 5). Leaves git status clean
 # (node/node_modules is ignored; the archive goes to a temporary directory).
 set -euo pipefail
@@ -60,8 +60,8 @@ const cache = await new KeyCache(redis, "jwks:{pack}").ready();
 if (cache.generation !== 1) process.exit(1);
 await cache.close();
 redis.disconnect();'
-echo "== the packed package with ioredis 6: the KeyCache and cluster tests"
+echo "== the packed package with ioredis 6: the KeyCache, ack and cluster tests"
 cp -r "$root/node/test" test
 ln -s node_modules/jwks-redis/lib lib
-JWKS_REPO_ROOT="$root" node --test --test-concurrency=1 test/keycache.test.mjs test/cluster.test.mjs
+JWKS_REPO_ROOT="$root" node --test --test-concurrency=1 test/keycache.test.mjs test/ack.test.mjs test/cluster.test.mjs
 echo "node package: ok"

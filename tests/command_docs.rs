@@ -37,8 +37,10 @@ fn every_public_command_is_documented_with_typed_arguments() {
         ("jwks.get", 2),
         ("jwks.key", 2),
         ("jwks.info", 1),
-        ("jwks.policy", 3),
+        ("jwks.policy", 5),
         ("jwks.stats", 0),
+        ("jwks.ack", 4),
+        ("jwks.verifiers", 1),
     ];
     for (name, arg_count) in public {
         let reply: Value = cmd("COMMAND", &["DOCS", name]).query(&mut con).unwrap();
@@ -101,6 +103,9 @@ fn key_specs_say_what_access_each_command_needs() {
         ("jwks.get", "readonly", "RO"),
         ("jwks.key", "readonly", "RO"),
         ("jwks.info", "readonly", "RO"),
+        ("jwks.verifiers", "readonly", "RO"),
+        // Not readonly (cluster clients must reach the primary) and not write.
+        ("jwks.ack", "fast", "RO"),
         ("jwks.invalidate", "write", "RO"),
         ("jwks.rotate", "write", "RW"),
         ("jwks.policy", "write", "RW"),

@@ -45,6 +45,13 @@ export interface KeyCacheOptions {
   onChange?: ((snapshot: Snapshot) => void) | null;
   /** Where log lines go (default: warnings to console.warn, info dropped). */
   logger?: KeyCacheLogger;
+  /** Ack what is held with JWKS.ACK after every load and every ackTtlMs/3 (default true). */
+  ack?: boolean;
+  /** The id acks are sent with, 1 to 128 bytes without control characters
+   * (default `${os.hostname()}:${process.pid}:n`, n counting the process's caches). */
+  ackId?: string | null;
+  /** ms an ack keeps this cache listed as a live verifier, 1000 to 3600000 (default 30000). */
+  ackTtlMs?: number;
 }
 
 export interface KeyCacheStats {
@@ -52,6 +59,12 @@ export interface KeyCacheStats {
   coalesced: number; misses: number; missLookups: number; missLookupsSuppressed: number;
   negativeHits: number; missLoads: number;
   ttlLoads: number; staleRefusals: number; missedEvents: number; generationGaps: number;
+  /** Acks the module accepted; acks it refused or that failed (never thrown); reloads an
+   * ack's answer asked for (the key set was at a newer generation than held). */
+  acks: number; ackErrors: number; ackReloads: number;
+  /** The id acks are sent with (null with `ack: false`); the generation last acked; the
+   * error of the last ack if it failed, else null. */
+  ackId: string | null; ackedGeneration: number | null; lastAckError: string | null;
   connected: boolean; generation: number | null; etag: string | null; kids: string[];
   current: string | null; fresh: boolean;
 }
@@ -101,6 +114,8 @@ export class KeyCache extends EventEmitter {
   readonly currentKid: string | null;
   readonly connected: boolean;
   readonly fresh: boolean;
+  /** The id this cache acks with (JWKS.VERIFIERS lists it). */
+  readonly ackId: string;
   on(event: 'change', listener: (snapshot: Snapshot) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }

@@ -20,8 +20,15 @@
 //   misses fail at once), and a kid found absent is refused without lookups for
 //   negativeTtl, or until the key set changes. A kid found published is a change this cache
 //   was not told of: it reloads in full.
+// - Acks (issue #21): after every load, and every ackTtlMs/3 after the last ack, the cache
+//   tells the primary what it holds (JWKS.ACK K GENERATION g ID id TTL ms), so JWKS.VERIFIERS
+//   and CONFIRM promotions see it. Acks run beside verification and never delay or fail it:
+//   an error (NOPERM, READONLY on a replica, an older module) is counted and logged at most
+//   once a minute. The reply is K's current generation: one higher than held means an event
+//   did not reach this cache, and it reloads.
 
 const { EventEmitter } = require('node:events');
+const os = require('node:os');
 const { createPublicKey } = require('node:crypto');
 const { performance } = require('node:perf_hooks');
 const { calculateSlot } = require('./slot');
@@ -63,7 +70,29 @@ function eventsChannel(key) {
   return `{${key}}:events`;
 }
 
+// Default ack ids: host:pid:n, n counting the caches this process made.
+let cachesMade = 0;
+const ACK_LOG_INTERVAL = 60000; // ms between two KEYCACHE_ACK_FAILED warnings
+const ACK_TTL_RANGE = [1000, 3600000]; // what JWKS.ACK accepts
+
+function defaultAckId(n) {
+  const tail = `:${process.pid}:${n}`;
+  // The module takes 1..128 bytes without control characters.
+  const host = Buffer.from(os.hostname().replace(/[\x00-\x1f\x7f]/g, '') || 'host');
+  return `${host.subarray(0, 128 - tail.length).toString('utf8').replace(/\ufffd$/, '')}${tail}`;
+}
+
+function checkAckId(id) {
+  if (typeof id !== 'string' || id === '' || Buffer.byteLength(id) > 128 || /[\x00-\x1f\x7f]/.test(id)) {
+    throw new TypeError('KeyCache: ackId must be a string of 1 to 128 bytes without control characters');
+  }
+  return id;
+}
+
 const DEFAULTS = {
+  ack: true,
+  ackId: null,
+  ackTtlMs: 30000,
   missInterval: 1000,
   negativeTtl: 10000,
   staleWait: 1000,
@@ -157,6 +186,12 @@ class KeyCache extends EventEmitter {
     }
     if (typeof key !== 'string' || key === '') throw new TypeError('KeyCache: key must be a non-empty string');
     const o = { ...DEFAULTS, ...options };
+    cachesMade += 1;
+    o.ackId = o.ackId == null ? defaultAckId(cachesMade) : checkAckId(o.ackId);
+    if (!Number.isInteger(o.ackTtlMs) || o.ackTtlMs < ACK_TTL_RANGE[0] || o.ackTtlMs > ACK_TTL_RANGE[1]) {
+      throw new RangeError(`KeyCache: ackTtlMs must be an integer from ${ACK_TTL_RANGE[0]} to ${ACK_TTL_RANGE[1]}`);
+    }
+    o.ack = o.ack !== false;
     this.key = key;
     this.channel = eventsChannel(key);
     this._client = client;
@@ -191,6 +226,13 @@ class KeyCache extends EventEmitter {
       misses: 0, missLookups: 0, missLookupsSuppressed: 0, negativeHits: 0, missLoads: 0,
       ttlLoads: 0, staleRefusals: 0,
       missedEvents: 0, generationGaps: 0,
+      acks: 0, ackErrors: 0, ackReloads: 0,
+    };
+    // Acks: one in flight at a time (a load during it asks for one more after it), the
+    // periodic timer, the reload a higher reply asks for, and the rate-limited error log.
+    this._ack = {
+      inFlight: false, again: false, timer: null, reloadTimer: null,
+      generation: null, reply: null, at: null, error: null, loggedAt: -Infinity, suppressed: 0,
     };
     this._stopSleep = cancellableSleep(0); // replaced per backoff sleep
     /** Pass as jose's key argument: `jwtVerify(token, cache.getKey)`. */
@@ -225,6 +267,8 @@ class KeyCache extends EventEmitter {
   async close() {
     if (this._closed) return;
     this._closed = true;
+    clearTimeout(this._ack.timer);
+    clearTimeout(this._ack.reloadTimer);
     this._stopSleep.cancel();
     if (this._session) this._session.end(new KeyCacheError('closed'));
     this._notify();
@@ -359,6 +403,8 @@ class KeyCache extends EventEmitter {
   /** The kid of the key set's current key (the one an issuer signs with), or null. */
   get currentKid() { return this._current; }
   get connected() { return this._connected; }
+  /** The id this cache acks with (JWKS.VERIFIERS lists it). */
+  get ackId() { return this._o.ackId; }
   /** Subscribed, loaded after every delivered event, and within the copy's TTL. */
   get fresh() {
     const s = this._snapshot;
@@ -375,6 +421,9 @@ class KeyCache extends EventEmitter {
       kids: s ? [...s.kids] : [],
       current: this._current,
       fresh: this.fresh,
+      ackId: this._o.ack ? this._o.ackId : null,
+      ackedGeneration: this._ack.generation,
+      lastAckError: this._ack.error,
     };
   }
 
@@ -450,7 +499,7 @@ class KeyCache extends EventEmitter {
     this._refreshAt = Math.max(snap.expiresAt, startedAt + 50) + this._o.refreshGrace;
     const changed = !old || old.exists !== snap.exists || old.etag !== snap.etag;
     if (changed) this._negative.clear(); // a kid refused before may be published now
-    if (changed && old && !announced && (source === 'ttl' || source === 'miss')) {
+    if (changed && old && !announced && (source === 'ttl' || source === 'miss' || source === 'ack')) {
       // A change no delivered event announced: an event was lost somewhere.
       this._counters.missedEvents += 1;
       this._log.warn(`KEYCACHE_MISSED_EVENT key=${this.key} generation=${old.generation}->${snap.generation} found by a ${source} reload`);
@@ -463,6 +512,105 @@ class KeyCache extends EventEmitter {
       }
       this.emit('change', snap);
     }
+    this._sendAck();
+  }
+
+  // ---------------------------------------------------------------- acks
+
+  /** JWKS.ACK for the generation held, unless one is in flight (then once more after it).
+   * Never awaited by loads or lookups; never throws. */
+  _sendAck() {
+    const a = this._ack;
+    if (!this._o.ack || this._closed) return;
+    if (a.inFlight) {
+      a.again = true;
+      return;
+    }
+    clearTimeout(a.timer);
+    a.timer = null;
+    const snap = this._snapshot;
+    if (!snap || !snap.exists) return; // no key set: nothing to ack (the next load acks)
+    a.inFlight = true;
+    const g = snap.generation;
+    const sent = (async () => {
+      const conn = await this._nodeConnection();
+      return conn.call('JWKS.ACK', this.key, 'GENERATION', String(g), 'ID', this._o.ackId,
+        'TTL', String(this._o.ackTtlMs));
+    })();
+    sent.then((reply) => this._acked(g, Number(reply)), (e) => this._ackFailed(g, e))
+      .catch((e) => this._log.warn(`KEYCACHE_ACK_FAILED key=${this.key} error=${e.message}`))
+      .finally(() => {
+        a.inFlight = false;
+        if (this._closed) return;
+        if (a.again) {
+          a.again = false;
+          this._sendAck();
+          return;
+        }
+        // Every ackTtlMs/3 from the last ack, whether or not it succeeded.
+        a.timer = setTimeout(() => this._sendAck(), Math.floor(this._o.ackTtlMs / 3));
+        a.timer.unref();
+      });
+  }
+
+  _acked(g, current) {
+    const a = this._ack;
+    if (this._closed) return;
+    this._counters.acks += 1;
+    if (a.error) {
+      this._log.info(`KEYCACHE_ACK_RESUMED key=${this.key} id=${this._o.ackId} (after ${a.suppressed + 1} failed acks)`);
+      a.error = null;
+      a.suppressed = 0;
+      a.loggedAt = -Infinity;
+    }
+    a.generation = g;
+    a.reply = current;
+    a.at = now();
+    // The key set is at a newer generation than this cache holds: unless the event of that
+    // change is being handled, an event did not reach this cache.
+    if (Number.isInteger(current) && current > g) this._ackReload((held) => held < current);
+  }
+
+  _ackFailed(g, e) {
+    if (this._closed) return;
+    const message = String(e && e.message);
+    // Answers that say what is held is not what the key set is: the key set is gone
+    // (NOKEYSET) or older than held (a generation newer than K's is refused).
+    if (/^NOKEYSET/.test(message) || /newer/i.test(message)) {
+      this._ackReload(() => true, g);
+      return;
+    }
+    const a = this._ack;
+    this._counters.ackErrors += 1;
+    a.error = message;
+    const t = now();
+    if (t - a.loggedAt >= ACK_LOG_INTERVAL) {
+      const more = a.suppressed ? ` (${a.suppressed} more failed since the last report)` : '';
+      this._log.warn(`KEYCACHE_ACK_FAILED key=${this.key} id=${this._o.ackId} error=${message}${more}` +
+        ' (acks never affect verification; reported at most once a minute, counted in stats().ackErrors)');
+      a.loggedAt = t;
+      a.suppressed = 0;
+    } else {
+      a.suppressed += 1;
+    }
+  }
+
+  /** After refreshGrace (the event, if any, normally arrives first), reloads if `stale`
+   * still holds for the generation held and no reload for a delivered event is pending. */
+  _ackReload(stale, sentGeneration) {
+    const a = this._ack;
+    if (a.reloadTimer) return;
+    a.reloadTimer = setTimeout(() => {
+      a.reloadTimer = null;
+      if (this._closed || !this._snapshot) return;
+      const held = this._snapshot.generation;
+      if (sentGeneration !== undefined && held !== sentGeneration) return; // reloaded since
+      if (held != null && !stale(held)) return;
+      if (this._freshThrough < this._eventsSeen) return; // an event's reload is under way
+      this._counters.ackReloads += 1;
+      this._load('ack').catch((e) => { this._lastError = e; });
+    }, this._o.refreshGrace);
+    a.reloadTimer.unref();
   }
 
   _parse(jwks) {

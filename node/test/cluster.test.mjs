@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KeyCache } from '../lib/index.js';
-import { Cluster, KeyStore, ROOT, bootstrap, rotate, waitUntil } from './helpers.mjs';
+import { Cluster, KeyStore, ROOT, bootstrap, rotate, verifiers, waitUntil } from './helpers.mjs';
 
 const quiet = { info() {}, warn() {} };
 let cluster;
@@ -42,6 +42,12 @@ test('subscribes on the slot owner and follows a slot move', async () => {
     const g = (await rotate(rc, b.key, 'ADD', n)).generation;
     await waitUntil(() => b.generation === g, 3000, 'the event from the new owner');
     assert.equal((await b.getJwk(n.kid)).kid, n.kid);
+    // Its acks follow the slot too: the new owner lists it with the generation it holds.
+    await waitUntil(async () => {
+      const listed = await verifiers(dst.client(), b.key);
+      return listed.some((v) => v.id === b.ackId && v.generation === g);
+    }, 3000, "the ack on the slot's new owner");
+    assert.equal(a.stats().ackErrors, 0);
   } finally {
     await Promise.all([a.close(), b.close()]);
   }

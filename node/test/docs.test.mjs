@@ -78,12 +78,17 @@ test('every block of docs/node.md runs', { timeout: 120000 }, async () => {
   const lines = out.stdout.trim().split('\n');
   assert.equal(lines.filter((l) => l === 'user-42').length, 2, out.stdout); // verify.mjs twice
   assert.ok(lines.includes('user-42 generation 1'), out.stdout); // verify.cjs
+  assert.ok(lines.includes('checkout-api-1 holds generation 1 current 1'), out.stdout); // fleet.mjs
   assert.ok(out.stdout.includes('KeyCache (events)'), 'the bench smoke run printed its table');
+  // The docs' programs (the ACL user's too) ack without an error (the bench has its own server).
+  assert.ok(!out.stderr.includes(`KEYCACHE_ACK_FAILED key=${KEY}`), out.stderr);
 
   // The ACL user can do what a verifier needs and nothing more.
   const v = new Redis({ port: server.port, host: '127.0.0.1', username: 'node_verifier', password: 'verifier-secret', enableReadyCheck: false });
   try {
     assert.ok(await v.call('JWKS.KEY', KEY, kid));
+    assert.equal(await v.call('JWKS.ACK', KEY, 'GENERATION', '1', 'ID', 'docs-acl-check'), 1);
+    await assert.rejects(v.call('JWKS.POLICY', KEY, 'CONFIRM', '100'), /NOPERM/);
     await assert.rejects(v.call('JWKS.ROTATE', KEY, 'RETIRE', kid), /NOPERM/);
     await assert.rejects(v.call('JWKS.INFO', KEY), /NOPERM/);
     await assert.rejects(v.set('jwks:x', '1'), /NOPERM/);

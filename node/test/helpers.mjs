@@ -225,3 +225,14 @@ export async function commandCalls(client, name) {
   const m = (await client.info('commandstats')).match(new RegExp(`cmdstat_${name.toLowerCase()}:calls=(\\d+)`));
   return m ? Number(m[1]) : 0;
 }
+
+/** JWKS.VERIFIERS key as objects `{ id, generation, current, next, age_ms, ttl_ms }` (RESP2
+ * and ioredis 6's legacy RESP3 mapping: one flat name/value array per verifier). */
+export async function verifiers(client, key) {
+  return (await client.call('JWKS.VERIFIERS', key)).map((v) => {
+    if (!Array.isArray(v)) return { ...v };
+    const o = {};
+    for (let i = 0; i + 1 < v.length; i += 2) o[String(v[i])] = v[i + 1];
+    return o;
+  });
+}

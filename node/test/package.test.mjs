@@ -33,7 +33,11 @@ test('the types compile for ESM and CommonJS consumers', () => {
       symlinkSync(join(PKG, 'node_modules', dep), join(dir, 'node_modules', dep));
     }
     const use = `
-const cache = new KeyCache(new Redis(), 'jwks:{auth}', { missInterval: 500, onChange: (s) => s.generation });
+const cache = new KeyCache(new Redis(), 'jwks:{auth}', { missInterval: 500, onChange: (s) => s.generation,
+  ack: true, ackId: 'api-1', ackTtlMs: 30000 });
+const acked: number | null = cache.stats().ackedGeneration;
+const ackErrors: number = cache.stats().ackErrors + (acked ?? 0);
+const ackId: string = cache.ackId + String(ackErrors);
 export async function verify(token: string): Promise<string | undefined> {
   await cache.ready();
   const kid: string | null = cache.currentKid;
@@ -42,7 +46,7 @@ export async function verify(token: string): Promise<string | undefined> {
   cache.on('change', (s: Snapshot) => s.kids.length);
   try { await cache.getSigningKey('x'); } catch (e) { if (e instanceof UnknownSigningKey) return e.code; }
   await cache.close();
-  return kid ?? payload.sub ?? String(keys.length);
+  return kid ?? payload.sub ?? ackId ?? String(keys.length);
 }
 `;
     writeFileSync(join(dir, 'esm.mts'), `import { Redis } from 'ioredis';
