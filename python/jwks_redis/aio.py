@@ -65,9 +65,11 @@ class AsyncJwksClient:
         return await self._run(_info_cmd(key))
 
     async def policy(self, key: str, *, promote_after_ms: Optional[int] = None,
-                     retire_after_ms: Optional[int] = None) -> Policy:
+                     retire_after_ms: Optional[int] = None, confirm_pct: Optional[int] = None,
+                     min_wait_ms: Optional[int] = None) -> Policy:
         """See JwksClient.policy."""
-        return await self._run(_policy_cmd(key, promote_after_ms, retire_after_ms))
+        return await self._run(_policy_cmd(key, promote_after_ms, retire_after_ms, confirm_pct,
+                                           min_wait_ms))
 
     async def audit(self, key: str, start: str = "-", end: str = "+",
                     count: Optional[int] = None) -> list:

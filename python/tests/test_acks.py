@@ -555,3 +555,53 @@ def test_jwks_endpoint_command_acks_as_http_host_port(server, keys, tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
     assert "Traceback" not in log.read_text()
+
+
+# --------------------------------------------------------------------------- CONFIRM
+
+
+def test_confirm_promotes_once_the_keycaches_and_the_endpoints_clients_hold_the_key(server,
+                                                                                    keys):
+    """The point of acks: under CONFIRM 100 a next key is promoted as soon as every live
+    verifier holds it: within milliseconds for a KeyCache fleet, and only once the longest
+    max-age the endpoint handed out for the older document has passed."""
+    c = JwksClient(server.client())
+    bootstrap(c, keys)
+    policy = c.policy(KEY, promote_after_ms=60_000, confirm_pct=100, min_wait_ms=0)
+    assert (policy.confirm_pct, policy.min_wait_ms) == (100, 0)
+    caches = [KeyCache(server.client(), KEY, ack_id=f"fleet-{i}", ack_ttl=1.5) for i in range(3)]
+    try:
+        for cache in caches:
+            assert cache.wait_ready(5) and cache.wait_acked(5)
+        b = keys.generate()
+        t0 = time.monotonic()
+        c.rotate(KEY, [Add(b)])
+        wait_until(lambda: c.info(KEY).current == b["kid"], 2, "the confirmed promotion")
+        assert time.monotonic() - t0 < 1.0
+        for cache in caches:
+            assert cache.wait_generation(c.info(KEY).generation, 2)
+
+        # An endpoint whose HTTP clients hold the document for 2 s.
+        app = make_app(server.client(), KEY, max_age=2, jitter=0, ack_id="http:confirm",
+                       ack_ttl=1.5, status=False)
+        httpd, url = serve(app)
+        try:
+            t_get = time.monotonic()
+            get(url)
+            wait_until(lambda: verifier(c, "http:confirm") is not None, 1, "the endpoint's ack")
+            n = keys.generate()
+            c.rotate(KEY, [Add(n)])
+            info = c.info(KEY)
+            assert info.verifiers == 4 and info.confirmation["kid"] == n["kid"]
+            assert info.confirmation["needed"] >= 1 and info.confirmation["confirmed"] == 0
+            while time.monotonic() < t_get + 2 - 0.15:
+                assert c.info(KEY).current == b["kid"], "promoted before the max-age ran out"
+                time.sleep(0.05)
+            wait_until(lambda: c.info(KEY).current == n["kid"], 1.5,
+                       "the promotion once the HTTP clients' max-age ran out")
+        finally:
+            httpd.shutdown()
+            app.acker.close()
+    finally:
+        for cache in caches:
+            cache.close()
