@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 import jwt
+import redis
 from jwt.exceptions import PyJWKClientError
 
-from .client import JwksDocument, _s, events_channel
+from .client import JwksDocument, _s, _translate, events_channel
 
 log = logging.getLogger("jwks_redis.keycache")
 
@@ -32,7 +35,8 @@ class KeyCacheStale(KeyCacheError):
 
 
 class UnknownSigningKey(KeyCacheError):
-    """No published signing key has this kid (after at most one reload per `miss_interval`)."""
+    """No published signing key has this kid (after at most one lookup in Redis per
+    `miss_interval`)."""
 
 
 class NoCurrentKey(KeyCacheError):
@@ -111,10 +115,12 @@ class CacheCore:
         self.recent_events: Deque[DeliveredEvent] = deque(maxlen=256)
         # (generation, current kid) of the last delivered event that named a generation.
         self.event_current: Optional[Tuple[int, Optional[str]]] = None
+        #: The acker (None with ack=False), set by the cache.
+        self.acker: Optional["Acker"] = None
         self.counters = {
             "loads": 0, "load_errors": 0, "events": 0, "subscribes": 0, "reconnects": 0,
             "coalesced": 0, "misses": 0, "miss_loads": 0, "miss_loads_suppressed": 0,
-            "ttl_loads": 0, "stale_refusals": 0,
+            "ttl_loads": 0, "stale_refusals": 0, "missed_events": 0,
         }
 
     # ------------------------------------------------------------------ freshness
@@ -145,7 +151,34 @@ class CacheCore:
         for m in messages:
             self.recent_events.append(DeliveredEvent(at=now, message=m))
             if isinstance(m.get("generation"), int):
+                self._check_gap(m)
                 self.event_current = (m["generation"], m.get("current"))
+
+    def _check_gap(self, m: dict) -> None:
+        """A missed event shows in the next one: a generation more than one past the last
+        seen (held or announced), or the generation held with another ETag. The reload that
+        every event triggers heals it; this counts and logs it (`missed_events`)."""
+        g = m["generation"]
+        s = self.snapshot
+        if m.get("event") == "replaced":  # another key set at the name: any generation
+            return
+        seen = [x for x in (None if s is None else s.generation,
+                            None if self.event_current is None else self.event_current[0])
+                if x is not None]
+        if not seen:
+            return
+        last = max(seen)
+        etag = m.get("etag")
+        if g > last + 1:
+            self.note_missed("event generation %d after %d" % (g, last))
+        elif s is not None and s.generation == g and etag is not None and s.etag is not None \
+                and etag != s.etag:
+            self.note_missed("event ETag %s for the held generation %d (held %s)" % (etag, g, s.etag))
+
+    def note_missed(self, why: str) -> None:
+        """A missed change event was detected (`why`): counted; the caller reloads."""
+        self.counters["missed_events"] += 1
+        log.warning("KEYCACHE_MISSED_EVENT key=%s: %s (reloading)", self.key, why)
 
     # ------------------------------------------------------------------ single flight
 
@@ -248,8 +281,12 @@ class CacheCore:
 
     def stats(self) -> dict:
         s = self.snapshot
+        acks = self.acker.stats() if self.acker is not None else {
+            "acks": 0, "ack_errors": 0, "ack_id": None, "acked_generation": None,
+            "ack_error": None}
         return {
             **self.counters,
+            **acks,
             "connected": self.connected,
             "generation": None if s is None else s.generation,
             "etag": None if s is None else s.etag,
@@ -257,6 +294,124 @@ class CacheCore:
             "current_kid": None if s is None else s.current_kid,
             "fresh": self.fresh(),
         }
+
+
+def default_ack_id(obj: Any) -> str:
+    """host:pid:object, unique per cache in a fleet (the object part tells two caches of one
+    process apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{id(obj):x}"
+
+
+class Acker:
+    """When and what a verifier acks (`JWKS.ACK K GENERATION g ID id TTL ms`), and what the
+    reply or an error means. No I/O: the cache's thread (or task) asks `due(now)`, sends the
+    command, and reports with `done` or `failed`. Errors are counted and logged at most once
+    per `log_period` per kind, never raised."""
+
+    def __init__(self, key: str, ack_id: str, ttl: float, log_period: float = 300.0):
+        if not 1.0 <= ttl <= 3600.0:
+            raise ValueError("ack_ttl must be 1 .. 3600 seconds")
+        if not ack_id or len(ack_id.encode()) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in ack_id):
+            raise ValueError("ack_id must be 1 .. 128 bytes without control characters")
+        self.key = key
+        self.id = ack_id
+        self.ttl = ttl
+        self.ttl_ms = int(round(ttl * 1000))
+        self.period = ttl / 3.0
+        self.next_at = float("-inf")  # due at once
+        self.log_period = log_period
+        self._logged: Dict[str, float] = {}
+        self._folded: Dict[str, int] = {}
+        self.counters = {"acks": 0, "ack_errors": 0}
+        self.acked_generation: Optional[int] = None
+        self.last_error: Optional[str] = None
+        # (K's generation per an ack reply, when to give up waiting for its event).
+        self.behind: Optional[Tuple[int, float]] = None
+
+    def wake(self) -> None:
+        """A load finished: ack at the next turn of the loop."""
+        self.next_at = float("-inf")
+
+    #: How long an ack reply may be ahead of the held generation before it counts as a
+    #: missed event: the event of a change made just before the ack is normally on its way.
+    EVENT_GRACE = 1.0
+
+    def wait(self, now: float) -> float:
+        """Seconds until the next ack is due or a pending check is (0 if due)."""
+        until = self.next_at
+        if self.behind is not None:
+            until = min(until, self.behind[1])
+        return max(0.0, until - now)
+
+    def missed(self, held: Optional[int], now: float) -> Optional[int]:
+        """K's generation from an ack reply if the cache still holds an older one
+        `EVENT_GRACE` s later (a change event was missed: reload), else None."""
+        if self.behind is None:
+            return None
+        generation, deadline = self.behind
+        if held is not None and held >= generation:
+            self.behind = None
+            return None
+        if now < deadline:
+            return None
+        self.behind = None
+        return generation
+
+    def due(self, snapshot: Optional[Snapshot], now: float) -> Optional[int]:
+        """The generation to ack now, or None (not due, or nothing held to ack)."""
+        if now < self.next_at:
+            return None
+        self.next_at = now + self.period
+        if snapshot is None or not snapshot.exists or snapshot.generation is None:
+            return None
+        return snapshot.generation
+
+    def command(self, generation: int) -> list:
+        return ["JWKS.ACK", self.key, "GENERATION", str(generation), "ID", self.id,
+                "TTL", str(self.ttl_ms)]
+
+    def done(self, generation: int, reply: Any, now: float) -> None:
+        """The ack succeeded; `reply` is K's current generation: if it is newer than the one
+        acked, `missed` reports it once the event has had `EVENT_GRACE` to arrive."""
+        self.counters["acks"] += 1
+        self.acked_generation = generation
+        self.last_error = None
+        try:
+            current = int(reply)
+        except (TypeError, ValueError):
+            return
+        if current > generation and (self.behind is None or self.behind[0] < current):
+            self.behind = (current, now + self.EVENT_GRACE)
+
+    def failed(self, error: BaseException) -> bool:
+        """The ack failed: counted and logged (rate-limited). True if the error says the
+        subscription's node no longer serves the key set (MOVED/ASK: resubscribe)."""
+        self.counters["ack_errors"] += 1
+        moved = isinstance(error, redis.exceptions.AskError) or str(error).startswith(("MOVED", "ASK"))
+        if isinstance(error, redis.ResponseError) and not moved:
+            error = _translate(error)
+        text = str(error)
+        self.last_error = f"{type(error).__name__}: {text}"
+        if moved:  # a topology change, not a failure: the caller resubscribes (and logs)
+            log.info("KEYCACHE_ACK_REDIRECTED key=%s id=%s error=%s", self.key, self.id,
+                     self.last_error)
+            return True
+        kind = type(error).__name__ + ":" + text.split(" ", 1)[0]
+        now = time.monotonic()
+        if now - self._logged.get(kind, float("-inf")) >= self.log_period:
+            folded = self._folded.pop(kind, 0)
+            more = f" (+{folded} more since the last line)" if folded else ""
+            log.warning("KEYCACHE_ACK_FAILED key=%s id=%s error=%s%s (verification goes on; "
+                        "the key set's verifier list will not count this cache)",
+                        self.key, self.id, self.last_error, more)
+            self._logged[kind] = now
+        else:
+            self._folded[kind] = self._folded.get(kind, 0) + 1
+        return False
+
+    def stats(self) -> dict:
+        return {**self.counters, "ack_id": self.id, "acked_generation": self.acked_generation,
+                "ack_error": self.last_error}
 
 
 class CacheState:

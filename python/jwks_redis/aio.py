@@ -12,6 +12,7 @@ from .client import (
     Op,
     Policy,
     RotateResult,
+    _ack_cmd,
     _audit_cmd,
     _get_cmd,
     _info_cmd,
@@ -21,6 +22,7 @@ from .client import (
     _rotate_cmd,
     _stats,
     _translate,
+    _verifiers_cmd,
 )
 
 
@@ -63,14 +65,25 @@ class AsyncJwksClient:
         return await self._run(_info_cmd(key))
 
     async def policy(self, key: str, *, promote_after_ms: Optional[int] = None,
-                     retire_after_ms: Optional[int] = None) -> Policy:
+                     retire_after_ms: Optional[int] = None, confirm_pct: Optional[int] = None,
+                     min_wait_ms: Optional[int] = None) -> Policy:
         """See JwksClient.policy."""
-        return await self._run(_policy_cmd(key, promote_after_ms, retire_after_ms))
+        return await self._run(_policy_cmd(key, promote_after_ms, retire_after_ms, confirm_pct,
+                                           min_wait_ms))
 
     async def audit(self, key: str, start: str = "-", end: str = "+",
                     count: Optional[int] = None) -> list:
         """See JwksClient.audit."""
         return await self._run(_audit_cmd(key, start, end, count))
+
+    async def ack(self, key: str, generation: int, ack_id: str,
+                  ttl_ms: Optional[int] = None) -> int:
+        """See JwksClient.ack."""
+        return await self._run(_ack_cmd(key, generation, ack_id, ttl_ms))
+
+    async def verifiers(self, key: str) -> list:
+        """See JwksClient.verifiers."""
+        return await self._run(_verifiers_cmd(key))
 
     async def stats(self) -> dict:
         """See JwksClient.stats."""

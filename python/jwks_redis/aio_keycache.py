@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ._cache_core import (
+    Acker,
     CacheCore,
     CacheState,
     DeliveredEvent,
@@ -30,6 +31,7 @@ from ._cache_core import (
     Snapshot,
     UnknownSigningKey,
     dedicated_kwargs,
+    default_ack_id,
     kid_of,
     parse_event,
 )
@@ -43,13 +45,15 @@ class AsyncKeyCache(CacheState):
     """KeyCache for asyncio: the same parameters (`client` a `redis.asyncio.Redis` or
     `redis.asyncio.cluster.RedisCluster`), the same guarantees, the lookups awaited; the
     subscriber is a task on the running loop. Use `async with`, or `await start()` and
-    `await close()`. `on_change` is called on the loop, synchronously."""
+    `await close()`. `on_change` is called on the loop, synchronously. Acks (`ack`,
+    `ack_id`, `ack_ttl`) as KeyCache's, sent by the subscriber task."""
 
     def __init__(self, client: Any, key: str, *, miss_interval: float = 1.0,
                  stale_wait: float = 1.0, max_stale: Optional[float] = None,
                  refresh_grace: float = 0.1, timeout: float = 2.0,
                  health_interval: float = 5.0, backoff: tuple = (0.05, 2.0),
-                 on_change: Optional[Callable[[Snapshot], None]] = None):
+                 on_change: Optional[Callable[[Snapshot], None]] = None, ack: bool = True,
+                 ack_id: Optional[str] = None, ack_ttl: float = 30.0):
         self._client = client
         self._cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._core = CacheCore(key, miss_interval=miss_interval, stale_wait=stale_wait,
@@ -68,7 +72,10 @@ class AsyncKeyCache(CacheState):
         self._stop: Optional[asyncio.Event] = None
         self._task: Optional[asyncio.Task] = None
         self._info_refused = False
+        self._key_refused = False
         self._confirm_tried: Optional[Snapshot] = None
+        if ack:
+            self._core.acker = Acker(key, ack_id or default_ack_id(self), ack_ttl)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,6 +130,23 @@ class AsyncKeyCache(CacheState):
         try:
             async with self._cond:
                 await asyncio.wait_for(self._cond.wait_for(held), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def wait_acked(self, timeout: float = 5.0) -> bool:
+        """See KeyCache.wait_acked."""
+        core = self._core
+        if core.acker is None:
+            return False
+
+        def acked() -> bool:
+            s = core.snapshot
+            return s is not None and s.generation is not None and core.fresh() \
+                and core.acker.acked_generation == s.generation
+        try:
+            async with self._cond:
+                await asyncio.wait_for(self._cond.wait_for(acked), timeout)
             return True
         except asyncio.TimeoutError:
             return False
@@ -189,13 +213,27 @@ class AsyncKeyCache(CacheState):
             now = time.monotonic()
             if core.miss(now):
                 try:
-                    await self._load()
+                    if await self._published(kid):
+                        await self._load()
                 except redis.RedisError as e:
                     raise PyJWKClientConnectionError(f"{self.key}: reload failed: {e}") from e
                 key = core.keys.get(kid)
                 if key is not None:
                     return key
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
+
+    async def _published(self, kid: str) -> bool:
+        """See KeyCache._published."""
+        if self._key_refused:
+            return True
+        try:
+            node = await self._node_client()
+            return await node.execute_command("JWKS.KEY", self.key, kid) is not None
+        except redis.ResponseError as e:
+            self._key_refused = True
+            log.info("KEYCACHE_KEY_LOOKUP_REFUSED key=%s error=%s: unknown kids reload instead",
+                     self.key, _translate(e))
+            return True
 
     async def _confirm_current(self) -> None:
         try:
@@ -283,6 +321,8 @@ class AsyncKeyCache(CacheState):
             meta = None if reply is None else JwksDocument.parse(reply)
             async with self._cond:
                 changed = core.install(seq, events, started, meta)
+                if core.acker is not None:
+                    core.acker.wake()  # the subscriber task acks what it now holds
             # on_change runs before the waiters wake: once wait_ready / wait_generation
             # return, the callback has seen that load.
             if changed is not None and core.on_change is not None:
@@ -352,6 +392,8 @@ class AsyncKeyCache(CacheState):
         last_rx = time.monotonic()
         ping_sent: Optional[float] = None
         while not self._stop.is_set():
+            if core.acker is not None:
+                await self._ack()
             now = time.monotonic()
             if ping_sent is None and now - last_rx >= self._health_interval:
                 await pubsub.ping()
@@ -359,6 +401,8 @@ class AsyncKeyCache(CacheState):
             elif ping_sent is not None and now - ping_sent > self._timeout:
                 raise redis.TimeoutError(f"no PONG within {self._timeout} s")
             wait = min(0.25, max(0.0, core.refresh_at - now))
+            if core.acker is not None:
+                wait = min(wait, core.acker.wait(now))
             message = await pubsub.get_message(timeout=wait)
             if message is None:
                 if time.monotonic() >= core.refresh_at:
@@ -385,3 +429,29 @@ class AsyncKeyCache(CacheState):
                 await self._load()
             if dropped:
                 raise _Resubscribe("the server ended the subscription (slot moved?)")
+
+    async def _ack(self) -> None:
+        """See KeyCache._ack."""
+        core, acker = self._core, self._core.acker
+        now = time.monotonic()
+        s = core.snapshot
+        newer = acker.missed(None if s is None else s.generation, now)
+        if newer is not None:
+            core.note_missed(f"JWKS.ACK reported generation {newer}, the cache holds "
+                             f"{None if s is None else s.generation}")
+            await self._load()
+            return
+        generation = acker.due(s, now)
+        if generation is None:
+            return
+        try:
+            node = await self._node_client()
+            reply = await node.execute_command(*acker.command(generation))
+        except redis.RedisError as e:
+            if acker.failed(e):
+                raise _Resubscribe("JWKS.ACK was redirected: the node no longer serves the "
+                                   "key set") from e
+            return
+        acker.done(generation, reply, time.monotonic())
+        async with self._cond:
+            self._cond.notify_all()

@@ -267,11 +267,16 @@ class NextChange:
 
 @dataclass(frozen=True)
 class Policy:
-    """The lifecycle policy (0 = that part off) and the next scheduled change."""
+    """The lifecycle policy (0 = that part off) and the next scheduled change.
+    `confirm_pct` and `min_wait_ms`: the CONFIRM part (a next key is promoted once that
+    share of the live verifiers holds it, and MIN-WAIT has passed; 0 if off or the module
+    predates it)."""
 
     promote_after_ms: int
     retire_after_ms: int
     next_change: Optional[NextChange] = None
+    confirm_pct: int = 0
+    min_wait_ms: int = 0
 
     @classmethod
     def parse(cls, reply: Any, next_change: Any = None) -> "Policy":
@@ -280,7 +285,9 @@ class Policy:
         nc = d.get("next_change", next_change)
         return cls(promote_after_ms=int(d["promote_after_ms"]),
                    retire_after_ms=int(d["retire_after_ms"]),
-                   next_change=NextChange.parse(nc))
+                   next_change=NextChange.parse(nc),
+                   confirm_pct=int(d.get("confirm_pct") or 0),
+                   min_wait_ms=int(d.get("min_wait_ms") or 0))
 
 
 @dataclass(frozen=True)
@@ -303,8 +310,11 @@ class KeyInfo:
 class KeySetInfo:
     """`JWKS.INFO`: the `generation`, the `current` kid, the `keys` (`KeyInfo`, in published
     order), `cache_ttl_ms` (as PTTL: -2 when no document is cached), the key set's
-    `counters`, `audit_length`, the `derived_keys` names, the document's `etag` and the
-    lifecycle `policy` (a `Policy` with its `next_change`)."""
+    `counters`, `audit_length`, the `derived_keys` names, the document's `etag`, the
+    lifecycle `policy` (a `Policy` with its `next_change`), the number of live
+    `verifiers` (JWKS.ACK) and, under CONFIRM while a next key waits, its `confirmation`
+    (a dict: `kid`, `live`, `holding`, `needed`, `confirm_pct`, `min_wait_until_ms`,
+    `confirmed`; None otherwise)."""
 
     generation: int
     current: Optional[str]
@@ -315,6 +325,8 @@ class KeySetInfo:
     derived_keys: dict
     etag: Optional[str] = None
     policy: Optional[Policy] = None
+    verifiers: int = 0
+    confirmation: Optional[dict] = None
 
     @property
     def next_change(self) -> Optional[NextChange]:
@@ -347,6 +359,10 @@ class KeySetInfo:
             derived_keys={} if derived is None else {_s(k): _s(v) for k, v in _as_dict(derived).items()},
             etag=_s(d.get("etag")),
             policy=None if d.get("policy") is None else Policy.parse(d["policy"], d.get("next_change")),
+            verifiers=int(d.get("verifiers") or 0),
+            confirmation=None if d.get("confirmation") is None else {
+                k: (_s(v) if k == "kid" else int(v))
+                for k, v in _as_dict(d["confirmation"]).items()},
         )
 
 
@@ -458,13 +474,34 @@ def _info_cmd(key: str) -> tuple:
     return ["JWKS.INFO", key], lambda r: None if r is None else KeySetInfo.parse(r)
 
 
-def _policy_cmd(key: str, promote_after_ms: Optional[int], retire_after_ms: Optional[int]) -> tuple:
+def _policy_cmd(key: str, promote_after_ms: Optional[int], retire_after_ms: Optional[int],
+                confirm_pct: Optional[int] = None, min_wait_ms: Optional[int] = None) -> tuple:
     args: list = ["JWKS.POLICY", key]
     if promote_after_ms is not None:
         args += ["PROMOTE-AFTER", str(int(promote_after_ms))]
     if retire_after_ms is not None:
         args += ["RETIRE-AFTER", str(int(retire_after_ms))]
+    if confirm_pct is not None:
+        args += ["CONFIRM", str(int(confirm_pct))]
+    if min_wait_ms is not None:
+        args += ["MIN-WAIT", str(int(min_wait_ms))]
     return args, Policy.parse
+
+
+def _ack_cmd(key: str, generation: int, ack_id: str, ttl_ms: Optional[int]) -> tuple:
+    args: list = ["JWKS.ACK", key, "GENERATION", str(int(generation)), "ID", ack_id]
+    if ttl_ms is not None:
+        args += ["TTL", str(int(ttl_ms))]
+    return args, int
+
+
+def _verifier(entry: Any) -> dict:
+    d = _as_dict(entry)
+    return {k: (_s(v) if k == "id" else int(v)) for k, v in d.items()}
+
+
+def _verifiers_cmd(key: str) -> tuple:
+    return ["JWKS.VERIFIERS", key], lambda r: [_verifier(e) for e in r]
 
 
 def _audit_cmd(key: str, start: str, end: str, count: Optional[int]) -> tuple:
@@ -515,15 +552,29 @@ class JwksClient:
         return self._run(_info_cmd(key))
 
     def policy(self, key: str, *, promote_after_ms: Optional[int] = None,
-               retire_after_ms: Optional[int] = None) -> Policy:
+               retire_after_ms: Optional[int] = None, confirm_pct: Optional[int] = None,
+               min_wait_ms: Optional[int] = None) -> Policy:
         """Set (an argument left None keeps its value) and return the lifecycle policy
-        (JWKS.POLICY). Raises NoKeySet if there is no key set."""
-        return self._run(_policy_cmd(key, promote_after_ms, retire_after_ms))
+        (JWKS.POLICY): `confirm_pct` (0 off, 1..100) and `min_wait_ms` are its CONFIRM and
+        MIN-WAIT. Raises NoKeySet if there is no key set."""
+        return self._run(_policy_cmd(key, promote_after_ms, retire_after_ms, confirm_pct,
+                                     min_wait_ms))
 
     def audit(self, key: str, start: str = "-", end: str = "+",
               count: Optional[int] = None) -> list:
         """The audit trail (XRANGE of the key set's audit stream) as AuditEntry objects."""
         return self._run(_audit_cmd(key, start, end, count))
+
+    def ack(self, key: str, generation: int, ack_id: str, ttl_ms: Optional[int] = None) -> int:
+        """Report that verifier `ack_id` holds `generation` of the key set, for `ttl_ms`
+        (JWKS.ACK; the module's default 30 s if None). Returns the key set's current
+        generation. A KeyCache acks by itself; this is for other verifiers."""
+        return self._run(_ack_cmd(key, generation, ack_id, ttl_ms))
+
+    def verifiers(self, key: str) -> list:
+        """The key set's live verifiers (JWKS.VERIFIERS), sorted by id: one dict each with
+        `id`, `generation`, `current`, `next`, `age_ms`, `ttl_ms`."""
+        return self._run(_verifiers_cmd(key))
 
     def stats(self) -> dict:
         """This node's counters (JWKS.STATS) as {name: int}."""

@@ -20,8 +20,9 @@ How it stays current (one background thread per cache):
 - A reload also happens when the copy's TTL runs out (`ttl_ms` of JWKS.GET META: the cache
   TTL, never past the next scheduled change), the safety net for a lost event; a PING every
   `health_interval` detects a silently dead connection.
-- An unknown kid reloads at most once per `miss_interval` (garbage tokens cannot stampede
-  Redis); other misses in that interval fail at once.
+- An unknown kid is looked up in Redis (JWKS.KEY, which the module counts as an unknown-kid
+  lookup) at most once per `miss_interval`, and reloads only if the kid is published there
+  (garbage tokens cannot stampede Redis); other misses in that interval fail at once.
 
 If Redis cannot be reached the cache keeps answering from the keys it holds (no event can
 have been delivered meanwhile), unless `max_stale` is set: then, once the copy's TTL has
@@ -44,6 +45,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ._cache_core import (
+    Acker,
     CacheCore,
     CacheState,
     DeliveredEvent,
@@ -53,6 +55,7 @@ from ._cache_core import (
     Snapshot,
     UnknownSigningKey,
     dedicated_kwargs,
+    default_ack_id,
     kid_of,
     parse_event,
 )
@@ -75,7 +78,8 @@ class KeyCache(CacheState):
     `client` is a `redis.Redis` (standalone primary or replica) or a
     `redis.cluster.RedisCluster`; the cache makes its own connections from its settings
     (address, credentials, TLS) with its own `timeout` (seconds) and no retries.
-    `miss_interval`: an unknown kid reloads at most once per this many seconds.
+    `miss_interval`: an unknown kid is looked up in Redis (`JWKS.KEY`, counted by the
+    module) at most once per this many seconds, and reloads if it is published.
     `stale_wait`: how long a lookup waits for the reload after a change event before
     raising `KeyCacheStale`. `max_stale`: if set, lookups fail once the copy's TTL has run
     out by more than this many seconds without a successful reload (default: keep
@@ -87,13 +91,26 @@ class KeyCache(CacheState):
     not block, and an exception it raises is logged (`KEYCACHE_ON_CHANGE_FAILED`) and
     otherwise ignored. `start=False` defers the thread to
     `start()`. The subscriber needs the ACL to `SSUBSCRIBE` the key set's events channel
-    and run `JWKS.GET` and `PING` (docs/acl.md)."""
+    and run `JWKS.GET` and `PING` (docs/acl.md).
+
+    Acks: with `ack` (the default) the cache tells the module which generation it holds
+    (`JWKS.ACK K GENERATION g ID ack_id TTL ack_ttl`) after every load and every `ack_ttl`
+    / 3 seconds while connected, from its own thread, so `JWKS.VERIFIERS` lists it and a
+    `CONFIRM` policy can promote a key once the fleet holds it. `ack_id` defaults to
+    `host:pid:object`; `ack_ttl` (1 .. 3600 s, default 30) is how long the module counts
+    the cache after its last ack. An ack never delays or fails a lookup: an error (no
+    `+jwks.ack` in the ACL, a replica's READONLY, a module without the command) is counted
+    in `stats()` (`ack_errors`, `ack_error`) and logged (`KEYCACHE_ACK_FAILED`, once per
+    kind per 5 minutes). The ack's reply is the key set's generation: one newer than the
+    held copy a second later means a change event was missed, and the cache reloads
+    (`missed_events` in `stats()`). `ack=False` sends no acks."""
 
     def __init__(self, client: Any, key: str, *, miss_interval: float = 1.0,
                  stale_wait: float = 1.0, max_stale: Optional[float] = None,
                  refresh_grace: float = 0.1, timeout: float = 2.0,
                  health_interval: float = 5.0, backoff: tuple = (0.05, 2.0),
-                 on_change: Optional[Callable[[Snapshot], None]] = None, start: bool = True):
+                 on_change: Optional[Callable[[Snapshot], None]] = None, ack: bool = True,
+                 ack_id: Optional[str] = None, ack_ttl: float = 30.0, start: bool = True):
         self._client = client
         self._cluster = isinstance(client, redis.cluster.RedisCluster)
         self._core = CacheCore(key, miss_interval=miss_interval, stale_wait=stale_wait,
@@ -113,7 +130,10 @@ class KeyCache(CacheState):
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._info_refused = False
+        self._key_refused = False
         self._confirm_tried: Optional[Snapshot] = None
+        if ack:
+            self._core.acker = Acker(key, ack_id or default_ack_id(self), ack_ttl)
         if start:
             self.start()
 
@@ -158,12 +178,27 @@ class KeyCache(CacheState):
         with self._cond:
             return self._cond.wait_for(held, timeout)
 
+    def wait_acked(self, timeout: float = 5.0) -> bool:
+        """Waits until the module has the held generation acked (`JWKS.VERIFIERS` lists
+        this cache with it); False on timeout, or at once with `ack=False`."""
+        core = self._core
+        if core.acker is None:
+            return False
+
+        def acked() -> bool:
+            s = core.snapshot
+            return s is not None and s.generation is not None and core.fresh() \
+                and core.acker.acked_generation == s.generation
+        with self._cond:
+            return self._cond.wait_for(acked, timeout)
+
     # ------------------------------------------------------------------ lookups
 
     def get_signing_key(self, kid: str) -> jwt.PyJWK:
         """The published signing key with this kid, as a `jwt.PyJWK` (its `.key` is what
         `jwt.decode` takes). Waits for a usable copy (see `KeyCacheStale`); an unknown kid
-        reloads at most once per `miss_interval`, then raises `UnknownSigningKey`."""
+        is looked up in Redis at most once per `miss_interval` (reloading if it is
+        published there), then raises `UnknownSigningKey`."""
         core = self._core
         if core.lookup_state(time.monotonic()) is not None:
             self._wait_usable()
@@ -228,13 +263,29 @@ class KeyCache(CacheState):
                 may_load = core.miss(now)
             if may_load:
                 try:
-                    self._load()
+                    if self._published(kid):
+                        self._load()
                 except redis.RedisError as e:
                     raise PyJWKClientConnectionError(f"{self.key}: reload failed: {e}") from e
                 key = core.keys.get(kid)
                 if key is not None:
                     return key
         raise UnknownSigningKey(f"{self.key}: no published signing key has kid {kid!r}")
+
+    def _published(self, kid: str) -> bool:
+        """Asks the module (JWKS.KEY K kid) whether the kid is published: the module counts
+        the lookups of unknown kids (`jwt_jwks_keyset_unknown_kid_lookups_total`), and a
+        reload is only needed when the kid is there. Without `+jwks.key` (or an older
+        module), True: reload and look."""
+        if self._key_refused:
+            return True
+        try:
+            return self._node_client().execute_command("JWKS.KEY", self.key, kid) is not None
+        except redis.ResponseError as e:
+            self._key_refused = True
+            log.info("KEYCACHE_KEY_LOOKUP_REFUSED key=%s error=%s: unknown kids reload instead",
+                     self.key, _translate(e))
+            return True
 
     def _confirm_current(self) -> None:
         try:
@@ -328,6 +379,8 @@ class KeyCache(CacheState):
             meta = None if reply is None else JwksDocument.parse(reply)
             with self._cond:
                 changed = core.install(seq, events, started, meta)
+                if core.acker is not None:
+                    core.acker.wake()  # the cache's thread acks what it now holds
             # on_change runs before the waiters wake: once wait_ready / wait_generation
             # return, the callback has seen that load.
             if changed is not None and core.on_change is not None:
@@ -396,6 +449,8 @@ class KeyCache(CacheState):
         last_rx = time.monotonic()
         ping_sent: Optional[float] = None
         while not self._stop.is_set():
+            if core.acker is not None:
+                self._ack()
             now = time.monotonic()
             if ping_sent is None and now - last_rx >= self._health_interval:
                 pubsub.ping()
@@ -403,6 +458,8 @@ class KeyCache(CacheState):
             elif ping_sent is not None and now - ping_sent > self._timeout:
                 raise redis.TimeoutError(f"no PONG within {self._timeout} s")
             wait = min(0.25, max(0.0, core.refresh_at - now))
+            if core.acker is not None:
+                wait = min(wait, core.acker.wait(now))
             message = pubsub.get_message(timeout=wait)
             if message is None:
                 if time.monotonic() >= core.refresh_at:
@@ -433,3 +490,34 @@ class KeyCache(CacheState):
                 self._load()
             if dropped:
                 raise _Resubscribe("the server ended the subscription (slot moved?)")
+
+    def _ack(self) -> None:
+        """On the cache's thread, between reads of the subscription: acks the held
+        generation when due (after a load, every ack_ttl / 3), and reloads if an ack's reply
+        showed a newer generation that no event brought within the grace."""
+        core, acker = self._core, self._core.acker
+        now = time.monotonic()
+        with self._cond:
+            s = core.snapshot
+            newer = acker.missed(None if s is None else s.generation, now)
+            if newer is not None:
+                core.note_missed(f"JWKS.ACK reported generation {newer}, the cache holds "
+                                 f"{None if s is None else s.generation}")
+            generation = None if newer is not None else acker.due(s, now)
+        if newer is not None:
+            self._load()  # its wake() has the new generation acked at the next turn
+            return
+        if generation is None:
+            return
+        try:
+            reply = self._node_client().execute_command(*acker.command(generation))
+        except redis.RedisError as e:
+            with self._cond:
+                moved = acker.failed(e)
+            if moved:
+                raise _Resubscribe("JWKS.ACK was redirected: the node no longer serves the "
+                                   "key set") from e
+            return
+        with self._cond:
+            acker.done(generation, reply, time.monotonic())
+            self._cond.notify_all()

@@ -132,9 +132,9 @@ class Cluster:
     """A Redis Cluster on loopback: `primaries` nodes, each loading the module, slots
     assigned by `redis-cli --cluster create` (as tests/cluster.rs builds it)."""
 
-    def __init__(self, tmp: Path, primaries: int = 3):
+    def __init__(self, tmp: Path, primaries: int = 3, replicas: int = 0):
         self.nodes = []
-        for i in range(primaries):
+        for i in range(primaries * (1 + replicas)):
             d = tmp / f"node{i}"
             d.mkdir()
             self.nodes.append(RedisServer(
@@ -144,7 +144,7 @@ class Cluster:
             out = subprocess.run(
                 ["redis-cli", "--cluster", "create",
                  *[f"127.0.0.1:{n.port}" for n in self.nodes],
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                 "--cluster-replicas", str(replicas), "--cluster-yes"],
                 capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stdout + out.stderr
             deadline = time.time() + 30
@@ -169,9 +169,34 @@ class Cluster:
                 return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"slot {slot} unassigned")
 
+    def replica_of(self, primary: "RedisServer") -> "RedisServer":
+        """A replica of `primary` (the cluster must have been built with replicas)."""
+        pid = primary.client().execute_command("CLUSTER", "MYID")
+        for n in self.nodes:
+            if n is not primary:
+                info = n.client().info("replication")
+                if info.get("role") == "slave" and int(info.get("master_port", 0)) == primary.port:
+                    return n
+        raise AssertionError(f"no replica of {primary.port} ({pid})")
+
     def stop(self) -> None:
         for n in self.nodes:
             n.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_with_replicas(tmp_path_factory):
+    """3 primaries with a replica each, one cluster per test module."""
+    c = Cluster(tmp_path_factory.mktemp("cluster-replicas"), replicas=1)
+    # Each replica's link is up before a test fails one over.
+    deadline = time.time() + 30
+    for n in c.nodes:
+        while n.client().info("replication").get("role") == "slave" and \
+                n.client().info("replication").get("master_link_status") != "up":
+            assert time.time() < deadline, "replica link not up"
+            time.sleep(0.05)
+    yield c
+    c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,10 @@ assert verify(tok)["sub"] == "doc"
 cache.close()
 """,
             "app = make_app(": "assert callable(app)\n",
+            'ack_id="billing-api:worker-1"': """
+assert stats["ack_errors"] == 0 and stats["acked_generation"] == cache.generation
+assert any(v["id"] == "billing-api:worker-1" for v in JwksClient(client).verifiers(key))
+""",
             "signer = Signer(": """
 assert jwt.get_unverified_header(before)["alg"] == "ES256"
 assert jwt.get_unverified_header(after)["alg"] == "RS256"
@@ -173,6 +177,9 @@ assert signer.current() == (rs["kid"], "RS256")
         quick = next(i for i, b in enumerate(blocks("python")) if "signer = Signer(" in b)
         lines = outputs[quick].splitlines()
         assert lines[2] == "alice bob" and lines[3].startswith("rejected: ") and lines[4] == "bob", lines
+        acking = next(i for i, b in enumerate(blocks("python")) if "ack_id=" in b)
+        assert f"billing-api:worker-1 holds generation {info.generation} current" in \
+            outputs[acking], outputs[acking]
         changed = next(i for i, b in enumerate(blocks("python")) if "on_change=" in b)
         assert f"generation {info.generation} current {info.current}" in outputs[changed]
     finally:

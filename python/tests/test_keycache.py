@@ -346,7 +346,7 @@ def test_async_key_cache_standalone_and_cluster(server, cluster, keys):
 def test_sync_and_async_caches_have_the_same_lookups():
     import inspect
     for name in ("get_signing_key", "get_signing_key_from_jwt", "get_signing_keys", "refresh",
-                 "stats", "recent_events", "wait_ready"):
+                 "stats", "recent_events", "wait_ready", "wait_acked"):
         assert inspect.signature(getattr(KeyCache, name)) == \
             inspect.signature(getattr(AsyncKeyCache, name)), name
     for name in ("snapshot", "generation", "etag", "connected", "fresh"):

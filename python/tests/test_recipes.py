@@ -135,6 +135,41 @@ def test_the_endpoint_recipe_runs_jwks_endpoint_with_its_keycache_and_status_pag
     assert not pid_file.exists(), "the pid file outlived the endpoint"
 
 
+def test_the_verifier_recipe_runs_an_acking_keycache_and_cannot_rotate(server, tmp_path):
+    password = apply(server, recipes()["verifier"], tmp_path)
+    keys = KeyStore(tmp_path / "keys")
+    a = bootstrap(server, keys)
+    client = redis.Redis(host="127.0.0.1", port=server.port, username="verifier",
+                         password=password, socket_timeout=5)
+    admin = JwksClient(server.client())
+    with KeyCache(client, KEY, ack_id="recipe-verifier", ack_ttl=1.5) as cache:
+        assert cache.wait_ready(5) and cache.wait_acked(5)
+        tok = jwt.encode({"sub": "v"}, keys.private_key(a["kid"]), algorithm="ES256",
+                         headers={"kid": a["kid"]})
+        assert jwt.decode(tok, cache.get_signing_key_from_jwt(tok), algorithms=["ES256"])
+        b = keys.generate()
+        done = admin.rotate(KEY, [Add(b), Promote(b["kid"])])
+        assert cache.wait_generation(done.generation, 2)
+        wait_until(lambda: [(v["id"], v["generation"]) for v in JwksClient(client).verifiers(KEY)]
+                   == [("recipe-verifier", done.generation)], 2, "the verifier's ack")
+        assert cache.get_current_kid() == b["kid"] and cache.snapshot.current_confirmed
+        time.sleep(1.0)  # past a re-ack and a health check or two
+        s = cache.stats()
+        assert s["ack_errors"] == 0 and s["acks"] >= 3, s
+    assert acl_refusals(server, "verifier") == []
+    # Reads and acks, never rotates: the module's write commands are refused.
+    from jwks_redis import NoPermission
+    verifier = JwksClient(client)
+    for write in (lambda: verifier.rotate(KEY, [Promote(a["kid"])]),
+                  lambda: verifier.invalidate(KEY),
+                  lambda: verifier.policy(KEY, promote_after_ms=1000)):
+        with pytest.raises(NoPermission):
+            write()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.set("jwks:{auth}:cache", "forged")
+    assert admin.info(KEY).generation == done.generation
+
+
 def test_the_rotator_recipe_runs_the_celery_tasks_first_run_with_its_policy(server, tmp_path,
                                                                             monkeypatch):
     password = apply(server, recipes()["rotator"], tmp_path)
