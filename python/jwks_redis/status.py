@@ -1,5 +1,7 @@
 """The endpoint's status page (`/status`): each key set's keys on a timeline, read from
-`JWKS.INFO` and the key set's audit trail, as plain HTML and CSS (no JavaScript).
+`JWKS.INFO` and the key set's audit trail, and its verifiers (`JWKS.VERIFIERS`: which
+generation each holds, which are behind, how far a CONFIRM promotion has come), as plain
+HTML and CSS (no JavaScript).
 
 `collect(client, keys)` reads; `render(sets, ...)` is pure (it takes the clock as an
 argument), so the page can be tested without a server.
@@ -33,6 +35,10 @@ class KeySetStatus:
     audit: List[AuditEntry] = field(default_factory=list)
     error: Optional[str] = None
     audit_error: Optional[str] = None
+    #: The live verifiers (JWKS.VERIFIERS: dicts with id, generation, current, next,
+    #: age_ms, ttl_ms), or None with `verifiers_error` if they could not be read.
+    verifiers: Optional[List[dict]] = None
+    verifiers_error: Optional[str] = None
 
 
 @dataclass
@@ -57,8 +63,8 @@ def _why(e: Exception) -> str:
 
 
 def collect(client: Any, keys: Sequence[str], audit_entries: int = AUDIT_ENTRIES) -> List[KeySetStatus]:
-    """Reads each key set's JWKS.INFO and the newest `audit_entries` of its audit trail
-    (XREVRANGE). Errors are kept per key set, not raised; redis.ConnectionError and
+    """Reads each key set's JWKS.INFO, the newest `audit_entries` of its audit trail
+    (XREVRANGE) and its live verifiers (JWKS.VERIFIERS). Errors are kept per key set, not raised; redis.ConnectionError and
     redis.TimeoutError are raised (the page answers 503)."""
     from .client import JwksClient
 
@@ -81,6 +87,12 @@ def collect(client: Any, keys: Sequence[str], audit_entries: int = AUDIT_ENTRIES
                 raise
             except redis.RedisError as e:
                 st.audit_error = _why(e)
+            try:
+                st.verifiers = jwks.verifiers(key)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except redis.RedisError as e:
+                st.verifiers_error = _why(e)
         out.append(st)
     return out
 
@@ -198,6 +210,8 @@ td.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace}
 .state.retired{background:#8a93a3}
 .error{background:#fde8ec;border:1px solid #f2b8c4;color:#8c1d33;padding:8px 12px;border-radius:6px}
 .note{color:#5b6472}
+tr.behind td{background:#fff4e0}tr.behind td:first-child{border-left:3px solid #c98718}
+.confirm{background:#eef4fb;border:1px solid #c4d6ee;padding:8px 12px;border-radius:6px}
 footer{color:#5b6472;font-size:12px;padding:0 28px 24px}
 """
 
@@ -282,14 +296,57 @@ def _table_html(rows: List[KeyTimeline], now_ms: int) -> str:
 
 def _policy_text(info: KeySetInfo) -> str:
     p = info.policy
-    if p is None or not (p.promote_after_ms or p.retire_after_ms):
+    if p is None or not (p.promote_after_ms or p.retire_after_ms or p.confirm_pct):
         return "none (every change is a manual JWKS.ROTATE)"
     parts = []
     parts.append(f"PROMOTE-AFTER {p.promote_after_ms} ms ({duration(p.promote_after_ms)})"
                  if p.promote_after_ms else "PROMOTE-AFTER off")
     parts.append(f"RETIRE-AFTER {p.retire_after_ms} ms ({duration(p.retire_after_ms)})"
                  if p.retire_after_ms else "RETIRE-AFTER off")
+    if p.confirm_pct:
+        wait = f", MIN-WAIT {p.min_wait_ms} ms ({duration(p.min_wait_ms)})" if p.min_wait_ms else ""
+        parts.append(f"CONFIRM {p.confirm_pct} %{wait}")
     return ", ".join(parts)
+
+
+def _verifiers_html(st: KeySetStatus, now_ms: int) -> str:
+    """Who holds what: a summary line (with a CONFIRM's progress) and one row per live
+    verifier, those behind the key set's generation marked."""
+    info = st.info
+    out = ["<h3>Verifiers</h3>"]
+    if st.verifiers_error:
+        return "".join(out + [f'<p class="error">The verifiers could not be read '
+                              f'({_e(st.verifiers_error)}).</p>'])
+    conf = getattr(info, "confirmation", None)
+    if conf:
+        state = "confirmed" if conf.get("confirmed") else "waiting"
+        wait = ""
+        if conf.get("min_wait_until_ms", 0) > now_ms:
+            wait = f", MIN-WAIT ends {relative(conf['min_wait_until_ms'], now_ms)}"
+        out.append(f'<p class="confirm">CONFIRM {_e(conf.get("confirm_pct"))} % for '
+                   f'{_e(conf.get("kid"))}: {_e(conf.get("holding"))} of {_e(conf.get("live"))} '
+                   f'live verifiers hold it, {_e(conf.get("needed"))} needed ({state}{wait}).</p>')
+    rows = st.verifiers or []
+    if not rows:
+        out.append('<p class="note">No verifier has reported in the last ack TTL. KeyCache '
+                   '(Python, Node) and jwks-endpoint report what they hold with JWKS.ACK; '
+                   'verifiers that do not are not counted.</p>')
+        return "".join(out)
+    behind = [v for v in rows if v["generation"] < info.generation]
+    out.append(f'<p>{len(rows)} live, {len(rows) - len(behind)} on generation '
+               f'{info.generation}, {len(behind)} behind.</p>')
+    out.append('<table class="verifiers"><thead><tr><th>verifier</th><th>generation</th>'
+               '<th>current key</th><th>next keys</th><th>last ack</th><th>expires</th>'
+               '</tr></thead><tbody>')
+    for v in rows:
+        cls = ' class="behind"' if v["generation"] < info.generation else ""
+        out.append(
+            f'<tr{cls}><td>{_e(v["id"])}</td><td>{_e(v["generation"])}</td>'
+            f'<td>{"holds" if v["current"] else "missing"}</td>'
+            f'<td>{"holds" if v["next"] else "missing"}</td>'
+            f'<td>{_e(duration(v["age_ms"]))} ago</td><td>in {_e(duration(v["ttl_ms"]))}</td></tr>')
+    out.append("</tbody></table>")
+    return "".join(out)
 
 
 def _keyset_html(st: KeySetStatus, now_ms: int, served: Optional[dict]) -> str:
@@ -332,9 +389,7 @@ def _keyset_html(st: KeySetStatus, now_ms: int, served: Optional[dict]) -> str:
     if st.audit_error:
         out.append(f'<p class="error">Retired keys are not shown: the audit trail could not be '
                    f'read ({_e(st.audit_error)}).</p>')
-    out.append("<h3>Verifiers</h3>")
-    out.append('<p class="note">No verifier has reported yet: verifiers do not acknowledge the '
-               'keys they hold in this version (acknowledgements come with a later one).</p>')
+    out.append(_verifiers_html(st, now_ms))
     out.append("</section>")
     return "".join(out)
 

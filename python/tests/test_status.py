@@ -72,6 +72,34 @@ def history(server, keys: KeyStore) -> dict:
 # --------------------------------------------------------------------------- the page
 
 
+def test_the_page_shows_who_holds_what_and_how_far_confirm_has_come(server, tmp_path):
+    history(server, KeyStore(tmp_path / "keys"))
+    jwks = JwksClient(server.client())
+    jwks.policy(KEY, confirm_pct=100)
+    info = jwks.info(KEY)
+    # The one behind first: alone, the other would confirm (and promote) at once.
+    jwks.ack(KEY, info.generation - 1, "stuck-2:202", 60_000)
+    jwks.ack(KEY, info.generation, "web-1:101", 60_000)
+    httpd, url = serve(make_app(redis_from_url(server.url()), KEY, ack=False))
+    base = url.rsplit("/.well-known", 1)[0]
+    try:
+        status, _, body = fetch(base + "/status")
+        assert status == 200
+        text, tags = page_text(body.decode())
+        assert "script" not in tags
+        for want in (
+            "CONFIRM 100 %",  # in the policy line
+            "CONFIRM 100 % for 2026-12-d: 1 of 2 live verifiers hold it, 2 needed (waiting).",
+            f"2 live, 1 on generation {info.generation}, 1 behind.",
+            f"web-1:101 {info.generation} holds holds",
+            f"stuck-2:202 {info.generation - 1} holds missing",
+        ):
+            assert want in text, (want, text)
+        assert body.decode().count('<tr class="behind">') == 1
+    finally:
+        httpd.shutdown()
+
+
 def test_the_page_shows_each_keys_life_the_next_change_etag_and_generation(server, tmp_path):
     history(server, KeyStore(tmp_path / "keys"))
     info = JwksClient(server.client()).info(KEY)
@@ -90,7 +118,7 @@ def test_the_page_shows_each_keys_life_the_next_change_etag_and_generation(serve
             "PROMOTE-AFTER 3600000 ms (60 min), RETIRE-AFTER 7200000 ms (2 h)",
             f"next scheduled change {info.next_change.action} 2026-12-d at",
             "jwks:{other}", "other-1", "No key set at this name.",
-            "No verifier has reported yet",
+            "No verifier has reported in the last ack TTL",
         ):
             assert want in text, (want, text)
         rows = re.findall(r"(2026-12-[a-d]) (ES256|RS256|ES384)? ?(next|current|previous|retired)",
@@ -208,7 +236,7 @@ def test_the_status_page_in_a_headless_browser(server, tmp_path):
         assert "script" not in tags
         for want in ("JWKS status", "jwks:{auth}", "jwks:{other}", "Keys on a timeline",
                      "current key 2026-12-c", "next scheduled change promote 2026-12-d at",
-                     "subscribed, fresh", "No verifier has reported yet", "retired",
+                     "subscribed, fresh", "retired",
                      *(k["kid"] for k in kids.values())):
             assert want in text, (want, text)
         shot = tmp_path / "status.png"
