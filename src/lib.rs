@@ -1,11 +1,13 @@
 //! redis-jwks: JWT signing-key rotation and JWKS caching inside Redis.
 //!
 //! The pure core (JWKs, key sets, names, arguments, what a change writes, errors) is the
-//! `redis-jwks-core` crate. Here, the Redis side: `commands` (one file per command, and the
-//! command table), `write` (the one write path every change takes), `glue` (arguments,
-//! ACL, the key wrapper), `datatype`, `upkeep` (derived state kept true), `fleets` (the
-//! verifiers each key set has, from their acks), `config`,
-//! `observe` (log writer, events, this process's counts). This file only registers.
+//! `redis-jwks-core` crate. Here, the Redis side, in layers that import only downwards:
+//! `glue` (FFI, arguments, ACL, the key wrapper), `observe` (log writer, events, this
+//! process's counts), `config`, `fleets` (the verifiers each key set has, from their acks);
+//! `datatype`; `tracking` (what the module keeps about the keyspace and the hooks that keep
+//! it; writes nothing); `write` (the one write path every change takes); `upkeep` (the
+//! writes nobody's command makes: clean-ups, scheduled changes); `commands` (one file per
+//! command, and the command table). This file only registers.
 
 // pub means "for the other crate"; inside one, pub(crate) says so.
 #![warn(unreachable_pub)]
