@@ -52,8 +52,8 @@ done
 # (rejections, limits, property, concurrency, faults, ...) and the Python endpoint, end-to-end
 # and docs tests (a virtualenv, pip, Celery: minutes each) run on the two ends only.
 SUBSET_RUST=(acl acl_selectors command_docs derived_state default_upkeep events lifecycle pause persistence
-  replication reshard_order restore_payloads cluster rotation docs)
-SUBSET_PY=(tests/test_client.py tests/test_keycache.py)
+  replication reshard_order restore_payloads cluster rotation docs confirm verifiers)
+SUBSET_PY=(tests/test_client.py tests/test_keycache.py tests/test_acks.py)
 full_legs="${JWKS_FULL_LEGS:-redis-7.0 valkey-9.1}"
 
 declare -A result
