@@ -85,7 +85,12 @@ async function run(name, policy, rotations, fleet) {
     const now = await info();
     const current = now.current == null ? undefined : String(now.current);
     const gen = Number(now.generation);
-    out.push({ kid, ms, added_generation: Number(added.generation), promoted_generation: gen,
+    // The server's own view: the key's promoted_ms - added_ms (Unix ms), free of the
+    // driver's scheduling delays on a loaded machine.
+    const entry = (now.keys || []).map(asMap).find((k) => String(k.kid) === kid) || {};
+    const serverMs = entry.promoted_ms != null && entry.added_ms != null
+      ? Number(entry.promoted_ms) - Number(entry.added_ms) : null;
+    out.push({ kid, ms, server_ms: serverMs, added_generation: Number(added.generation), promoted_generation: gen,
       info_agrees: current === undefined ? null : current === kid });
     kids.push(kid);
     // A settled fleet before the next ADD: every verifier holds the promotion.
@@ -120,10 +125,12 @@ try {
   report.audit_promotions = { total: promotions.length, expected: 1 + confirm.length + after.length, by_reason: reasons };
   report.confirm = {
     policy: `PROMOTE-AFTER ${args.ceiling} CONFIRM 100 MIN-WAIT 0`, add_to_current: summary(confirm.map((r) => r.ms)),
+    server_added_to_promoted: summary(confirm.map((r) => r.server_ms).filter((v) => v != null)),
     info_disagrees: confirm.filter((r) => r.info_agrees === false).length,
   };
   report.promote_after = {
     policy: `PROMOTE-AFTER ${args['promote-after']}`, add_to_current: summary(after.map((r) => r.ms)),
+    server_added_to_promoted: summary(after.map((r) => r.server_ms).filter((v) => v != null)),
     info_disagrees: after.filter((r) => r.info_agrees === false).length,
     note: 'PROMOTE-AFTER alone waits the configured delay whatever the verifiers hold: in production that is the guessed worst case of every cache (e.g. the 60000 ms ceiling above, or days)',
   };
@@ -154,6 +161,11 @@ function table(r) {
   for (const k of ['confirm', 'promote_after']) {
     const x = r[k].add_to_current;
     console.log(`${r[k].policy.padEnd(44)} ${String(x.n).padStart(4)} ${ms(x.p50_ms)} ${ms(x.p99_ms)} ${ms(x.max_ms)}`);
+  }
+  console.log("the same by the server's clock (JWKS.INFO: the key's promoted_ms - added_ms)");
+  for (const k of ['confirm', 'promote_after']) {
+    const x = r[k].server_added_to_promoted;
+    if (x.n) console.log(`${r[k].policy.padEnd(44)} ${String(x.n).padStart(4)} ${ms(x.p50_ms)} ${ms(x.p99_ms)} ${ms(x.max_ms)}`);
   }
   console.log(`audit JWKS_KEY_PROMOTED: ${JSON.stringify(r.audit_promotions)}`);
   console.log(`fleet: ${JSON.stringify(r.fleet_counters)}; live verifiers at the end: ${r.live_verifiers}\n`);

@@ -140,20 +140,29 @@ export async function startCluster(primaries = 3, replicas = 1) {
     /** SETSLOT IMPORTING/MIGRATING, MIGRATE the slot's keys in one call, then SETSLOT NODE on
      * the destination, the source and the others (what `redis-cli --cluster reshard` does). */
     async moveSlot(key, src, dst) {
+      const t0 = clock();
+      const steps = {};
+      const step = (name) => { steps[name] = +(clock() - t0).toFixed(1); };
       const slot = await src.client.cluster('KEYSLOT', key);
       const srcId = await src.client.cluster('MYID');
       const dstId = await dst.client.cluster('MYID');
+      const others = (await cluster.primaries()).filter((x) => x !== src && x !== dst);
       await dst.client.cluster('SETSLOT', slot, 'IMPORTING', srcId);
       await src.client.cluster('SETSLOT', slot, 'MIGRATING', dstId);
+      step('migrating');
       const names = await src.client.cluster('GETKEYSINSLOT', slot, 1000);
       if (names.length) await src.client.call('MIGRATE', '127.0.0.1', dst.port, '', 0, 5000, 'KEYS', ...names);
-      const others = (await cluster.primaries()).filter((x) => x !== src && x !== dst);
-      for (const n of [dst, src, ...others]) await n.client.cluster('SETSLOT', slot, 'NODE', dstId);
+      step('migrated');
+      for (const n of [dst, src, ...others]) {
+        await n.client.cluster('SETSLOT', slot, 'NODE', dstId);
+        step(n === dst ? 'node_on_destination' : n === src ? 'node_on_source' : 'node_on_others');
+      }
       await waitUntil(async () => {
         for (const n of nodes) if ((await cluster.owner(key, n)) !== dst) return false;
         return true;
       }, 10000, 'every node to see the slot move');
-      return { slot, keys: names.length };
+      step('every_node_sees_it');
+      return { slot, keys: names.length, steps_ms: steps };
     },
     /** CLUSTER FAILOVER on a replica of `primary` (graceful: the replica catches up first). */
     async failover(key, primary) {
@@ -161,12 +170,17 @@ export async function startCluster(primaries = 3, replicas = 1) {
       const lines = await primary.client.cluster('REPLICAS', id);
       const port = Number(String(lines[0]).split(' ')[1].split(':')[1].split('@')[0]);
       const replica = byPort(port);
+      const t0 = clock();
       await replica.client.cluster('FAILOVER');
+      const steps = { failover_reply: +(clock() - t0).toFixed(1) };
+      await waitUntil(async () => (await replica.client.info('replication')).includes('role:master'), 20000, 'the replica to take over');
+      steps.replica_is_primary = +(clock() - t0).toFixed(1);
       await waitUntil(async () => {
         for (const n of nodes) if ((await cluster.owner(key, n)) !== replica) return false;
         return true;
       }, 20000, 'every node to see the failover');
-      return replica;
+      steps.every_node_sees_it = +(clock() - t0).toFixed(1);
+      return { replica, steps_ms: steps };
     },
   };
   return cluster;

@@ -188,29 +188,30 @@ function fleetFindings(reports, events) {
     'acks', 'ackErrors', 'ackReloads', 'ttlLoads', 'staleRefusals'];
   const totals = Object.fromEntries(counters.map((c) => [c, 0]));
   const lastAckErrors = {};
-  const lines = {};
-  const byEvent = {};
-  for (const r of reports) {
+  const byEvent = {}; // event -> "level KIND: detail" -> times after the event's start
+  const timelines = {}; // process -> [ms after the first event's start, line]
+  const t0 = events.length ? events[0].start : 0;
+  for (const [i, r] of reports.entries()) {
     if (r.missing) continue;
     for (const c of counters) totals[c] += r.stats[c] || 0;
     if (r.stats.lastAckError) lastAckErrors[r.stats.lastAckError] = (lastAckErrors[r.stats.lastAckError] || 0) + 1;
     for (const [at, level, line] of r.logs) {
       const kind = line.split(' ')[0];
-      const detail = line.replace(/^.*? (error=)?/, '').replace(/key=\S+ /, '').replace(/\(retrying in \d+ ms\)/, '').slice(0, 140);
-      const k = `${level} ${kind}: ${detail}`;
-      lines[k] = (lines[k] || 0) + 1;
-      // Which event it follows, and how long after the event's start.
+      const detail = line.slice(kind.length).replace(/ key=\S+/, '').replace(/\(retrying in \d+ ms\)/, '')
+        .replace(/generation=\d+->\d+/, 'generation=N->M').replace(/ \d+ 127\.0\.0\.1:\d+/, ' <slot> <node>').trim().slice(0, 160);
       const ev = [...events].reverse().find((e) => e.start <= at);
       const name = ev ? ev.name : 'before the events';
-      ((byEvent[name] ||= {})[kind] ||= []).push(ev ? at - ev.start : 0);
+      ((byEvent[name] ||= {})[`${level} ${kind} ${detail}`] ||= []).push(ev ? at - ev.start : 0);
+      (timelines[i] ||= []).push(`${(at - t0).toFixed(1)} ms ${kind} ${detail}`);
     }
   }
-  const timing = {};
-  for (const [ev, kinds] of Object.entries(byEvent)) {
-    timing[ev] = Object.fromEntries(Object.entries(kinds).map(([k, ts]) => [k, {
+  const logs = {};
+  for (const [ev, lines] of Object.entries(byEvent)) {
+    logs[ev] = Object.fromEntries(Object.entries(lines).map(([k, ts]) => [k, {
       count: ts.length, first_ms_after_start: +Math.min(...ts).toFixed(1), last_ms_after_start: +Math.max(...ts).toFixed(1) }]));
   }
-  return { counters: totals, last_ack_errors: lastAckErrors, log_lines: lines, log_timing: timing };
+  return { counters: totals, last_ack_errors: lastAckErrors, log_lines_by_event: logs,
+    timelines_ms_after_reshard_start: timelines };
 }
 
 // ------------------------------------------------------------------------ the run
@@ -246,8 +247,8 @@ try {
   // Failover: the slot's (new) owner hands over to its replica.
   rotator.phase = 'failover';
   t = clock();
-  const promoted = await cluster.failover(KEY, dst);
-  events.push({ name: 'failover', start: t, took_ms: +(clock() - t).toFixed(1), from: dst.port, to: promoted.port });
+  const { replica: promoted, steps_ms: steps } = await cluster.failover(KEY, dst);
+  events.push({ name: 'failover', start: t, took_ms: +(clock() - t).toFixed(1), from: dst.port, to: promoted.port, steps_ms: steps });
   await sleep(args.settle);
   await rotator.stop();
 
@@ -289,7 +290,7 @@ function table(r) {
   const ms = (v) => (v === undefined ? '-'.padStart(12) : `${v.toFixed(1).padStart(9)} ms`);
   console.log(`\n${r.processes} KeyCache processes on a 3+3 cluster, a rotation every ${r.interval_ms} ms, ${r.cpus} CPUs, ` +
     `${basename(r.server)}, node ${r.node}, KeyCache ${JSON.stringify(r.keycache_options)}`);
-  for (const e of r.events) console.log(`  ${e.name}: ${e.took_ms} ms (${e.from} -> ${e.to})`);
+  for (const e of r.events) console.log(`  ${e.name}: ${e.took_ms} ms (${e.from} -> ${e.to}; ms after its start: ${JSON.stringify(e.steps_ms)})`);
   console.log(`${'phase'.padEnd(10)} ${'rotations'.padStart(9)}  ${'held p50'.padStart(12)} ${'p99'.padStart(12)} ${'max'.padStart(12)}` +
     `  ${'retired p99'.padStart(12)} ${'max'.padStart(12)}  never  rotate max`);
   for (const [name, p] of Object.entries(r.phases)) {
@@ -301,5 +302,9 @@ function table(r) {
   if (r.worst_retired) console.log(`longest a retired key was held: ${r.worst_retired.ms} ms (${JSON.stringify(r.worst_retired)})`);
   console.log(`converged: ${JSON.stringify(r.converged)}`);
   console.log(`KeyCache counters (fleet total): ${JSON.stringify(r.keycache.counters)}`);
+  console.log('what the KeyCaches logged (count, first..last ms after the event started):');
+  for (const [ev, lines] of Object.entries(r.keycache.log_lines_by_event)) {
+    for (const [line, x] of Object.entries(lines)) console.log(`  ${ev}: ${x.count}x ${x.first_ms_after_start}..${x.last_ms_after_start} ms  ${line}`);
+  }
   console.log(`rotator errors: ${r.rotator_errors} ${JSON.stringify(r.rotator_error_samples)}\n`);
 }
