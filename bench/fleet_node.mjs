@@ -15,6 +15,10 @@
 //             MIGRATE, SETSLOT NODE on every primary), then --settle ms
 //   failover  CLUSTER FAILOVER on a replica of the slot's owner, then --settle ms
 //
+// Each event starts --offset ms after a rotation's reply: 0 (the default) puts the fleet's
+// reloads and acks for that rotation in the reshard's MIGRATING window (the worst case);
+// half the interval starts it between two rotations' traffic.
+//
 // For each rotation and process: the time from the JWKS.ROTATE reply to the moment the process
 // holds that generation (process.hrtime is CLOCK_MONOTONIC, so the processes' times compare);
 // for each retired kid and process: the time from the reply of the rotation that retired it
@@ -42,6 +46,7 @@ const args = parseArgs({
     steady: { type: 'string', default: '10000' },
     settle: { type: 'string', default: '8000' },
     converge: { type: 'string', default: '30000' },
+    offset: { type: 'string', default: '0' },
     'health-interval': { type: 'string' },
     smoke: { type: 'boolean', default: false },
     json: { type: 'string' },
@@ -49,11 +54,11 @@ const args = parseArgs({
   },
 }).values;
 if (args.smoke) Object.assign(args, { processes: '3', steady: '1000', settle: '1500', converge: '15000' });
-for (const k of ['processes', 'interval', 'steady', 'settle', 'converge']) args[k] = Number(args[k]);
+for (const k of ['processes', 'interval', 'steady', 'settle', 'converge', 'offset']) args[k] = Number(args[k]);
 
 if (args.help) {
   console.log('node bench/fleet_node.mjs [--processes 20] [--interval 200 (ms)] [--steady 10000 (ms)] [--settle 8000 (ms)]\n' +
-    '  [--converge 30000 (ms)] [--health-interval ms (KeyCache option; default: its own)] [--smoke] [--json FILE]');
+    '  [--converge 30000 (ms)] [--offset 0 (ms after a rotation\'s reply that each event starts)] [--health-interval ms (KeyCache option; default: its own)] [--smoke] [--json FILE]');
   process.exit(0);
 }
 
@@ -218,6 +223,7 @@ function fleetFindings(reports, events) {
 
 const report = {
   processes: args.processes, interval_ms: args.interval, steady_ms: args.steady, settle_ms: args.settle,
+  event_offset_ms: args.offset,
   server: serverBin(), module: moduleDefault(), cpus: cpus().length, node: process.version,
   keycache_options: args['health-interval'] ? { healthInterval: Number(args['health-interval']) } : 'defaults',
 };
@@ -235,7 +241,15 @@ try {
   rotator.start(args.interval);
   await sleep(args.steady);
 
+  // Each event starts --offset ms after a rotation's reply.
+  const onTick = async () => {
+    const n = rotator.rotations.length;
+    while (rotator.rotations.length === n) await sleep(1);
+    if (args.offset > 0) await sleep(args.offset);
+  };
+
   // Reshard: the slot moves to another primary.
+  await onTick();
   rotator.phase = 'reshard';
   const src = await cluster.owner(KEY);
   const dst = (await cluster.primaries()).find((n) => n !== src);
@@ -245,6 +259,7 @@ try {
   await sleep(args.settle);
 
   // Failover: the slot's (new) owner hands over to its replica.
+  await onTick();
   rotator.phase = 'failover';
   t = clock();
   const { replica: promoted, steps_ms: steps } = await cluster.failover(KEY, dst);
@@ -289,7 +304,7 @@ if (args.json) writeFileSync(args.json, `${text}\n`);
 function table(r) {
   const ms = (v) => (v === undefined ? '-'.padStart(12) : `${v.toFixed(1).padStart(9)} ms`);
   console.log(`\n${r.processes} KeyCache processes on a 3+3 cluster, a rotation every ${r.interval_ms} ms, ${r.cpus} CPUs, ` +
-    `${basename(r.server)}, node ${r.node}, KeyCache ${JSON.stringify(r.keycache_options)}`);
+    `${basename(r.server)}, node ${r.node}, KeyCache ${JSON.stringify(r.keycache_options)}, events ${r.event_offset_ms} ms after a rotation`);
   for (const e of r.events) console.log(`  ${e.name}: ${e.took_ms} ms (${e.from} -> ${e.to}; ms after its start: ${JSON.stringify(e.steps_ms)})`);
   console.log(`${'phase'.padEnd(10)} ${'rotations'.padStart(9)}  ${'held p50'.padStart(12)} ${'p99'.padStart(12)} ${'max'.padStart(12)}` +
     `  ${'retired p99'.padStart(12)} ${'max'.padStart(12)}  never  rotate max`);

@@ -12,8 +12,23 @@ const { key, target, options } = JSON.parse(process.argv[2]);
 const index = Number(process.argv[3]);
 const { KeyCache } = pkg(join(ROOT, 'node', 'lib', 'index.js'));
 
-const held = [];
 const logs = [];
+// JWKS_BENCH_TRACE=1: also log when the cache's reconnect steps start and end (the
+// KeyCache's internals, wrapped here, not changed), to see where a reconnect spends its time.
+if (process.env.JWKS_BENCH_TRACE) {
+  for (const name of ['_refreshTopology', '_openSession', '_nodeClient', '_load']) {
+    const orig = KeyCache.prototype[name];
+    KeyCache.prototype[name] = function traced(...a) {
+      const t = clock();
+      const p = orig.apply(this, a);
+      const end = (ok) => (name === '_load' && a[0] === 'event' && ok === 'ok') || logs.push([clock(), 'trace', `TRACE ${name}(${a.join(',')}) ${ok} after ${(clock() - t).toFixed(1)} ms`]);
+      if (p && typeof p.then === 'function') p.then(() => end('ok'), (e) => end(`failed: ${e && e.message}`));
+      return p;
+    };
+  }
+}
+
+const held = [];
 const log = (level) => (...a) => logs.push([clock(), level, a.join(' ')]);
 const client = target.cluster
   ? new Redis.Cluster(target.cluster, { redisOptions: { enableReadyCheck: false } })
