@@ -55,6 +55,7 @@ class CallgrindServer(bench.Server):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, default=5000, help="units per variant")
+    p.add_argument("--verifiers", type=int, default=1000, help="live verifier IDs on the ack cases' key sets")
     p.add_argument("--json", default=os.path.join(bench.ROOT, "bench", "out", "instructions.json"))
     p.add_argument("--server", default=os.environ.get("JWKS_SERVER_BIN", "redis-server"))
     a = p.parse_args()
@@ -88,8 +89,27 @@ def main():
         ops = {"promote": ["PROMOTE", "rsa-0", "PROMOTE", "rsa-1"],
                "add+retire": ["ADD", extra, "RETIRE", "extra"]}
 
+        # Acks (issue #21): 1,000 live verifier IDs on the key set (--verifiers), one of them
+        # re-acking its generation (a verifier's steady state: every load and every TTL/3).
+        # Second set: under CONFIRM 100 with a next key none of them holds yet, so every ack
+        # also re-counts the confirmation (and promotes nothing).
+        bench.load_set(c, "ack", bench.realistic_set())
+        bench.load_set(c, "ackc", bench.realistic_set())
+        c.call("JWKS.POLICY", "ackc", "PROMOTE-AFTER", "86400000", "CONFIRM", "100")
+        ack_gen = c.call("JWKS.INFO", "ack")
+        ack_gen = int(ack_gen[ack_gen.index(b"generation") + 1])
+        for key in ("ack", "ackc"):
+            bench.pipelined(srv.port, [["JWKS.ACK", key, "GENERATION", ack_gen, "ID", f"verifier-{i:04d}",
+                                        "TTL", "3600000"] for i in range(a.verifiers)], 1, batch=1)
+        c.call("JWKS.ROTATE", "ackc", "ADD", bench.dumps(bench.ec_jwk("ackc-next", 2)))
+        ack_unit = lambda key: [["JWKS.ACK", key, "GENERATION", ack_gen, "ID",  # noqa: E731
+                                 f"verifier-{a.verifiers // 2:04d}", "TTL", "3600000"]]
+
         cases = {
             "read_hit": [("JWKS.GET", [["JWKS.GET", "hit"]]), ("GET", [["GET", "plain-doc"]])],
+            f"ack/{a.verifiers}_verifiers": [("JWKS.ACK", ack_unit("ack")),
+                                             ("JWKS.ACK CONFIRM", ack_unit("ackc")),
+                                             ("JWKS.GET", [["JWKS.GET", "ack"]])],
             "invalidate": [("JWKS.INVALIDATE", [["JWKS.INVALIDATE", "inv"]]),
                            ("EVALSHA", [lua_inv]), ("MULTI/EXEC", multi)],
         }
@@ -120,9 +140,12 @@ def main():
     for name in ops:
         r = results[f"rotate/{name}"]
         print(f"  rotate {name}: Lua / module = {r['EVALSHA'] / r['JWKS.ROTATE']:.2f}")
+    ack = results[f"ack/{a.verifiers}_verifiers"]
+    print(f"  ack ({a.verifiers} live verifiers): JWKS.ACK / JWKS.GET = {ack['JWKS.ACK'] / ack['JWKS.GET']:.2f}, "
+          f"under CONFIRM with a next key pending {ack['JWKS.ACK CONFIRM'] / ack['JWKS.GET']:.2f}")
     os.makedirs(os.path.dirname(a.json), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"units_per_variant": a.n, "instructions_per_unit": results}, f, indent=2)
+        json.dump({"units_per_variant": a.n, "verifiers": a.verifiers, "instructions_per_unit": results}, f, indent=2)
     print(f"\nwrote {a.json}")
 
 

@@ -108,6 +108,12 @@ python3 bench/bench.py --rounds 1 --reads 2000 --writes 2000 --rotations 200 --p
 python3 bench/instructions.py -n 50 --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/instructions.json" >/dev/null
 python3 bench/keycache.py --processes 3 --rotations 5 --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/keycache.json" >/dev/null
 python3 bench/other_workloads.py --smoke --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/other_workloads.json" >/dev/null
+python3 bench/acks.py --smoke --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/acks.json" >/dev/null
+# The Node fleets (issue #21) need node/node_modules, which scripts/test-node.sh installed.
+if [ -d node/node_modules ]; then
+  node bench/fleet_node.mjs --smoke --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/fleet_node.json" >/dev/null
+  node bench/confirm_node.mjs --smoke --json "$(mktemp -d /tmp/jwks-bench.XXXXXX)/confirm_node.json" >/dev/null
+fi
 echo "bench smoke run: ok"
 
 echo "== release artifact: built, stripped, and it loads ($((SECONDS - start))s in)"
