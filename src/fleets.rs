@@ -32,17 +32,23 @@ impl Fleets {
             self.total = self.total.saturating_sub(fleet.prune(now_ms));
         }
     }
+
+    /// The fleet of a key set with its expired verifiers dropped.
+    fn pruned(&mut self, db: i32, name: &[u8], now_ms: i64) -> Option<&mut Fleet> {
+        let fleet = self.by_set.get_mut(&(db, name.to_vec()))?;
+        self.total = self.total.saturating_sub(fleet.prune(now_ms));
+        Some(fleet)
+    }
 }
 
-/// Records `ack` for the key set at (`db`, `name`), now at `generation`.
-pub(crate) fn ack(db: i32, name: &[u8], ack: &Ack, generation: u64, now_ms: i64) -> Result<()> {
+/// Records `ack` for the key set at (`db`, `name`), now at `generation`. True if it changed
+/// what the fleet holds (a new verifier, or another generation), which is when a CONFIRM
+/// can come of it; a repeated ack only extends a verifier's life. O(log V).
+pub(crate) fn ack(db: i32, name: &[u8], ack: &Ack, generation: u64, now_ms: i64) -> Result<bool> {
     with(|all| {
         let key = (db, name.to_vec());
-        let known = all
-            .by_set
-            .get(&key)
-            .is_some_and(|f| f.live(i64::MIN).any(|(id, _)| id == ack.id.as_slice()));
-        if !known && all.total >= MAX_IN_ALL {
+        let before = all.by_set.get(&key).and_then(|f| f.get(&ack.id)).map(|v| v.generation);
+        if before.is_none() && all.total >= MAX_IN_ALL {
             all.prune_all(now_ms);
             if all.total >= MAX_IN_ALL {
                 return Err(Error::TooManyVerifiers("this server", MAX_IN_ALL));
@@ -50,20 +56,19 @@ pub(crate) fn ack(db: i32, name: &[u8], ack: &Ack, generation: u64, now_ms: i64)
         }
         let fleet = all.by_set.entry(key).or_default();
         fleet.saw_generation(generation, now_ms);
-        let before = fleet.len();
+        let len = fleet.len();
         fleet.ack(ack, now_ms)?;
-        let after = fleet.len();
-        all.total = all.total.saturating_add(after).saturating_sub(before);
-        Ok(())
+        all.total = all.total.saturating_add(fleet.len()).saturating_sub(len);
+        Ok(before != Some(ack.generation))
     })
 }
 
-/// The generations the live verifiers of the key set hold (none without a fleet).
-pub(crate) fn generations(db: i32, name: &[u8], now_ms: i64) -> Vec<u64> {
+/// The generations the live verifiers of the key set hold, with how many hold each (none
+/// without a fleet). O(generations held).
+pub(crate) fn held(db: i32, name: &[u8], now_ms: i64) -> Vec<(u64, usize)> {
     with(|all| {
-        all.by_set
-            .get(&(db, name.to_vec()))
-            .map(|f| f.generations(now_ms))
+        all.pruned(db, name, now_ms)
+            .map(|f| f.held())
             .unwrap_or_default()
     })
 }
@@ -83,23 +88,22 @@ pub(crate) fn saw_generation(db: i32, name: &[u8], generation: u64, now_ms: i64)
 }
 
 /// When the scheduler must next look at the key set: its next change given the live
-/// verifiers, or, while a CONFIRM waits, when a verifier that does not hold the key
-/// expires (the share holding it rises without any ack).
+/// verifiers, or, while a CONFIRM waits, when the next verifier expires (the share holding
+/// the key may rise without any ack). O(generations held).
 pub(crate) fn wake_at(db: i32, name: &[u8], set: &KeySet, now_ms: i64) -> Option<i64> {
     if !set.lifecycle().confirms() {
         return set.next_change().map(|d| d.at_ms);
     }
     with(|all| {
-        let fleet = all.by_set.get(&(db, name.to_vec()));
-        let generations = fleet.map(|f| f.generations(now_ms)).unwrap_or_default();
-        let due = set.next_change_with(&generations).map(|d| d.at_ms);
-        let expiry = set
-            .entries()
-            .iter()
-            .find(|e| e.state == redis_jwks_core::keyset::State::Next)
-            .zip(fleet)
-            .and_then(|(e, f)| f.next_expiry_below(e.added_gen, now_ms));
-        match (due, expiry) {
+        let fleet = all.pruned(db, name, now_ms);
+        let (held, expiry) = match fleet {
+            Some(f) => (f.held(), f.next_expiry()),
+            None => (Vec::new(), None),
+        };
+        let due = set.next_change_with(&held).map(|d| d.at_ms);
+        // An expiry matters only while a next key waits for its confirmation.
+        let waiting = set.confirmation(&held).is_some_and(|c| !c.confirmed());
+        match (due, expiry.filter(|_| waiting)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }

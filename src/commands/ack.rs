@@ -41,11 +41,11 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         });
     }
     let db = db(ctx);
-    crate::fleets::ack(db, name, &ack, set.generation(), now_ms())?;
+    let changed = crate::fleets::ack(db, name, &ack, set.generation(), now_ms())?;
     stats::count(counter_names::VERIFIER_ACKS);
-    if set.lifecycle().confirms() {
+    if changed && set.lifecycle().confirms() {
         // The ack may confirm the next key: the scheduler looks at once.
-        tracking::track(db, name, set);
+        tracking::reschedule(db, name, set);
     }
     Ok(int(set.generation()))
 }

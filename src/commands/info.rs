@@ -53,10 +53,10 @@ fn describe(ctx: &Context, name: &[u8], stored: &Stored) -> Result<RedisValue> {
             RedisValue::Array(set.published().map(entry).collect()),
         )
         .put("etag", text(&stored.rendered().etag));
-    let fleet = crate::fleets::generations(db(ctx), name, now_ms());
+    let fleet = crate::fleets::held(db(ctx), name, now_ms());
     m.put("policy", super::policy::policy(set))
         .put("next_change", super::policy::next_change(set))
-        .put("verifiers", int(fleet.len() as u64))
+        .put("verifiers", int(fleet.iter().map(|(_, n)| *n as u64).sum()))
         .put("confirmation", super::policy::confirmation(set, &fleet));
     // A key set moved (RENAME, MOVE) to a name no key set may have keeps no derived keys.
     if names::check_name(name).is_err() {

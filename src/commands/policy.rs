@@ -138,7 +138,7 @@ pub(crate) fn policy(set: &KeySet) -> RedisValue {
 }
 
 /// How far the CONFIRM of the next key to promote has come, or nil.
-pub(crate) fn confirmation(set: &KeySet, fleet: &[u64]) -> RedisValue {
+pub(crate) fn confirmation(set: &KeySet, fleet: &[(u64, usize)]) -> RedisValue {
     match set.confirmation(fleet) {
         None => RedisValue::Null,
         Some(c) => {

@@ -49,7 +49,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     }
     let now = now_ms();
     // Under CONFIRM, the guard accepts a promotion the live verifiers confirm.
-    let fleet = crate::fleets::generations(db(ctx), name, now);
+    let fleet = crate::fleets::held(db(ctx), name, now);
     let (next, changes) = set.apply_with(&req.ops, now, req.force, &fleet)?;
     drop(key);
     if changes.is_empty() {

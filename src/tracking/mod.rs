@@ -67,6 +67,12 @@ pub(crate) fn track(db: i32, name: &[u8], set: &KeySet) {
     schedule::set(db, name, fleets::wake_at(db, name, set, now));
 }
 
+/// When the policy next changes the key set at (`db`, `name`) may have moved (an ack under
+/// CONFIRM): the schedule only, not the registry (an ack changes nothing it reports).
+pub(crate) fn reschedule(db: i32, name: &[u8], set: &KeySet) {
+    schedule::set(db, name, fleets::wake_at(db, name, set, now_ms()));
+}
+
 /// The key set at `name` was opened after it had left another key (RENAME, MOVE): register
 /// it here. Called by `Key::keyset`, so any command on it heals the registry.
 pub(crate) fn placed(db: i32, name: &[u8], set: &KeySet) {

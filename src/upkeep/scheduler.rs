@@ -74,7 +74,7 @@ fn apply(ctx: &Context, db: i32, name: &[u8], now: i64) -> Result<()> {
         let Some(stored) = key.keyset().ok().flatten() else {
             return Ok(());
         };
-        let fleet = fleets::generations(db, name, now);
+        let fleet = fleets::held(db, name, now);
         let Some((next, changes, due)) = stored.set().apply_due_with(now, &fleet) else {
             schedule::set(db, name, fleets::wake_at(db, name, stored.set(), now));
             return Ok(());

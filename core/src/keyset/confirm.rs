@@ -1,6 +1,8 @@
 //! Confirmation by the verifiers (`CONFIRM pct [MIN-WAIT ms]`): a `next` key may become
 //! `current` once enough live verifiers hold a document that publishes it. Pure: the
-//! verifiers come in as the generations they acknowledged (`fleet`), live ones only.
+//! verifiers come in as the generations the live ones acknowledged, each with how many
+//! verifiers hold it (`fleet`: `&[(generation, count)]`), so counting costs O(generations),
+//! not O(verifiers).
 //!
 //! A document of generation g publishes a key still in the set if g is at least the
 //! generation that added it: keys that are `next` or `current` have been published from
@@ -61,13 +63,17 @@ impl KeySet {
 
     /// The confirmation of `e` under the CONFIRM policy: `None` without one, or if `e` is
     /// not a `next` key.
-    pub fn confirmation_of(&self, e: &Entry, fleet: &[u64]) -> Option<Confirmation> {
+    pub fn confirmation_of(&self, e: &Entry, fleet: &[(u64, usize)]) -> Option<Confirmation> {
         let pct = self.lifecycle.confirm_pct;
         if pct == 0 || e.state != State::Next {
             return None;
         }
-        let live = fleet.len();
-        let holding = fleet.iter().filter(|g| self.publishes(**g, e)).count();
+        let live = fleet.iter().map(|(_, n)| n).sum();
+        let holding = fleet
+            .iter()
+            .filter(|(g, _)| self.publishes(*g, e))
+            .map(|(_, n)| n)
+            .sum();
         Some(Confirmation {
             kid: e.jwk.kid().to_owned(),
             live,
@@ -79,7 +85,7 @@ impl KeySet {
     }
 
     /// The confirmation of the key the policy promotes next (the first `next` key added).
-    pub fn confirmation(&self, fleet: &[u64]) -> Option<Confirmation> {
+    pub fn confirmation(&self, fleet: &[(u64, usize)]) -> Option<Confirmation> {
         let first = self.entries.iter().find(|e| e.state == State::Next)?;
         self.confirmation_of(first, fleet)
     }

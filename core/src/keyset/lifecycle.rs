@@ -112,7 +112,7 @@ impl KeySet {
 
     /// The earliest change the policy will make, given the generations the live verifiers
     /// hold (`fleet`): a confirmed promotion comes when MIN-WAIT ends, if before the ceiling.
-    pub fn next_change_with(&self, fleet: &[u64]) -> Option<Due> {
+    pub fn next_change_with(&self, fleet: &[(u64, usize)]) -> Option<Due> {
         let l = self.lifecycle;
         let first_next = self.entries.iter().find(|e| e.state == State::Next);
         let ceiling = (l.promote_after_ms > 0)
@@ -168,7 +168,7 @@ impl KeySet {
 
     /// `apply_due` with the live verifiers' generations: a confirmed promotion is stamped
     /// with `now_ms`, when the confirmation came (`due.at_ms` is set to it).
-    pub fn apply_due_with(&self, now_ms: i64, fleet: &[u64]) -> Option<(KeySet, Vec<Change>, Due)> {
+    pub fn apply_due_with(&self, now_ms: i64, fleet: &[(u64, usize)]) -> Option<(KeySet, Vec<Change>, Due)> {
         let mut due = self.next_change_with(fleet).filter(|d| d.at_ms <= now_ms)?;
         if due.confirmed {
             due.at_ms = now_ms;

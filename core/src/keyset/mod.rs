@@ -190,7 +190,7 @@ impl KeySet {
         ops: &[Op],
         now_ms: i64,
         force: bool,
-        fleet: &[u64],
+        fleet: &[(u64, usize)],
     ) -> Result<(KeySet, Vec<Change>)> {
         let mut next = self.clone();
         let mut changes = Vec::new();
@@ -241,7 +241,7 @@ impl KeySet {
         kid: &str,
         now_ms: i64,
         force: bool,
-        fleet: &[u64],
+        fleet: &[(u64, usize)],
         changes: &mut Vec<Change>,
     ) -> Result<()> {
         let at = self
