@@ -97,7 +97,8 @@ class Server(harness.RedisServer):
         self.conn = Conn(self.port)
 
     def stop(self, timeout=60):
-        self.close(timeout)
+        super().stop(timeout)
+        self.remove_dir()
 
 
 class Conn:

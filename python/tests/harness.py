@@ -297,6 +297,10 @@ class RedisServer:
     def close(self, timeout: float = 10) -> None:
         """stop(), and remove the dir if the harness made it."""
         self.stop(timeout)
+        self.remove_dir()
+
+    def remove_dir(self) -> None:
+        """Removes the dir if the harness made it (the server stopped)."""
         if self._owns_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
