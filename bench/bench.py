@@ -22,16 +22,18 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import hiredis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The server harness the Python tests use too (free port, module path, own-process check).
+sys.path.insert(0, os.path.join(ROOT, "python", "tests"))
+import harness  # noqa: E402
+
 # The module under test (JWKS_MODULE), else the release build in CARGO_TARGET_DIR or target/.
-MODULE = os.environ.get("JWKS_MODULE") or os.path.join(
-    ROOT, os.environ.get("CARGO_TARGET_DIR") or "target", "release", "libredis_jwks.so")
+MODULE = harness.module_path("release", required=False)
 LUA_DIR = os.path.join(ROOT, "bench", "lua")
 TIMESTAMP = "2026-11-29T00:00:00Z"
 
@@ -79,40 +81,24 @@ def dumps(o):
 
 # ---------------------------------------------------------------- server
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = harness.free_port
 
 
-class Server:
-    """redis-server with the release module on a free loopback port, optionally run under
-    a wrapper command (bench/instructions.py runs it under callgrind)."""
+class Server(harness.RedisServer):
+    """redis-server with the release module (MODULE, read at start) on a free loopback port,
+    in a temp dir removed by stop(), optionally run under a wrapper command
+    (bench/instructions.py runs it under callgrind); the harness checks that the server
+    answering is the one it spawned. `conn` is a RESP connection to it."""
 
     def __init__(self, server_bin, wrapper=(), start_timeout=20, module=True):
-        self.dir = tempfile.mkdtemp(prefix="jwks-bench-")
-        self.port = free_port()
-        load = ["--loadmodule", MODULE] if module else []
-        self.proc = subprocess.Popen(
-            [*wrapper, server_bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", "server.log", *load],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.conn = None
-        deadline = time.time() + start_timeout
-        while True:
-            try:
-                self.conn = Conn(self.port)
-                if self.conn.call("PING") == b"PONG":
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+        super().__init__(None, "--appendonly", "no", module=MODULE if module else False,
+                         binary=server_bin, wrapper=wrapper, start_timeout=start_timeout,
+                         dir_prefix="jwks-bench-")
+        self.conn = Conn(self.port)
 
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
+    def stop(self, timeout=60):
+        super().stop(timeout)
+        self.remove_dir()
 
 
 class Conn:

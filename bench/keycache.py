@@ -31,11 +31,7 @@ import json
 import multiprocessing as mp
 import os
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,6 +40,7 @@ from socketserver import ThreadingMixIn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "python" / "tests"))  # the server harness the tests use too
 
 import jwt  # noqa: E402
 import redis  # noqa: E402
@@ -53,52 +50,18 @@ from jwt.algorithms import ECAlgorithm  # noqa: E402
 from jwks_redis import KeyCache  # noqa: E402
 from jwks_redis.endpoint import make_app  # noqa: E402
 
+import harness  # noqa: E402
+
 KEY = "jwks:{bench}"
 LIFESPAN = 300.0  # PyJWKClient's default
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def default_module() -> str:
-    for profile in ("release", "debug"):
-        path = ROOT / (os.environ.get("CARGO_TARGET_DIR") or "target") / profile / "libredis_jwks.so"
-        if path.exists():
-            return str(path)
-    raise SystemExit("build the module first: cargo build --release")
-
-
-class Server:
-    def __init__(self, binary: str, module: str):
-        self.dir = tempfile.mkdtemp(prefix="jwks-bench-")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--logfile", "server.log", "--loadmodule", module],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 20
-        while True:
-            try:
-                if self.client().ping():
-                    return
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"server did not start: see {self.dir}/server.log")
-                time.sleep(0.02)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    """JWKS_MODULE (via --module), else the release build, else the debug one."""
+    try:
+        return harness.module_path("release", "debug")
+    except harness.HarnessError as e:
+        raise SystemExit(str(e)) from None
 
 
 def public_jwk(kid: str) -> str:
@@ -161,7 +124,7 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def run_phase(kind: str, server: Server, args, keys: list, start_gen: int) -> dict:
+def run_phase(kind: str, server: harness.RedisServer, args, keys: list, start_gen: int) -> dict:
     ctx = mp.get_context("fork")
     ready, stop = ctx.Semaphore(0), ctx.Event()
     client = server.client()
@@ -274,7 +237,8 @@ def main() -> None:
     args = p.parse_args()
     module = args.module or default_module()
 
-    server = Server(args.server_bin, module)
+    server = harness.RedisServer(None, module=module, binary=args.server_bin,
+                                 dir_prefix="jwks-bench-")
     try:
         keys = [(f"k{i}", public_jwk(f"k{i}")) for i in range(2 * args.rotations + 2)]
         c = server.client()
@@ -305,7 +269,7 @@ def main() -> None:
                 "commands_during_rotations": base["during"],
             }
     finally:
-        server.stop()
+        server.close()
 
     print_table(report)
     text = json.dumps(report, indent=2)

@@ -23,7 +23,7 @@ import jwt
 import pytest
 import redis
 
-from conftest import ROOT, free_port, module_path, wait_until
+from conftest import ROOT, RedisServer, free_port, module_path, wait_until
 from jwks_redis import Add, JwksClient, KeyCache, KeyStore, Promote, Signer
 
 KEY = "jwks:{auth}"
@@ -227,25 +227,15 @@ def test_the_documented_install_command_creates_the_path_loadmodule_names(tmp_pa
     assert (Path(target) / "libredis_jwks.so").exists()
     cfg = tmp_path / "redis.conf"
     cfg.write_text(conf.replace(system, target))
-    port = free_port()
-    proc = subprocess.Popen([os.environ.get("JWKS_SERVER_BIN", "redis-server"), str(cfg),
-                             "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-                             "--logfile", "server.log", "--save", ""])
-    client = redis.Redis(port=port, socket_timeout=5)
+    # The page's loadmodule line loads the module (the harness loads none itself).
+    srv = RedisServer(tmp_path, config=cfg, module=False)
     try:
-        def up():
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                return client.ping()
-            except redis.ConnectionError:
-                return False
-        wait_until(up, 20, "the server with the documented loadmodule line")
+        client = srv.client()
         names = [m[b"name"] if isinstance(m, dict) else m[1] for m in client.module_list()]
         assert b"jwks" in names, names
         assert client.config_get("jwks.cache-ttl") == {"jwks.cache-ttl": "3600"}
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        srv.stop()
 
 
 def glibc_floor(text: str) -> str:
