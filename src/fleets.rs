@@ -47,7 +47,11 @@ impl Fleets {
 pub(crate) fn ack(db: i32, name: &[u8], ack: &Ack, generation: u64, now_ms: i64) -> Result<bool> {
     with(|all| {
         let key = (db, name.to_vec());
-        let before = all.by_set.get(&key).and_then(|f| f.get(&ack.id)).map(|v| v.generation);
+        let before = all
+            .by_set
+            .get(&key)
+            .and_then(|f| f.get(&ack.id))
+            .map(|v| v.generation);
         if before.is_none() && all.total >= MAX_IN_ALL {
             all.prune_all(now_ms);
             if all.total >= MAX_IN_ALL {

@@ -434,3 +434,82 @@ fn cluster_owner_excluding(cluster: &Cluster, slot: i64, dead: usize) -> Option<
     }
     None
 }
+
+/// A key set that leaves its node by MIGRATE while its slot moves is not a deletion: the
+/// source announces nothing (subscribers keep their keys until the server unsubscribes
+/// them at the move) and writes nothing (a key it created in the slot would block
+/// `SETSLOT ... NODE`), even when the key set moves before its derived keys.
+#[test]
+fn a_key_set_migrating_with_its_slot_is_not_announced_deleted() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let k = "jwks:{moving}";
+    let _: redis::Value = cmd("JWKS.ROTATE", &[k, "ADD", &ec("a", 1), "PROMOTE", "a"])
+        .query(&mut c)
+        .unwrap();
+    let doc: Option<String> = cmd("JWKS.GET", &[k]).query(&mut c).unwrap();
+    let cache = format!("{k}:cache");
+    wait_for("the cache filled", || {
+        cmd::<&str>("GET", &[&cache])
+            .query::<Option<String>>(&mut c)
+            .unwrap()
+            == doc
+    });
+    let s = slot(&mut cluster.nodes[0].conn(), k);
+    let from = cluster.owner(s);
+    let to = (0..cluster.nodes.len())
+        .find(|i| {
+            *i != from
+                && cluster.nodes[*i]
+                    .try_info("replication")
+                    .is_some_and(|r| r.contains("role:master"))
+        })
+        .unwrap();
+    let mut sub = RawConn::connect(cluster.nodes[from].port);
+    let ack = sub.call(&["SSUBSCRIBE", &format!("{k}:events")]);
+    assert!(matches!(ack, Resp::List(_)), "{ack:?}");
+    let (from_id, to_id, s_str) = (cluster.node_id(from), cluster.node_id(to), s.to_string());
+    let _: () = cmd("CLUSTER", &["SETSLOT", &s_str, "IMPORTING", &from_id])
+        .query(&mut cluster.nodes[to].conn())
+        .unwrap();
+    let mut src = cluster.nodes[from].conn();
+    let _: () = cmd("CLUSTER", &["SETSLOT", &s_str, "MIGRATING", &to_id])
+        .query(&mut src)
+        .unwrap();
+    let migrate = |keys: &[&str], src: &mut Connection| {
+        let mut m = redis::cmd("MIGRATE");
+        m.arg("127.0.0.1")
+            .arg(cluster.nodes[to].port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS");
+        for key in keys {
+            m.arg(*key);
+        }
+        let _: () = m.query(src).unwrap();
+    };
+    migrate(&[k], &mut src);
+    sub.set_timeout(std::time::Duration::from_millis(300));
+    assert_eq!(sub.try_read(), None, "no event from the source");
+    let left: i64 = cmd("CLUSTER", &["COUNTKEYSINSLOT", &s_str])
+        .query(&mut src)
+        .unwrap();
+    assert_eq!(left, 3, "cache, audit and counters left, nothing added");
+    let (audit, metrics) = (format!("{k}:audit"), format!("{k}:metrics"));
+    migrate(&[&cache, &audit, &metrics], &mut src);
+    for i in [to, from] {
+        let _: () = cmd("CLUSTER", &["SETSLOT", &s_str, "NODE", &to_id])
+            .query(&mut cluster.nodes[i].conn())
+            .expect("the slot moves: the source holds no key of it");
+    }
+    let mut t = cluster.nodes[to].conn();
+    let moved: Option<String> = cmd("JWKS.GET", &[k]).query(&mut t).unwrap();
+    assert_eq!(moved, doc);
+    let trail: Vec<redis::Value> = cmd("XRANGE", &[&audit, "-", "+"]).query(&mut t).unwrap();
+    assert_eq!(
+        trail.len(),
+        3,
+        "added, promoted, invalidated: no clean-up entry"
+    );
+}

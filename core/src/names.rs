@@ -83,6 +83,12 @@ pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
     (close > 0).then(|| &after[..close])
 }
 
+/// The Redis Cluster hash slot of `key` (0..16383): CRC16-XMODEM of its hash tag, or of
+/// the whole key without one.
+pub fn slot(key: &[u8]) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(hash_tag(key).unwrap_or(key)) % 16384
+}
+
 /// True for `{X}` where X is non-empty and has no `}`: the wrapped form of the name `X`.
 fn is_wrapped(name: &[u8]) -> bool {
     match name {
@@ -312,5 +318,14 @@ mod tests {
             names.push(wrapped);
         }
         check_all(&names);
+    }
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // From the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(super::slot(b"123456789"), 0x31C3);
+        assert_eq!(super::slot(b"foo"), 12182);
+        assert_eq!(super::slot(b"jwks:{foo}"), 12182);
+        assert_eq!(super::slot(b"{}foo"), super::slot(b"{}foo"));
     }
 }

@@ -5,7 +5,7 @@
 //! is one commit through `write`, like any change.
 
 use redis_module::raw::KeyType;
-use redis_module::Context;
+use redis_module::{Context, ContextFlags, RedisValue};
 
 use super::{gate, Gate};
 use crate::config;
@@ -121,6 +121,13 @@ fn settle(ctx: &Context, db: i32, name: &[u8], wants: Wants, gate: Gate) -> Resu
     if names::check_name(name).is_err() {
         return Ok(None);
     }
+    if !has_set && !lost && migrating(ctx, name) {
+        // The key set left by MIGRATE while its slot moves to another node: not deleted.
+        // Nothing is written here (a key this node creates in a slot it is giving away
+        // would block the move) and nothing is announced (subscribers keep their keys; the
+        // server unsubscribes them when the slot moves and they reload from the new owner).
+        return Ok(None);
+    }
     let cache = if wants.gone || (wants.reconcile && has_set) {
         Some(cache_state(ctx, name)?)
     } else {
@@ -173,6 +180,25 @@ fn settle(ctx: &Context, db: i32, name: &[u8], wants: Wants, gate: Gate) -> Resu
         write::fill(ctx, name)?;
     }
     Ok(None)
+}
+
+/// In a cluster, whether this node is migrating `name`'s slot away (`CLUSTER NODES` shows
+/// `[slot->-node]` on its own line while it is).
+fn migrating(ctx: &Context, name: &[u8]) -> bool {
+    if !ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        return false;
+    }
+    let nodes = match ctx.call("CLUSTER", &["NODES"]) {
+        Ok(RedisValue::BulkString(s) | RedisValue::SimpleString(s)) => s.into_bytes(),
+        Ok(RedisValue::StringBuffer(b)) => b,
+        Ok(RedisValue::BulkRedisString(s)) => s.as_slice().to_vec(),
+        _ => return false,
+    };
+    let needle = format!("[{}->-", names::slot(name));
+    nodes
+        .split(|b| *b == b'\n')
+        .filter(|line| line.windows(6).any(|w| w == b"myself"))
+        .any(|line| line.windows(needle.len()).any(|w| w == needle.as_bytes()))
 }
 
 /// What `name`'s cache name holds, against the key set there now.

@@ -51,7 +51,10 @@ fn needs_pct_of_live_verifiers_and_at_least_one() {
     let c = set.confirmation(&held(&[2, 1, 1, 2, 2])).unwrap();
     assert_eq!((c.live, c.holding, c.needed), (5, 3, 3));
     assert!(c.confirmed());
-    assert!(!set.confirmation(&held(&[2, 1, 1, 1, 2])).unwrap().confirmed());
+    assert!(!set
+        .confirmation(&held(&[2, 1, 1, 1, 2]))
+        .unwrap()
+        .confirmed());
     assert_eq!(confirm::needed(100, 0), 1);
     assert_eq!(confirm::needed(1, 1000), 10);
     assert_eq!(confirm::needed(100, 7), 7);
@@ -82,13 +85,17 @@ fn a_confirmed_key_is_promoted_when_min_wait_ends_stamped_when_applied() {
 fn the_guard_accepts_a_confirmed_manual_promotion_and_says_what_is_missing() {
     let set = confirming(100, 50, 10_000);
     let promote = [Op::Promote("b".into())];
-    let e = set.apply_with(&promote, 120, false, &held(&[2, 1])).unwrap_err();
+    let e = set
+        .apply_with(&promote, 120, false, &held(&[2, 1]))
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "TOOEARLY kid 'b' is not confirmed: 1 of 2 live verifiers hold it and CONFIRM 100 % needs 2, \
 and MIN-WAIT has 30 ms to go; PROMOTE-AFTER allows it in 9980 ms (FORCE overrides)"
     );
-    assert!(set.apply_with(&promote, 120, false, &held(&[2, 2])).is_err());
+    assert!(set
+        .apply_with(&promote, 120, false, &held(&[2, 2]))
+        .is_err());
     assert!(set.apply_with(&promote, 150, false, &held(&[2, 2])).is_ok());
     assert!(set.apply_with(&promote, 10_100, false, &held(&[])).is_ok());
     assert!(set.apply_with(&promote, 120, true, &held(&[])).is_ok());
@@ -101,7 +108,9 @@ and MIN-WAIT has 30 ms to go; PROMOTE-AFTER allows it in 9980 ms (FORCE override
     assert!(
         e.to_string().contains("0 of 0 live verifiers") && !e.to_string().contains("PROMOTE-AFTER")
     );
-    assert!(only.apply_with(&promote, 101, false, &held(&[2, 1])).is_ok());
+    assert!(only
+        .apply_with(&promote, 101, false, &held(&[2, 1]))
+        .is_ok());
 }
 
 #[test]

@@ -168,7 +168,11 @@ impl KeySet {
 
     /// `apply_due` with the live verifiers' generations: a confirmed promotion is stamped
     /// with `now_ms`, when the confirmation came (`due.at_ms` is set to it).
-    pub fn apply_due_with(&self, now_ms: i64, fleet: &[(u64, usize)]) -> Option<(KeySet, Vec<Change>, Due)> {
+    pub fn apply_due_with(
+        &self,
+        now_ms: i64,
+        fleet: &[(u64, usize)],
+    ) -> Option<(KeySet, Vec<Change>, Due)> {
         let mut due = self.next_change_with(fleet).filter(|d| d.at_ms <= now_ms)?;
         if due.confirmed {
             due.at_ms = now_ms;
