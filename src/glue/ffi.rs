@@ -1,5 +1,6 @@
 //! The module API calls that are not about a key, behind safe functions: looking an API
-//! function up (`api!`), the module's detached context, timers and post-notification jobs.
+//! function up (`api!`), the module's detached context, timers and post-notification jobs,
+//! whether writes are paused.
 //! A timer or job runs a plain `fn(&Context)`, passed through the callback's data pointer to
 //! one trampoline, inside `guarded` so a panic never unwinds into Redis.
 //!
@@ -89,4 +90,15 @@ pub(crate) fn post_job(ctx: &Context, run: Run) -> bool {
     // free callback, since a fn pointer owns nothing.
     let status = unsafe { add(ctx.ctx, Some(trampoline), run as *mut c_void, None) };
     status == raw::REDISMODULE_OK as c_int
+}
+
+/// Clients are paused for writes (`CLIENT PAUSE WRITE|ALL`, `FAILOVER`, a cluster manual
+/// failover): what `RedisModule_AvoidReplicaTraffic` reports on every supported server.
+pub(crate) fn writes_paused() -> bool {
+    match api!(RedisModule_AvoidReplicaTraffic) {
+        // SAFETY: takes no arguments; reads server state on the main thread.
+        Ok(f) => (unsafe { f() }) != 0,
+        // Without the call we cannot tell: wait rather than risk the assertion.
+        Err(_) => true,
+    }
 }

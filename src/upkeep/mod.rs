@@ -29,15 +29,15 @@ mod reconcile;
 mod scheduler;
 pub(crate) mod server_events;
 
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int};
+use std::os::raw::c_int;
 
-use redis_module::raw::{self, RedisModuleCtx, RedisModuleString};
-use redis_module::{Context, ContextFlags, RedisString};
+use redis_module::raw;
+use redis_module::{Context, ContextFlags};
 
 use crate::config;
-use crate::glue::ffi::{self, api, guarded};
+use crate::glue::ffi;
 use crate::glue::redis_key::{db, Key, Mode};
+use crate::glue::subscribe;
 use crate::tracking::{self, queue, schedule};
 use redis_jwks_core::error::Result;
 use redis_jwks_core::names::{self, Derived};
@@ -53,67 +53,46 @@ pub(crate) fn start(ctx: &Context) -> Result<()> {
     schedule::set_runner(scheduler::run_due);
     crate::datatype::enable_io_errors(ctx);
     if config::keyspace_hook() {
-        let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents)?;
         // Generic (RENAME, MOVE, RESTORE, COPY, DEL, EXPIRE...) and string writes: every
         // way a string can appear at or change at a cache name, and a key set arrive under
         // a new name. Every such write of the server pays for this call.
         // Not eviction or expiry: their events come from inside the server's scans of the
         // keyspace, where a job must not write.
         let classes = (raw::REDISMODULE_NOTIFY_GENERIC | raw::REDISMODULE_NOTIFY_STRING) as c_int;
-        // SAFETY: a live context and a callback with the expected signature.
-        if unsafe { subscribe(ctx.ctx, classes, Some(on_event)) } != raw::REDISMODULE_OK as c_int {
-            return Err(redis_jwks_core::error::Error::Api(
-                "RedisModule_SubscribeToKeyspaceEvents",
-            ));
-        }
+        subscribe::keyspace_events(ctx, classes, on_keyspace_event)?;
     }
     server_events::subscribe(ctx)
 }
 
-/// The keyspace-event callback (only with `jwks.keyspace-hook yes`).
-///
-/// # Safety
-/// Called by Redis with an event's context, name and key.
-unsafe extern "C" fn on_event(
-    ctx: *mut RedisModuleCtx,
-    _class: c_int,
-    event: *const c_char,
-    key: *mut RedisModuleString,
-) -> c_int {
-    // Every generic and string event of the server comes here: the common case (not a
-    // cache key, not an arrival) must cost a few instructions.
-    if tracking::is_ours() || key.is_null() || event.is_null() {
-        return raw::REDISMODULE_OK as c_int;
+/// A keyspace event (only with `jwks.keyspace-hook yes`): a write at a cache name is
+/// reconciled, a key renamed or moved here may be an arriving key set. Every generic and
+/// string event of the server comes here: the common case (not a cache key, not an
+/// arrival, nothing queued) returns after a few comparisons.
+fn on_keyspace_event(ctx: &Context, event: &[u8], name: &[u8]) {
+    if tracking::is_ours() {
+        return;
     }
-    let name = RedisString::string_as_slice(key);
     let cache = name.ends_with(Derived::Cache.suffix());
-    // SAFETY: Redis passes a NUL-terminated event name (at least its terminator).
-    let first = unsafe { *event } as u8;
-    if !cache && !matches!(first, b'r' | b'm') && !queue::is_queued() {
-        return raw::REDISMODULE_OK as c_int;
+    let arrival = matches!(event, b"rename_to" | b"move_to");
+    if !cache && !arrival && !queue::is_queued() {
+        return;
     }
-    guarded("keyspace event", || {
-        let context = Context::new(ctx);
-        let db = db(&context);
-        // SAFETY: as above.
-        let event = unsafe { CStr::from_ptr(event) }.to_bytes();
-        if matches!(event, b"rename_to" | b"move_to") {
-            // A key set renamed onto a cache name is an arrival too (and is warned about).
-            queue::push(db, name, |w| {
-                w.track = true;
-                w.announce = true;
-            });
+    let db = db(ctx);
+    if arrival {
+        // A key set renamed onto a cache name is an arrival too (and is warned about).
+        queue::push(db, name, |w| {
+            w.track = true;
+            w.announce = true;
+        });
+    }
+    if cache {
+        if let Some((Derived::Cache, owner)) = names::owner(name) {
+            queue::push(db, &owner, |w| w.reconcile = true);
         }
-        if cache {
-            if let Some((Derived::Cache, owner)) = names::owner(name) {
-                queue::push(db, &owner, |w| w.reconcile = true);
-            }
-        }
-        if queue::is_queued() {
-            queue::arm_post(&context);
-        }
-    });
-    raw::REDISMODULE_OK as c_int
+    }
+    if queue::is_queued() {
+        queue::arm_post(ctx);
+    }
 }
 
 /// From JWKS.GET: the cache string is not known to hold the document (fill it soon), or it
@@ -159,19 +138,8 @@ pub(crate) fn gate(ctx: &Context) -> Gate {
     if tracking::is_replica() || flags.contains(ContextFlags::SLAVE) {
         return Gate::Replica;
     }
-    if flags.intersects(ContextFlags::LOADING | ContextFlags::OOM) || writes_paused() {
+    if flags.intersects(ContextFlags::LOADING | ContextFlags::OOM) || ffi::writes_paused() {
         return Gate::Wait;
     }
     Gate::Open
-}
-
-/// Clients are paused for writes (`CLIENT PAUSE WRITE|ALL`, `FAILOVER`, a cluster manual
-/// failover): what `RedisModule_AvoidReplicaTraffic` reports on every supported server.
-fn writes_paused() -> bool {
-    match api!(RedisModule_AvoidReplicaTraffic) {
-        // SAFETY: takes no arguments; reads server state on the main thread.
-        Ok(f) => (unsafe { f() }) != 0,
-        // Without the call we cannot tell: wait rather than risk the assertion.
-        Err(_) => true,
-    }
 }

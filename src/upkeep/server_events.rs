@@ -2,78 +2,68 @@
 //! the registry true; a config change of `maxmemory-policy` warns when key sets can be
 //! evicted; shutdown flushes the log buffer.
 
-use std::os::raw::c_void;
-
-use redis_module::raw::{self, RedisModuleCtx, RedisModuleEvent};
 use redis_module::{Context, RedisValue};
 
-use crate::glue::ffi::{api, guarded};
+use crate::glue::subscribe::{self, ServerEvent};
 use crate::observe::log;
 use crate::tracking::{self, registry, schedule};
-use redis_jwks_core::error::{Error, Result};
-
-type Callback = unsafe extern "C" fn(*mut RedisModuleCtx, RedisModuleEvent, u64, *mut c_void);
+use redis_jwks_core::error::Result;
 
 pub(crate) fn subscribe(ctx: &Context) -> Result<()> {
-    let subscribe = api!(RedisModule_SubscribeToServerEvent)?;
     tracking::set_replica(ctx.get_flags().contains(redis_module::ContextFlags::SLAVE));
-    let events: [(u64, Callback); 7] = [
-        (raw::REDISMODULE_EVENT_PERSISTENCE, on_persistence),
-        (raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, on_role),
-        (raw::REDISMODULE_EVENT_FLUSHDB, on_flush),
-        (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
-        (raw::REDISMODULE_EVENT_LOADING, on_loading),
-        (raw::REDISMODULE_EVENT_CONFIG, on_config),
-        (raw::REDISMODULE_EVENT_SHUTDOWN, on_shutdown),
-    ];
-    for (id, callback) in events {
-        let event = RedisModuleEvent { id, dataver: 1 };
-        // SAFETY: a live context and a callback with the expected signature.
-        if unsafe { subscribe(ctx.ctx, event, Some(callback)) } != raw::REDISMODULE_OK as i32 {
-            return Err(Error::Api("RedisModule_SubscribeToServerEvent"));
-        }
-    }
+    subscribe::server_events(ctx, on_event)?;
     warn_if_key_sets_can_be_evicted(ctx);
     Ok(())
 }
 
-unsafe extern "C" fn on_role(
-    _ctx: *mut RedisModuleCtx,
-    _event: RedisModuleEvent,
-    subevent: u64,
-    _data: *mut c_void,
-) {
-    let replica = subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA;
-    tracking::set_replica(replica);
-    if replica {
-        // Acks go to the primary; what this node heard as one is history now.
-        guarded("role event", || crate::fleets::clear(-1));
-    } else {
-        guarded("role event", schedule::on_promoted);
+fn on_event(ctx: &Context, event: ServerEvent<'_>) {
+    match event {
+        ServerEvent::RoleChanged { replica } => {
+            tracking::set_replica(replica);
+            if replica {
+                // Acks go to the primary; what this node heard as one is history now.
+                crate::fleets::clear(-1);
+            } else {
+                schedule::on_promoted();
+            }
+        }
+        ServerEvent::Flushed { db } => {
+            // Subscribers learn that the key sets are gone (one event per name, after the
+            // command: the same clean-up job as for a DEL).
+            let names = registry::entries(db)
+                .into_iter()
+                .map(|(db, n, fp)| (db, n, Some(fp)))
+                .collect();
+            tracking::recheck(ctx, names);
+            tracking::clear(db);
+        }
+        ServerEvent::Swapped { a, b } => {
+            // What each name held before the swap, in either db.
+            let (in_a, in_b) = (before(a), before(b));
+            let find = |list: &[(Vec<u8>, u64)], n: &[u8]| {
+                list.iter()
+                    .find(|(m, _)| m.as_slice() == n)
+                    .map(|(_, fp)| *fp)
+            };
+            let mut names = Vec::new();
+            for (n, _) in in_a.iter().chain(in_b.iter()) {
+                names.push((a, n.clone(), find(&in_a, n)));
+                names.push((b, n.clone(), find(&in_b, n)));
+            }
+            tracking::swap(a, b);
+            // Another key set (or none) now answers at each name of either db.
+            tracking::recheck(ctx, names);
+        }
+        // The keyspace is replaced wholesale; each loaded key set registers itself.
+        ServerEvent::LoadingStarted => tracking::clear(-1),
+        ServerEvent::SnapshotStarting { in_child } => super::before_snapshot(ctx, in_child),
+        ServerEvent::ConfigChanged { names } => {
+            if names.contains(&&b"maxmemory-policy"[..]) {
+                warn_if_key_sets_can_be_evicted(ctx);
+            }
+        }
+        ServerEvent::Shutdown => log::stop(),
     }
-}
-
-unsafe extern "C" fn on_flush(
-    ctx: *mut RedisModuleCtx,
-    _event: RedisModuleEvent,
-    subevent: u64,
-    data: *mut c_void,
-) {
-    if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END || data.is_null() || ctx.is_null() {
-        return;
-    }
-    // SAFETY: the FLUSHDB event's data is a RedisModuleFlushInfo.
-    let info = unsafe { &*data.cast::<raw::RedisModuleFlushInfo>() };
-    guarded("flush event", || {
-        // Subscribers learn that the key sets are gone (one event per name, after the
-        // command: the same clean-up job as for a DEL).
-        let names = registry::entries(info.dbnum)
-            .into_iter()
-            .map(|(db, n, fp)| (db, n, Some(fp)))
-            .collect();
-        tracking::recheck(&Context::new(ctx), names);
-        tracking::clear(info.dbnum);
-    });
 }
 
 fn before(db: i32) -> Vec<(Vec<u8>, u64)> {
@@ -81,122 +71,6 @@ fn before(db: i32) -> Vec<(Vec<u8>, u64)> {
         .into_iter()
         .map(|(_, n, fp)| (n, fp))
         .collect()
-}
-
-unsafe extern "C" fn on_swapdb(
-    ctx: *mut RedisModuleCtx,
-    _event: RedisModuleEvent,
-    _subevent: u64,
-    data: *mut c_void,
-) {
-    if data.is_null() || ctx.is_null() {
-        return;
-    }
-    // SAFETY: the SWAPDB event's data is a RedisModuleSwapDbInfo.
-    let info = unsafe { &*data.cast::<raw::RedisModuleSwapDbInfo>() };
-    guarded("swapdb event", || {
-        let (a, b) = (info.dbnum_first, info.dbnum_second);
-        // What each name held before the swap, in either db.
-        let (in_a, in_b) = (before(a), before(b));
-        let find = |list: &[(Vec<u8>, u64)], n: &[u8]| {
-            list.iter()
-                .find(|(m, _)| m.as_slice() == n)
-                .map(|(_, fp)| *fp)
-        };
-        let mut names = Vec::new();
-        for (n, _) in in_a.iter().chain(in_b.iter()) {
-            names.push((a, n.clone(), find(&in_a, n)));
-            names.push((b, n.clone(), find(&in_b, n)));
-        }
-        tracking::swap(a, b);
-        // Another key set (or none) now answers at each name of either db.
-        tracking::recheck(&Context::new(ctx), names);
-    });
-}
-
-unsafe extern "C" fn on_loading(
-    _ctx: *mut RedisModuleCtx,
-    _event: RedisModuleEvent,
-    subevent: u64,
-    _data: *mut c_void,
-) {
-    // The keyspace is replaced wholesale; each loaded key set registers itself.
-    if matches!(
-        subevent,
-        raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START
-    ) {
-        guarded("loading event", || tracking::clear(-1));
-    }
-}
-
-/// A snapshot is about to be written (BGSAVE, a full sync, an AOF rewrite: in the child;
-/// SAVE, DEBUG RELOAD, a shutdown save: in the server). A clean-up still queued (Redis 7.0
-/// runs it in the next event-loop iteration) must not leave an orphan cache in the file.
-unsafe extern "C" fn on_persistence(
-    ctx: *mut RedisModuleCtx,
-    _event: RedisModuleEvent,
-    subevent: u64,
-    _data: *mut c_void,
-) {
-    let in_child = matches!(
-        subevent,
-        raw::REDISMODULE_SUBEVENT_PERSISTENCE_RDB_START
-            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_AOF_START
-    );
-    let in_server = matches!(
-        subevent,
-        raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_RDB_START
-            | raw::REDISMODULE_SUBEVENT_PERSISTENCE_SYNC_AOF_START
-    );
-    if ctx.is_null() || !(in_child || in_server) {
-        return;
-    }
-    guarded("persistence event", || {
-        super::before_snapshot(&Context::new(ctx), in_child)
-    });
-}
-
-unsafe extern "C" fn on_config(
-    ctx: *mut RedisModuleCtx,
-    _event: RedisModuleEvent,
-    _subevent: u64,
-    data: *mut c_void,
-) {
-    if data.is_null() {
-        return;
-    }
-    // SAFETY: the CONFIG event's data is a RedisModuleConfigChange with `num_changes` names.
-    let change = unsafe { &*data.cast::<raw::RedisModuleConfigChange>() };
-    let names = match usize::try_from(change.num_changes) {
-        Ok(n) if !change.config_names.is_null() => {
-            // SAFETY: as above.
-            unsafe { std::slice::from_raw_parts(change.config_names, n) }
-        }
-        _ => &[],
-    };
-    let policy_changed = names.iter().any(|&name| {
-        if name.is_null() {
-            return false;
-        }
-        // SAFETY: NUL-terminated config names.
-        unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() == b"maxmemory-policy"
-    });
-    if policy_changed {
-        guarded("config event", || {
-            warn_if_key_sets_can_be_evicted(&Context::new(ctx))
-        });
-    }
-}
-
-unsafe extern "C" fn on_shutdown(
-    _ctx: *mut RedisModuleCtx,
-    _event: RedisModuleEvent,
-    _subevent: u64,
-    _data: *mut c_void,
-) {
-    guarded("shutdown event", log::stop);
 }
 
 /// A key set is the only copy of its public keys and has no TTL: an `allkeys-*` policy may
