@@ -14,7 +14,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, Shown};
-use crate::keyset::MAX_KEYS;
+
+/// Most keys one JWKS document (and so one key set) may hold: verifiers fetch the whole
+/// document on every miss.
+pub const MAX_KEYS: usize = 100;
 
 pub use material::Kty;
 pub use thumbprint::thumbprint;

@@ -191,7 +191,7 @@ fn documents() {
 
 #[test]
 fn documents_with_too_many_keys_are_refused_before_any_key_is_validated() {
-    use crate::keyset::MAX_KEYS;
+    use crate::jwk::MAX_KEYS;
     // 5,000 keys, each of which would take time to validate (and the first of which is
     // invalid): the count alone refuses the document.
     let mut keys = vec![json!({"kty": "nonsense"})];

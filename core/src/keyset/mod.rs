@@ -18,8 +18,9 @@ mod tests;
 pub use confirm::Confirmation;
 pub use lifecycle::{Action, Due, Lifecycle};
 
-/// Most keys one set may hold: verifiers fetch the whole document on every miss.
-pub const MAX_KEYS: usize = 100;
+/// Most keys one set may hold: the most one JWKS document may (`jwk::MAX_KEYS`), since the
+/// set is published as one.
+pub use crate::jwk::MAX_KEYS;
 /// The largest generation: 2^53 - 1, the largest integer every output agrees on (RESP
 /// integers, the events' JSON read by JavaScript or Python). Rotations saturate there.
 pub const MAX_GENERATION: u64 = (1 << 53) - 1;
