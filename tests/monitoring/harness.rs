@@ -274,12 +274,13 @@ pub struct Stack {
     /// The two nodes as Prometheus's `instance` label: with the module, without.
     pub node: String,
     pub bare: String,
-    /// The node with the module, and connections to it (db 0 and db 3).
+    /// Connections to the node with the module, db 0 and db 3.
     pub con: redis::Connection,
     pub db3: redis::Connection,
     /// The verifier's connection named `verifier-a`, open to the end so that the runbook's
     /// CLIENT LIST finds it (set by `unknown_kid_spike_alert_reaches_slack`).
     pub verifier: Option<redis::Connection>,
+    /// The node with the module (fault injection on, `verifier-behind-ms 100`).
     pub redis: Server,
     /// The node without the module, kept running.
     _plain: Server,
