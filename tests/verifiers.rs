@@ -301,3 +301,45 @@ fn stats_count_verifiers_behind_and_unknown_kids() {
         "0"
     );
 }
+
+#[test]
+fn acks_are_refused_over_maxmemory_and_counted_in_used_memory() {
+    let server = Server::start();
+    let mut con = server.conn();
+    started(&mut con);
+    let used = |con: &mut Connection| -> i64 {
+        let info: String = cmd("INFO", &["memory"]).query(con).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = used(&mut con);
+    let mut pipe = redis::pipe();
+    for i in 0..5_000 {
+        pipe.cmd("JWKS.ACK")
+            .arg(K)
+            .arg("GENERATION")
+            .arg(1)
+            .arg("ID")
+            .arg(format!("verifier-{i:05}"))
+            .ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let grown = used(&mut con) - before;
+    assert!(
+        grown > 5_000 * 100,
+        "acks are in used_memory: {grown} bytes"
+    );
+    let _: () = cmd("CONFIG", &["SET", "maxmemory", "1"])
+        .query(&mut con)
+        .unwrap();
+    let e = ack(&mut con, K, 1, "one-more", None).unwrap_err();
+    assert!(e.to_string().contains("OOM"), "{e}");
+    let _: () = cmd("CONFIG", &["SET", "maxmemory", "0"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(verifiers(&mut con, K).len(), 5_000);
+}

@@ -232,7 +232,8 @@ pub(crate) fn commands() -> [Command; 11] {
             name: "jwks.ack",
             entry: entry!(ack::run),
             // Not readonly: cluster clients must send it to the primary, which keeps acks.
-            flags: "fast",
+            // deny-oom: an ack from a new verifier takes memory (counted in used_memory).
+            flags: "fast deny-oom",
             // Not @read: under CONFIRM an ack can bring a promotion.
             acl: "fast jwks",
             arity: -6,
