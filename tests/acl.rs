@@ -313,3 +313,53 @@ fn the_module_checks_the_callers_acl_on_every_derived_key() {
         .query::<redis::Value>(&mut readonly)
         .is_err());
 }
+
+#[test]
+fn the_modules_refusals_are_in_acl_log_like_the_servers_own() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    rotate(
+        &mut admin,
+        "jwks:{auth}",
+        &["ADD", &ec("a", 1), "PROMOTE", "a"],
+    )
+    .unwrap();
+    let _: () = cmd(
+        "ACL",
+        &[
+            "SETUSER",
+            "narrow",
+            "on",
+            ">pw",
+            "resetkeys",
+            "~jwks:{auth}",
+            "resetchannels",
+            "-@all",
+            "+jwks.invalidate",
+        ],
+    )
+    .query(&mut admin)
+    .unwrap();
+    let _: () = cmd("ACL", &["LOG", "RESET"]).query(&mut admin).unwrap();
+    let mut narrow = as_user(&server, "narrow", "pw");
+    let e = denied(&mut narrow, &["JWKS.INVALIDATE", "jwks:{auth}"]);
+    assert!(e.contains("jwks:{auth}:"), "{e}");
+    let log: Vec<Vec<(String, redis::Value)>> = cmd("ACL", &["LOG"])
+        .query::<Vec<redis::Value>>(&mut admin)
+        .unwrap()
+        .iter()
+        .map(pairs)
+        .collect();
+    let entry = log.first().expect("an ACL LOG entry");
+    let get = |k: &str| {
+        entry
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| as_string(v))
+            .unwrap_or_default()
+    };
+    assert_eq!(get("username"), "narrow");
+    assert_eq!(get("reason"), "key");
+    assert_eq!(get("context"), "module");
+    assert!(get("object").starts_with("jwks:{auth}:"), "{entry:?}");
+}

@@ -3,7 +3,7 @@
 use std::cell::OnceCell;
 use std::ptr::NonNull;
 
-use redis_module::raw::RedisModuleUser;
+use redis_module::raw::{self, RedisModuleUser};
 use redis_module::{Context, ContextFlags, RedisString};
 
 use super::acl::{self, Argv, Scope};
@@ -111,8 +111,26 @@ impl<'c> Caller<'c> {
         if acl::allowed(self.ctx, user, &self.scope, self.argv, name, access)? {
             Ok(())
         } else {
+            self.log_denial(user, name, access);
             Err(denied())
         }
+    }
+
+    /// Adds the refusal to `ACL LOG`, as Redis does for its own key and channel checks, so
+    /// an operator sees the module's NOPERMs where they look for the others.
+    fn log_denial(&self, user: NonNull<RedisModuleUser>, name: &[u8], access: Access) {
+        let Ok(add) = api!(RedisModule_ACLAddLogEntry) else {
+            return;
+        };
+        let reason = match access {
+            Access::Publish => raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CHANNEL,
+            Access::Read | Access::Write => {
+                raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY
+            }
+        };
+        let object = RedisString::create_from_slice(self.ctx.ctx, name);
+        // SAFETY: a command's context with its client, a live module user and string.
+        unsafe { add(self.ctx.ctx, user.as_ptr(), object.inner, reason) };
     }
 }
 
