@@ -54,8 +54,8 @@ if (args.help) {
 }
 
 const server = await startServer();
-const admin = server.client;
-const sub = server.connect();
+const admin = server.admin;
+const sub = server.client({ enableReadyCheck: false });
 const promoted = new Map(); // kid -> hrtime the event naming it current arrived
 await sub.ssubscribe(CHANNEL);
 sub.on('smessage', (_, message) => {

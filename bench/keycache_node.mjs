@@ -3,9 +3,9 @@
 // createRemoteJWKSet. The Node counterpart of bench/keycache.py.
 //
 // Starts its own redis-server ($JWKS_SERVER_BIN) with the module ($JWKS_MODULE, else
-// target/release or target/debug) on a free loopback port, then two phases with the same
-// kind of rotation (each one JWKS.ROTATE: ADD a new key, PROMOTE it, RETIRE the key before
-// the previous one), --processes verifier processes each:
+// target/release or target/debug) on a free loopback port (node/test/harness.mjs), then two
+// phases with the same kind of rotation (each one JWKS.ROTATE: ADD a new key, PROMOTE it,
+// RETIRE the key before the previous one), --processes verifier processes each:
 //
 // 1. KeyCache: each process holds a KeyCache; for every rotation and process, the time from
 //    the JWKS.ROTATE reply (as the rotating client saw it) to the moment that process holds
@@ -24,17 +24,17 @@
 //
 //     node bench/keycache_node.mjs --processes 3 --rotations 5
 
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer as httpServer } from 'node:http';
 import { createRequire } from 'node:module';
-import { createServer as netServer } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { cpus } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Server, modulePath, serverBin } from '../node/test/harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = createRequire(join(ROOT, 'node', 'package.json'));
@@ -98,50 +98,6 @@ async function child(kind, target) {
 
 // ------------------------------------------------------------------------ the driver
 
-function freePort() {
-  return new Promise((res) => {
-    const s = netServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-function moduleDefault() {
-  const target = process.env.CARGO_TARGET_DIR || join(ROOT, 'target');
-  for (const profile of ['release', 'debug']) {
-    const path = join(target, profile, 'libredis_jwks.so');
-    if (existsSync(path)) return path;
-  }
-  throw new Error('build the module first (cargo build --release) or set JWKS_MODULE');
-}
-
-async function startServer(bin, module) {
-  const dir = mkdtempSync(join(tmpdir(), 'node-jwks-bench-'));
-  const port = await freePort();
-  const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
-    '--logfile', 'server.log', '--loadmodule', module], { stdio: 'ignore' });
-  const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true, retryStrategy: () => null });
-  client.on('error', () => {});
-  for (let i = 0; ; i++) {
-    try {
-      await client.connect();
-      await client.ping();
-      break;
-    } catch (e) {
-      if (i > 500 || proc.exitCode !== null) throw new Error(`server did not start: see ${dir}/server.log`);
-      await sleep(20);
-    }
-  }
-  const stop = async () => {
-    client.disconnect();
-    proc.kill('SIGTERM');
-    await new Promise((r) => (proc.exitCode !== null ? r() : proc.once('exit', r)));
-    rmSync(dir, { recursive: true, force: true });
-  };
-  return { port, client, stop };
-}
-
 function publicJwk(kid) {
   const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return JSON.stringify({ ...publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'ES256' });
@@ -174,10 +130,10 @@ async function phase(kind, server, args, keys, startGen) {
   let http = null;
   let target = String(server.port);
   if (kind !== 'keycache') {
-    http = await endpoint(server.client);
+    http = await endpoint(server.admin);
     target = `http://127.0.0.1:${http.address().port}/.well-known/jwks.json`;
   }
-  const before = await commandstats(server.client);
+  const before = await commandstats(server.admin);
   const children = [];
   for (let i = 0; i < args.processes; i++) {
     const c = fork(fileURLToPath(import.meta.url), ['--child', kind, '--target', target, '--poll', String(args.poll)]);
@@ -197,19 +153,19 @@ async function phase(kind, server, args, keys, startGen) {
     startup.cancel();
   }
   for (const x of children) x.done = new Promise((res) => x.c.on('message', (m) => m.held && res(m)));
-  const started = await commandstats(server.client);
+  const started = await commandstats(server.admin);
   const replies = {};
   let gen = startGen;
   for (let i = 0; i < args.rotations; i++) {
     const [newKid, newJwk] = keys[i + 2];
-    await server.client.call('JWKS.ROTATE', KEY, 'ADD', newJwk, 'PROMOTE', newKid, 'RETIRE', keys[i][0]);
+    await server.admin.call('JWKS.ROTATE', KEY, 'ADD', newJwk, 'PROMOTE', newKid, 'RETIRE', keys[i][0]);
     gen += 1;
     replies[gen] = clock();
     for (const x of children) x.c.send({ kid: newKid });
     await sleep(args.interval * (0.5 + Math.random()));
   }
   await sleep(Math.max(500, args.interval));
-  const after = await commandstats(server.client);
+  const after = await commandstats(server.admin);
   after['jwks.rotate'] -= args.rotations;
   after.info -= 1;
   for (const x of children) x.c.send({ stop: true });
@@ -292,13 +248,13 @@ if (args.help) {
 } else if (args.child) {
   await child(args.child, args.target);
 } else {
-  const bin = process.env.JWKS_SERVER_BIN || 'redis-server';
-  const module = process.env.JWKS_MODULE || moduleDefault();
-  const server = await startServer(bin, module);
+  const bin = serverBin();
+  const module = modulePath(['release', 'debug']);
+  const server = await Server.start([], { module, dirPrefix: 'node-jwks-bench-' });
   let report;
   try {
     const keys = Array.from({ length: 2 * args.rotations + 2 }, (_, i) => [`k${i}`, publicJwk(`k${i}`)]);
-    await server.client.call('JWKS.ROTATE', KEY, 'ADD', keys[0][1], 'PROMOTE', keys[0][0], 'ADD', keys[1][1], 'PROMOTE', keys[1][0]);
+    await server.admin.call('JWKS.ROTATE', KEY, 'ADD', keys[0][1], 'PROMOTE', keys[0][0], 'ADD', keys[1][1], 'PROMOTE', keys[1][0]);
     report = { processes: args.processes, rotations: args.rotations, interval_ms: args.interval, server: bin, module,
       cpus: cpus().length, node: process.version };
     const kc = await phase('keycache', server, args, keys, 1);
