@@ -2,8 +2,9 @@
 //! the key-set name itself is handled by `keys`.
 
 use crate::error::{Error, Result, Shown};
+use crate::fleet::{Ack, DEFAULT_TTL_MS, MAX_ID_BYTES, MAX_TTL_MS, MIN_TTL_MS};
 use crate::jwk::{self, Jwk, Policy};
-use crate::keyset::{Op, MAX_KEYS};
+use crate::keyset::{Lifecycle, Op, MAX_KEYS};
 
 pub const DEFAULT_REASON: &str = "key_rotation";
 pub const MAX_REASON_BYTES: usize = 128;
@@ -171,6 +172,130 @@ pub fn parse_invalidate(args: &[&[u8]]) -> Result<String> {
 
 pub const DEFAULT_INVALIDATE_REASON: &str = "manual";
 
+/// A decimal integer from 0 to `max` (digits only: no sign, no spaces, no hex, as Redis's own
+/// integer arguments), for option `what`; `unit` names it in the error.
+pub fn number(what: &str, arg: &[u8], max: u64, unit: &str) -> Result<u64> {
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|n| *n <= max)
+        .ok_or_else(|| {
+            Error::Syntax(format!(
+                "{what} needs {unit} from 0 to {max}, got {}",
+                Shown::bytes(arg)
+            ))
+        })
+}
+
+/// `JWKS.ACK K GENERATION g ID id [TTL ms]`, the arguments after the key.
+pub fn parse_ack(args: &[&[u8]]) -> Result<Ack> {
+    let (mut generation, mut id, mut ttl) = (None, None, None);
+    let mut rest = args.iter();
+    while let Some(word) = rest.next() {
+        let word = String::from_utf8_lossy(word).to_ascii_uppercase();
+        let value = rest
+            .next()
+            .ok_or_else(|| Error::Syntax(format!("{word} needs a value")))?;
+        let slot_taken = match word.as_str() {
+            "GENERATION" => generation
+                .replace(number(
+                    "GENERATION",
+                    value,
+                    crate::keyset::MAX_GENERATION,
+                    "an integer",
+                )?)
+                .is_some(),
+            "ID" => id.replace(value.to_vec()).is_some(),
+            "TTL" => {
+                let ms = number("TTL", value, MAX_TTL_MS as u64, "an integer")?;
+                if (ms as i64) < MIN_TTL_MS {
+                    return Err(Error::Syntax(format!(
+                        "TTL needs {MIN_TTL_MS} to {MAX_TTL_MS} ms, got {ms}"
+                    )));
+                }
+                ttl.replace(ms as i64).is_some()
+            }
+            _ => {
+                return Err(Error::Syntax(format!(
+                    "unknown option {} (GENERATION, ID, TTL)",
+                    Shown::new(&word)
+                )))
+            }
+        };
+        if slot_taken {
+            return Err(Error::Syntax(format!("{word} given twice")));
+        }
+    }
+    let generation = generation.ok_or_else(|| Error::Syntax("GENERATION is required".into()))?;
+    let id = id.ok_or_else(|| Error::Syntax("ID is required".into()))?;
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(Error::Syntax(format!(
+            "ID needs 1 to {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    if id.iter().any(|b| b.is_ascii_control()) {
+        return Err(Error::Syntax(format!(
+            "ID {} contains control characters",
+            Shown::bytes(&id)
+        )));
+    }
+    Ok(Ack {
+        generation,
+        id,
+        ttl_ms: ttl.unwrap_or(DEFAULT_TTL_MS),
+    })
+}
+
+/// Ten years: longer is a typo, not a policy.
+const MAX_MS: u64 = crate::keyset::lifecycle::MAX_AFTER_MS;
+
+/// `[PROMOTE-AFTER ms] [RETIRE-AFTER ms] [CONFIRM pct] [MIN-WAIT ms]`, the arguments of
+/// `JWKS.POLICY` after the key, applied to `policy` (an option left out keeps its value;
+/// CONFIRM 0 turns MIN-WAIT off too). `None` without options: only a read.
+pub fn parse_policy(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let word = String::from_utf8_lossy(arg).to_ascii_uppercase();
+        if seen.contains(&word) {
+            return Err(Error::Syntax(format!("{word} given twice")));
+        }
+        let (max, unit) = match word.as_str() {
+            "PROMOTE-AFTER" | "RETIRE-AFTER" | "MIN-WAIT" => (MAX_MS, "milliseconds"),
+            "CONFIRM" => (100, "a percentage"),
+            _ => {
+                return Err(Error::Syntax(format!(
+                    "unknown option {} (PROMOTE-AFTER, RETIRE-AFTER, CONFIRM, MIN-WAIT)",
+                    Shown::bytes(arg)
+                )))
+            }
+        };
+        let value = rest
+            .next()
+            .ok_or_else(|| Error::Syntax(format!("{word} needs a value")))?;
+        let n = number(&word, value, max, unit)?;
+        match word.as_str() {
+            "PROMOTE-AFTER" => policy.promote_after_ms = n,
+            "RETIRE-AFTER" => policy.retire_after_ms = n,
+            "MIN-WAIT" => policy.min_wait_ms = n,
+            _ => policy.confirm_pct = u8::try_from(n).unwrap_or(100),
+        }
+        seen.push(word);
+    }
+    if policy.confirm_pct == 0 {
+        if seen.iter().any(|w| w == "MIN-WAIT") && policy.min_wait_ms > 0 {
+            return Err(Error::Syntax("MIN-WAIT needs CONFIRM".into()));
+        }
+        policy.min_wait_ms = 0;
+    }
+    Ok(Some(policy))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +389,49 @@ mod tests {
         assert!(parse_invalidate(&[b"REASON"]).is_err());
         assert!(parse_invalidate(&[b"X", b"y"]).is_err());
         assert!(parse_invalidate(&[b"REASON", b"a", b"b"]).is_err());
+    }
+    #[test]
+    fn parses_ack_arguments() {
+        let args: Vec<&[u8]> = vec![b"generation", b"7", b"ID", b"h:1:a"];
+        assert_eq!(
+            parse_ack(&args).unwrap(),
+            Ack {
+                generation: 7,
+                id: b"h:1:a".to_vec(),
+                ttl_ms: DEFAULT_TTL_MS
+            }
+        );
+        let args: Vec<&[u8]> = vec![b"ID", b"x", b"TTL", b"1000", b"GENERATION", b"0"];
+        assert_eq!(
+            parse_ack(&args).unwrap(),
+            Ack {
+                generation: 0,
+                id: b"x".to_vec(),
+                ttl_ms: 1000
+            }
+        );
+        for (bad, why) in [
+            (&[&b"ID"[..], b"x"][..], "GENERATION is required"),
+            (&[b"GENERATION", b"1"], "ID is required"),
+            (&[b"GENERATION", b"-1", b"ID", b"x"], "integer from 0"),
+            (
+                &[b"GENERATION", b"1", b"ID", b"x", b"TTL", b"999"],
+                "TTL needs",
+            ),
+            (
+                &[b"GENERATION", b"1", b"ID", b"x", b"TTL", b"3600001"],
+                "integer from 0 to 3600000",
+            ),
+            (&[b"GENERATION", b"1", b"ID", b""], "1 to 128 bytes"),
+            (&[b"GENERATION", b"1", b"ID", b"a\nb"], "control"),
+            (&[b"GENERATION", b"1", b"ID", b"x", b"ID", b"y"], "twice"),
+            (&[b"GENERATION", b"1", b"ID"], "needs a value"),
+            (&[b"GEN", b"1"], "unknown option"),
+        ] {
+            let e = parse_ack(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{e} / {why}");
+        }
+        let long = vec![b'a'; 129];
+        assert!(parse_ack(&[b"GENERATION", b"1", b"ID", &long]).is_err());
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::error::{Error, Result, Shown};
+use crate::error::{Error, Result};
 
 /// Default liveness of an ack, and its range.
 pub const DEFAULT_TTL_MS: i64 = 30_000;
@@ -29,74 +29,6 @@ pub struct Ack {
     pub generation: u64,
     pub id: Vec<u8>,
     pub ttl_ms: i64,
-}
-
-fn number(what: &str, arg: &[u8], max: u64) -> Result<u64> {
-    std::str::from_utf8(arg)
-        .ok()
-        .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|t| t.parse::<u64>().ok())
-        .filter(|n| *n <= max)
-        .ok_or_else(|| {
-            Error::Syntax(format!(
-                "{what} needs an integer from 0 to {max}, got {}",
-                Shown::bytes(arg)
-            ))
-        })
-}
-
-pub fn parse_ack(args: &[&[u8]]) -> Result<Ack> {
-    let (mut generation, mut id, mut ttl) = (None, None, None);
-    let mut rest = args.iter();
-    while let Some(word) = rest.next() {
-        let word = String::from_utf8_lossy(word).to_ascii_uppercase();
-        let value = rest
-            .next()
-            .ok_or_else(|| Error::Syntax(format!("{word} needs a value")))?;
-        let slot_taken = match word.as_str() {
-            "GENERATION" => generation
-                .replace(number("GENERATION", value, crate::keyset::MAX_GENERATION)?)
-                .is_some(),
-            "ID" => id.replace(value.to_vec()).is_some(),
-            "TTL" => {
-                let ms = number("TTL", value, MAX_TTL_MS as u64)?;
-                if (ms as i64) < MIN_TTL_MS {
-                    return Err(Error::Syntax(format!(
-                        "TTL needs {MIN_TTL_MS} to {MAX_TTL_MS} ms, got {ms}"
-                    )));
-                }
-                ttl.replace(ms as i64).is_some()
-            }
-            _ => {
-                return Err(Error::Syntax(format!(
-                    "unknown option {} (GENERATION, ID, TTL)",
-                    Shown::new(&word)
-                )))
-            }
-        };
-        if slot_taken {
-            return Err(Error::Syntax(format!("{word} given twice")));
-        }
-    }
-    let generation = generation.ok_or_else(|| Error::Syntax("GENERATION is required".into()))?;
-    let id = id.ok_or_else(|| Error::Syntax("ID is required".into()))?;
-    if id.is_empty() || id.len() > MAX_ID_BYTES {
-        return Err(Error::Syntax(format!(
-            "ID needs 1 to {MAX_ID_BYTES} bytes, got {}",
-            id.len()
-        )));
-    }
-    if id.iter().any(|b| b.is_ascii_control()) {
-        return Err(Error::Syntax(format!(
-            "ID {} contains control characters",
-            Shown::bytes(&id)
-        )));
-    }
-    Ok(Ack {
-        generation,
-        id,
-        ttl_ms: ttl.unwrap_or(DEFAULT_TTL_MS),
-    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,37 +198,6 @@ mod tests {
             id: id.into(),
             ttl_ms,
         }
-    }
-
-    #[test]
-    fn parses_ack_arguments() {
-        let args: Vec<&[u8]> = vec![b"generation", b"7", b"ID", b"h:1:a"];
-        assert_eq!(parse_ack(&args).unwrap(), ack("h:1:a", 7, DEFAULT_TTL_MS));
-        let args: Vec<&[u8]> = vec![b"ID", b"x", b"TTL", b"1000", b"GENERATION", b"0"];
-        assert_eq!(parse_ack(&args).unwrap(), ack("x", 0, 1000));
-        for (bad, why) in [
-            (&[&b"ID"[..], b"x"][..], "GENERATION is required"),
-            (&[b"GENERATION", b"1"], "ID is required"),
-            (&[b"GENERATION", b"-1", b"ID", b"x"], "integer from 0"),
-            (
-                &[b"GENERATION", b"1", b"ID", b"x", b"TTL", b"999"],
-                "TTL needs",
-            ),
-            (
-                &[b"GENERATION", b"1", b"ID", b"x", b"TTL", b"3600001"],
-                "integer from 0 to 3600000",
-            ),
-            (&[b"GENERATION", b"1", b"ID", b""], "1 to 128 bytes"),
-            (&[b"GENERATION", b"1", b"ID", b"a\nb"], "control"),
-            (&[b"GENERATION", b"1", b"ID", b"x", b"ID", b"y"], "twice"),
-            (&[b"GENERATION", b"1", b"ID"], "needs a value"),
-            (&[b"GEN", b"1"], "unknown option"),
-        ] {
-            let e = parse_ack(bad).unwrap_err().to_string();
-            assert!(e.contains(why), "{e} / {why}");
-        }
-        let long = vec![b'a'; 129];
-        assert!(parse_ack(&[b"GENERATION", b"1", b"ID", &long]).is_err());
     }
 
     #[test]

@@ -125,6 +125,12 @@ class CacheCore:
 
     # ------------------------------------------------------------------ freshness
 
+    def acked_current(self) -> bool:
+        """The generation held is loaded, fresh, and acked (what `wait_acked` waits for)."""
+        s = self.snapshot
+        return self.acker is not None and s is not None and s.generation is not None \
+            and self.fresh() and self.acker.acked_generation == s.generation
+
     def fresh(self) -> bool:
         """True if a load succeeded and none of the delivered events is newer than it."""
         return self.snapshot is not None and self.fresh_through >= self.events_seen

@@ -139,14 +139,9 @@ class AsyncKeyCache(CacheState):
         core = self._core
         if core.acker is None:
             return False
-
-        def acked() -> bool:
-            s = core.snapshot
-            return s is not None and s.generation is not None and core.fresh() \
-                and core.acker.acked_generation == s.generation
         try:
             async with self._cond:
-                await asyncio.wait_for(self._cond.wait_for(acked), timeout)
+                await asyncio.wait_for(self._cond.wait_for(core.acked_current), timeout)
             return True
         except asyncio.TimeoutError:
             return False

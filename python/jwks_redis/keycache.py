@@ -184,13 +184,8 @@ class KeyCache(CacheState):
         core = self._core
         if core.acker is None:
             return False
-
-        def acked() -> bool:
-            s = core.snapshot
-            return s is not None and s.generation is not None and core.fresh() \
-                and core.acker.acked_generation == s.generation
         with self._cond:
-            return self._cond.wait_for(acked, timeout)
+            return self._cond.wait_for(core.acked_current, timeout)
 
     # ------------------------------------------------------------------ lookups
 

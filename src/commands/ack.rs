@@ -16,23 +16,21 @@ use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
 use crate::observe::stats;
 use crate::tracking;
+use redis_jwks_core::args;
 use redis_jwks_core::counter_names;
-use redis_jwks_core::error::{Error, Result, Shown};
-use redis_jwks_core::fleet;
+use redis_jwks_core::error::{Error, Result};
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (true, Some(arg)) = (args.len() >= 6, args.string(1)) else {
         return Err(Error::Arity("jwks.ack"));
     };
-    let ack = fleet::parse_ack(&args.rest(2))?;
+    let ack = args::parse_ack(&args.rest(2))?;
     if tracking::is_replica() {
         return Err(Error::AckOnReplica);
     }
     let name = args.bytes(1);
     let key = Key::arg(ctx, arg, Mode::Read)?;
-    let stored = key
-        .keyset()?
-        .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
+    let stored = key.existing_keyset()?;
     let set = stored.set();
     if ack.generation > set.generation() {
         return Err(Error::GenerationAhead {

@@ -10,7 +10,7 @@ use crate::glue::clock::now_ms;
 use crate::glue::redis_key::{Key, Mode};
 use crate::write::{self, Targets, What, Write};
 use redis_jwks_core::args;
-use redis_jwks_core::error::{Error, Result, Shown};
+use redis_jwks_core::error::{Error, Result};
 use redis_jwks_core::names;
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
@@ -25,9 +25,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         args.string(1).ok_or(Error::Arity("jwks.invalidate"))?,
         Mode::Read,
     )?;
-    let stored = key
-        .keyset()?
-        .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
+    let stored = key.existing_keyset()?;
 
     let caller = Caller::new(ctx);
     let targets = Targets::check(ctx, &caller, name)?;

@@ -14,64 +14,10 @@ use crate::glue::caller::Caller;
 use crate::glue::clock::now_ms;
 use crate::glue::redis_key::{Key, Mode};
 use crate::write::{self, Targets, What, Write};
-use redis_jwks_core::error::{Error, Result, Shown};
-use redis_jwks_core::keyset::{KeySet, Lifecycle};
+use redis_jwks_core::args;
+use redis_jwks_core::error::{Error, Result};
+use redis_jwks_core::keyset::KeySet;
 use redis_jwks_core::names;
-
-/// Ten years: longer is a typo, not a policy.
-const MAX_MS: u64 = redis_jwks_core::keyset::lifecycle::MAX_AFTER_MS;
-
-fn parse(args: &[&[u8]], mut policy: Lifecycle) -> Result<Option<Lifecycle>> {
-    if args.is_empty() {
-        return Ok(None);
-    }
-    let mut seen: Vec<String> = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let word = String::from_utf8_lossy(arg).to_ascii_uppercase();
-        if seen.contains(&word) {
-            return Err(Error::Syntax(format!("{word} given twice")));
-        }
-        let (max, unit) = match word.as_str() {
-            "PROMOTE-AFTER" | "RETIRE-AFTER" | "MIN-WAIT" => (MAX_MS, "milliseconds"),
-            "CONFIRM" => (100, "a percentage"),
-            _ => {
-                return Err(Error::Syntax(format!(
-                    "unknown option {} (PROMOTE-AFTER, RETIRE-AFTER, CONFIRM, MIN-WAIT)",
-                    Shown::bytes(arg)
-                )))
-            }
-        };
-        let value = rest
-            .next()
-            .ok_or_else(|| Error::Syntax(format!("{word} needs a value")))?;
-        let n = std::str::from_utf8(value)
-            .ok()
-            .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|t| t.parse::<u64>().ok())
-            .filter(|n| *n <= max)
-            .ok_or_else(|| {
-                Error::Syntax(format!(
-                    "{word} needs {unit} from 0 to {max}, got {}",
-                    Shown::bytes(value)
-                ))
-            })?;
-        match word.as_str() {
-            "PROMOTE-AFTER" => policy.promote_after_ms = n,
-            "RETIRE-AFTER" => policy.retire_after_ms = n,
-            "MIN-WAIT" => policy.min_wait_ms = n,
-            _ => policy.confirm_pct = u8::try_from(n).unwrap_or(100),
-        }
-        seen.push(word);
-    }
-    if policy.confirm_pct == 0 {
-        if seen.iter().any(|w| w == "MIN-WAIT") && policy.min_wait_ms > 0 {
-            return Err(Error::Syntax("MIN-WAIT needs CONFIRM".into()));
-        }
-        policy.min_wait_ms = 0;
-    }
-    Ok(Some(policy))
-}
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     if args.len() < 2 {
@@ -84,11 +30,9 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         args.string(1).ok_or(Error::Arity("jwks.policy"))?,
         Mode::Read,
     )?;
-    let stored = key
-        .keyset()?
-        .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
+    let stored = key.existing_keyset()?;
     let set = stored.set();
-    let Some(policy) = parse(&args.rest(2), set.lifecycle())? else {
+    let Some(policy) = args::parse_policy(&args.rest(2), set.lifecycle())? else {
         return Ok(reply(set));
     };
     if policy == set.lifecycle() {

@@ -148,12 +148,7 @@ pub(crate) fn collect(mut emit: impl FnMut(&str, Number)) {
     registry::each(|db, names| {
         for (name, s) in names.iter().filter(|(_, s)| s.has_policy) {
             let mut one = |metric: &str, value: Number| {
-                series.clear();
-                series.push_str(metric);
-                series.push(':');
-                series.push_str(itoa::Buffer::new().format(db));
-                series.push(':');
-                push_label(&mut series, name);
+                keyset_series(&mut series, metric, db, name);
                 emit(&series, value);
             };
             if let Some(since) = s.current_since_ms {
@@ -184,12 +179,7 @@ pub(crate) fn collect(mut emit: impl FnMut(&str, Number)) {
     ] {
         registry::each(|db, names| {
             for name in names.keys() {
-                series.clear();
-                series.push_str(metric);
-                series.push(':');
-                series.push_str(itoa::Buffer::new().format(db));
-                series.push(':');
-                push_label(&mut series, name);
+                keyset_series(&mut series, metric, db, name);
                 let n = counts
                     .get(&db)
                     .and_then(|by_name| by_name.get(name.as_slice()))
@@ -208,18 +198,23 @@ pub(crate) fn collect(mut emit: impl FnMut(&str, Number)) {
             (counter_names::KEYSET_VERIFIERS, live),
             (counter_names::KEYSET_VERIFIERS_BEHIND, behind),
         ] {
-            series.clear();
-            series.push_str(metric);
-            series.push(':');
-            series.push_str(itoa::Buffer::new().format(db));
-            series.push(':');
-            push_label(&mut series, name);
+            keyset_series(&mut series, metric, db, name);
             emit(
                 &series,
                 Number::Count(i64::try_from(value).unwrap_or(i64::MAX)),
             );
         }
     });
+}
+
+/// `<metric>:<db>:<name>` into `out`: one key set's series, its name escaped as a label.
+fn keyset_series(out: &mut String, metric: &str, db: i32, name: &[u8]) {
+    out.clear();
+    out.push_str(metric);
+    out.push(':');
+    out.push_str(itoa::Buffer::new().format(db));
+    out.push(':');
+    push_label(out, name);
 }
 
 /// A key-set name as a Prometheus label value: UTF-8, with control, invisible, separator

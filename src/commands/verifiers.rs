@@ -10,7 +10,7 @@ use crate::glue::args::Args;
 use crate::glue::clock::now_ms;
 use crate::glue::redis_key::db;
 use crate::glue::redis_key::{Key, Mode};
-use redis_jwks_core::error::{Error, Result, Shown};
+use redis_jwks_core::error::{Error, Result};
 
 pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     let (2, Some(arg)) = (args.len(), args.string(1)) else {
@@ -18,9 +18,7 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
     };
     let name = args.bytes(1);
     let key = Key::arg(ctx, arg, Mode::Read)?;
-    let stored = key
-        .keyset()?
-        .ok_or_else(|| Error::NoKeySet(Shown::bytes(name)))?;
+    let stored = key.existing_keyset()?;
     let set = stored.set();
     let now = now_ms();
     let list = crate::fleets::read(db(ctx), name, |fleet| {

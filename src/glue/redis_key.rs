@@ -117,6 +117,12 @@ impl Key {
 
     /// The key set stored here: `None` for no key, `WRONGTYPE` for another type. The
     /// reference lives as long as the key is open and the command runs.
+    /// The key set at this key, or `NOKEYSET` naming the key.
+    pub(crate) fn existing_keyset(&self) -> Result<&Stored> {
+        self.keyset()?
+            .ok_or_else(|| Error::NoKeySet(Shown::bytes(self.name())))
+    }
+
     pub(crate) fn keyset(&self) -> Result<Option<&Stored>> {
         if self.ptr.is_null() {
             return Ok(None);
