@@ -41,10 +41,18 @@ impl Fleets {
     }
 }
 
-/// Records `ack` for the key set at (`db`, `name`), now at `generation`. True if it changed
+/// Records `ack` for the key set at (`db`, `name`), now at `generation` with a document of
+/// ETag `etag()` (refused, `STALE`, if the ack's ETag says it is about a key set once at
+/// this name, not this one). True if it changed
 /// what the fleet holds (a new verifier, or another generation), which is when a CONFIRM
 /// can come of it; a repeated ack only extends a verifier's life. O(log V).
-pub(crate) fn ack(db: i32, name: &[u8], ack: &Ack, generation: u64, now_ms: i64) -> Result<bool> {
+pub(crate) fn ack(
+    db: i32,
+    name: &[u8],
+    ack: &Ack,
+    (generation, etag): (u64, impl FnOnce() -> String),
+    now_ms: i64,
+) -> Result<bool> {
     with(|all| {
         let key = (db, name.to_vec());
         let before = all
@@ -59,7 +67,8 @@ pub(crate) fn ack(db: i32, name: &[u8], ack: &Ack, generation: u64, now_ms: i64)
             }
         }
         let fleet = all.by_set.entry(key).or_default();
-        fleet.saw_generation(generation, now_ms);
+        fleet.saw_generation(generation, now_ms, etag);
+        fleet.check(ack)?;
         let len = fleet.len();
         fleet.ack(ack, now_ms)?;
         all.total = all.total.saturating_add(fleet.len()).saturating_sub(len);
@@ -82,11 +91,12 @@ pub(crate) fn read<T>(db: i32, name: &[u8], f: impl FnOnce(&Fleet) -> T) -> Opti
     with(|all| all.by_set.get(&(db, name.to_vec())).map(f))
 }
 
-/// The key set at (`db`, `name`) is at `generation` (for how long verifiers are behind).
-pub(crate) fn saw_generation(db: i32, name: &[u8], generation: u64, now_ms: i64) {
+/// The key set at (`db`, `name`) is `set` now (for how long verifiers are behind, and which
+/// document each generation was). Nothing to do, and nothing rendered, without a fleet.
+pub(crate) fn saw_generation(db: i32, name: &[u8], set: &KeySet, now_ms: i64) {
     with(|all| {
         if let Some(f) = all.by_set.get_mut(&(db, name.to_vec())) {
-            f.saw_generation(generation, now_ms);
+            f.saw_generation(set.generation(), now_ms, || set.rendered().etag);
         }
     });
 }

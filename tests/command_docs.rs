@@ -39,7 +39,7 @@ fn every_public_command_is_documented_with_typed_arguments() {
         ("jwks.info", 1),
         ("jwks.policy", 5),
         ("jwks.stats", 0),
-        ("jwks.ack", 4),
+        ("jwks.ack", 5),
         ("jwks.verifiers", 1),
     ];
     for (name, arg_count) in public {

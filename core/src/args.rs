@@ -188,9 +188,12 @@ pub fn number(what: &str, arg: &[u8], max: u64, unit: &str) -> Result<u64> {
         })
 }
 
-/// `JWKS.ACK K GENERATION g ID id [TTL ms]`, the arguments after the key.
+/// The longest ETag an ack may carry (the module's are 24 bytes).
+const MAX_ETAG_BYTES: usize = 128;
+
+/// `JWKS.ACK K GENERATION g ID id [ETAG etag] [TTL ms]`, the arguments after the key.
 pub fn parse_ack(args: &[&[u8]]) -> Result<Ack> {
-    let (mut generation, mut id, mut ttl) = (None, None, None);
+    let (mut generation, mut id, mut ttl, mut etag) = (None, None, None, None);
     let mut rest = args.iter();
     while let Some(word) = rest.next() {
         let word = String::from_utf8_lossy(word).to_ascii_uppercase();
@@ -207,6 +210,19 @@ pub fn parse_ack(args: &[&[u8]]) -> Result<Ack> {
                 )?)
                 .is_some(),
             "ID" => id.replace(value.to_vec()).is_some(),
+            "ETAG" => {
+                let text = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|t| (2..=MAX_ETAG_BYTES).contains(&t.len()))
+                    .filter(|t| t.bytes().all(|b| b.is_ascii_graphic()))
+                    .ok_or_else(|| {
+                        Error::Syntax(format!(
+                            "ETAG needs the document's ETag (2 to {MAX_ETAG_BYTES} printable ASCII bytes), got {}",
+                            Shown::bytes(value)
+                        ))
+                    })?;
+                etag.replace(text.to_owned()).is_some()
+            }
             "TTL" => {
                 let ms = number("TTL", value, MAX_TTL_MS as u64, "an integer")?;
                 if (ms as i64) < MIN_TTL_MS {
@@ -218,7 +234,7 @@ pub fn parse_ack(args: &[&[u8]]) -> Result<Ack> {
             }
             _ => {
                 return Err(Error::Syntax(format!(
-                    "unknown option {} (GENERATION, ID, TTL)",
+                    "unknown option {} (GENERATION, ID, ETAG, TTL)",
                     Shown::new(&word)
                 )))
             }
@@ -245,6 +261,7 @@ pub fn parse_ack(args: &[&[u8]]) -> Result<Ack> {
         generation,
         id,
         ttl_ms: ttl.unwrap_or(DEFAULT_TTL_MS),
+        etag,
     })
 }
 
@@ -398,7 +415,8 @@ mod tests {
             Ack {
                 generation: 7,
                 id: b"h:1:a".to_vec(),
-                ttl_ms: DEFAULT_TTL_MS
+                ttl_ms: DEFAULT_TTL_MS,
+                etag: None
             }
         );
         let args: Vec<&[u8]> = vec![b"ID", b"x", b"TTL", b"1000", b"GENERATION", b"0"];
@@ -407,7 +425,8 @@ mod tests {
             Ack {
                 generation: 0,
                 id: b"x".to_vec(),
-                ttl_ms: 1000
+                ttl_ms: 1000,
+                etag: None
             }
         );
         for (bad, why) in [

@@ -131,6 +131,8 @@ pub enum Error {
     },
     /// An ack sent to a replica.
     AckOnReplica,
+    /// An ack of a generation whose document (by ETag) is not this key set's.
+    StaleAck { generation: u64, etag: Shown },
     /// A module API function this server lacks.
     Api(&'static str),
     Internal,
@@ -160,6 +162,7 @@ impl Error {
             Error::AlreadyCurrent(_) | Error::RetireCurrent(_) => "BADSTATE",
             Error::TooManyKeys(_) | Error::TooManyVerifiers(..) => "FULL",
             Error::AckOnReplica => "READONLY",
+            Error::StaleAck { .. } => "STALE",
             Error::GenerationMismatch { .. } => "GENMISMATCH",
             Error::WrongType(..) => "WRONGTYPE",
             Error::State(_) => "CORRUPT",
@@ -219,6 +222,7 @@ impl fmt::Display for Error {
             Error::LoadArg(name, why) => write!(f, "module argument {name} {why}"),
             Error::TooManyVerifiers(what, n) => write!(f, "too many verifiers: {what} has {n} live ones; acks from new IDs are refused until some expire"),
             Error::GenerationAhead { acked, generation } => write!(f, "generation {acked} is newer than the key set's ({generation})"),
+            Error::StaleAck { generation, etag } => write!(f, "ETag {etag} is not the document of this key set's generation {generation}: the verifier holds a key set once at this name; reload"),
             Error::AckOnReplica => f.write_str("You can't ack a replica: acks are kept by the primary, where promotions happen"),
             Error::Api(a0) => write!(f, "module API {a0} is missing or failed"),
             Error::Internal => f.write_str("redis-jwks internal error; the command was aborted"),

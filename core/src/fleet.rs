@@ -29,6 +29,9 @@ pub struct Ack {
     pub generation: u64,
     pub id: Vec<u8>,
     pub ttl_ms: i64,
+    /// The ETag of the document held (`JWKS.GET K META`'s `etag`): what tells generation g
+    /// of this key set from generation g of one deleted, restored or recreated at the name.
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +52,9 @@ pub struct Fleet {
     expiries: BTreeSet<(i64, Vec<u8>)>,
     /// How many verifiers held hold each generation.
     held: BTreeMap<u64, usize>,
-    /// When this node first saw each recent generation of the key set (oldest first).
-    seen: VecDeque<(u64, i64)>,
+    /// When this node first saw each recent generation of the key set (oldest first), and
+    /// its document's ETag.
+    seen: VecDeque<(u64, i64, String)>,
 }
 
 impl Fleet {
@@ -143,16 +147,34 @@ impl Fleet {
         self.expiries.first().map(|(until, _)| *until)
     }
 
-    /// The key set is at `generation` (seen at `now_ms` if new).
-    pub fn saw_generation(&mut self, generation: u64, now_ms: i64) {
+    /// The key set is at `generation`, whose document has `etag` (seen at `now_ms` if new).
+    /// `etag` is only asked for when the generation is new to this fleet.
+    pub fn saw_generation(&mut self, generation: u64, now_ms: i64, etag: impl FnOnce() -> String) {
         match self.seen.back() {
-            Some((g, _)) if *g >= generation => return,
+            Some((g, _, _)) if *g >= generation => return,
             _ => {}
         }
         if self.seen.len() >= HISTORY {
             self.seen.pop_front();
         }
-        self.seen.push_back((generation, now_ms));
+        self.seen.push_back((generation, now_ms, etag()));
+    }
+
+    /// Refuses an ack whose ETag is not the document this node saw at its generation: the
+    /// verifier holds a generation of another key set once at this name (deleted and
+    /// recreated, or replaced by an older dump), whose numbers repeat. An ack without an
+    /// ETag, or of a generation from before this node's memory, cannot be told apart.
+    pub fn check(&self, ack: &Ack) -> Result<()> {
+        let Some(etag) = &ack.etag else {
+            return Ok(());
+        };
+        match self.seen.iter().find(|(g, _, _)| *g == ack.generation) {
+            Some((_, _, seen)) if seen != etag => Err(Error::StaleAck {
+                generation: ack.generation,
+                etag: crate::error::Shown::new(etag),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Since when a verifier holding `generation` has been behind: when the next
@@ -160,8 +182,8 @@ impl Fleet {
     fn behind_since(&self, generation: u64) -> Option<i64> {
         self.seen
             .iter()
-            .find(|(g, _)| *g > generation)
-            .map(|(_, since)| *since)
+            .find(|(g, _, _)| *g > generation)
+            .map(|(_, since, _)| *since)
     }
 
     /// Live verifiers behind the set's generation for longer than `threshold_ms`.
@@ -197,6 +219,7 @@ mod tests {
             generation,
             id: id.into(),
             ttl_ms,
+            etag: None,
         }
     }
 
@@ -228,13 +251,32 @@ mod tests {
     }
 
     #[test]
+    fn an_etag_tells_this_sets_generation_from_an_earlier_sets() {
+        let mut f = Fleet::default();
+        f.saw_generation(2, 0, || "\"new\"".into());
+        let with = |etag: Option<&str>| Ack {
+            etag: etag.map(str::to_owned),
+            ..ack("v", 2, 1000)
+        };
+        assert!(f.check(&with(Some("\"new\""))).is_ok());
+        let stale = f.check(&with(Some("\"old\""))).unwrap_err().to_string();
+        assert!(stale.starts_with("STALE "), "{stale}");
+        assert!(f.check(&with(None)).is_ok(), "without an ETag: cannot tell");
+        let older = Ack {
+            generation: 1,
+            ..with(Some("\"x\""))
+        };
+        assert!(f.check(&older).is_ok(), "before this node's memory: cannot tell");
+    }
+
+    #[test]
     fn behind_counts_from_when_the_next_generation_began() {
         let mut f = Fleet::default();
-        f.saw_generation(3, 0);
+        f.saw_generation(3, 0, || "e3".into());
         f.ack(&ack("old", 3, 60_000), 0).unwrap();
         f.ack(&ack("new", 3, 60_000), 0).unwrap();
-        f.saw_generation(4, 1_000);
-        f.saw_generation(4, 2_000);
+        f.saw_generation(4, 1_000, || "e4".into());
+        f.saw_generation(4, 2_000, || unreachable!());
         f.ack(&ack("new", 4, 60_000), 1_500).unwrap();
         assert_eq!(f.behind(1_500, 1_000), 0);
         assert_eq!(f.behind(2_001, 1_000), 1);

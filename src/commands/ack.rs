@@ -1,6 +1,7 @@
-//! `JWKS.ACK K GENERATION g ID id [TTL ms]`: verifier `id` holds the document of
-//! generation g of the key set at K, and counts as live for TTL ms (default 30 s) unless it
-//! acks again. Replies with K's generation, so a verifier that missed a change event learns
+//! `JWKS.ACK K GENERATION g ID id [ETAG etag] [TTL ms]`: verifier `id` holds the document
+//! of generation g of the key set at K, and counts as live for TTL ms (default 30 s) unless
+//! it acks again. With the document's ETag, an ack about a key set once at this name (whose
+//! generations repeat) is refused (`STALE`) rather than counted. Replies with K's generation, so a verifier that missed a change event learns
 //! it from its next ack. A read of K for ACL (a verifier role reads and acks; it cannot
 //! write the key set) but not in @read: under CONFIRM an ack can bring a promotion, so a
 //! role is granted `+jwks.ack` by name. Kept in the primary's memory only (`fleets`); a
@@ -39,7 +40,8 @@ pub(crate) fn run(ctx: &Context, args: &Args) -> Result<RedisValue> {
         });
     }
     let db = db(ctx);
-    let changed = crate::fleets::ack(db, name, &ack, set.generation(), now_ms())?;
+    let current = (set.generation(), || stored.rendered().etag.clone());
+    let changed = crate::fleets::ack(db, name, &ack, current, now_ms())?;
     stats::count(counter_names::VERIFIER_ACKS);
     if changed && set.lifecycle().confirms() {
         // The ack may confirm the next key: the scheduler looks at once.

@@ -158,6 +158,12 @@ const ACK_ARGS: &[Arg] = &[
         ..arg("id", ArgType::String, "the verifier (e.g. host:pid:object)")
     },
     option(
+        "etag",
+        "ETAG",
+        ArgType::String,
+        "the document's ETag: an ack about a key set once at this name is refused (STALE)",
+    ),
+    option(
         "ttl",
         "TTL",
         ArgType::Integer,

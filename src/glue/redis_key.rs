@@ -255,18 +255,35 @@ impl Key {
         unsafe { replicate_raw(self.ctx, cmd, argv) };
     }
 
-    /// Stores a key set here, replacing what was there.
+    /// Stores a key set here, replacing what was there. A key set already here is replaced
+    /// in place, so the key keeps what Redis keeps with it (its TTL, LRU/LFU data): an
+    /// operator's `EXPIRE` on a key set outlives a rotation, as it outlives an `HSET` on a
+    /// hash. Closing the key (opened for writing) still tells WATCH and client tracking.
     pub(crate) fn set_keyset(&self, value: Stored) -> Result<()> {
         self.writable()?;
-        let set = api!(RedisModule_ModuleTypeSetValue)?;
         let raw_type = crate::datatype::raw_type();
+        let replacing = self.keyset()?.is_some();
         let value = Box::into_raw(Box::new(value)).cast::<c_void>();
-        // Replacing the old value unlinks it: marked as our own write.
-        let status = tracking::ours(|| {
-            // Redis owns the value from here (freed through the type's `free`).
-            // SAFETY: an open writable key and a value of our type.
-            unsafe { set(self.ptr, raw_type, value) }
-        });
+        let status = if replacing {
+            let replace = api!(RedisModule_ModuleTypeReplaceValue)?;
+            let mut old: *mut c_void = ptr::null_mut();
+            // SAFETY: an open writable key holding a value of our type; Redis owns `value`
+            // from here and hands the old one back to us.
+            let status = unsafe { replace(self.ptr, raw_type, value, &mut old) };
+            if status == raw::REDISMODULE_OK as c_int && !old.is_null() {
+                // SAFETY: the old value, a Stored of ours, no longer reachable from Redis.
+                drop(unsafe { Box::from_raw(old.cast::<Stored>()) });
+            }
+            status
+        } else {
+            let set = api!(RedisModule_ModuleTypeSetValue)?;
+            // Replacing a value of another type unlinks it: marked as our own write.
+            tracking::ours(|| {
+                // Redis owns the value from here (freed through the type's `free`).
+                // SAFETY: an open writable key and a value of our type.
+                unsafe { set(self.ptr, raw_type, value) }
+            })
+        };
         if status != raw::REDISMODULE_OK as c_int {
             // SAFETY: Redis did not take the value.
             drop(unsafe { Box::from_raw(value.cast::<Stored>()) });

@@ -63,7 +63,7 @@ pub(crate) fn is_ours() -> bool {
 pub(crate) fn track(db: i32, name: &[u8], set: &KeySet) {
     registry::put(db, name, registry::Snapshot::of(set));
     let now = now_ms();
-    fleets::saw_generation(db, name, set.generation(), now);
+    fleets::saw_generation(db, name, set, now);
     schedule::set(db, name, fleets::wake_at(db, name, set, now));
 }
 
