@@ -369,11 +369,18 @@ fn acks_of_a_deleted_set_do_not_survive_its_recreation() {
     assert_eq!(current(&mut con, K), "a");
 }
 
+fn replica_generation(r: &mut Connection) -> Option<i64> {
+    match cmd("JWKS.INFO", &[K]).query::<Value>(r) {
+        Ok(Value::Nil) | Err(_) => None,
+        Ok(v) => Some(as_int(&field(&v, "generation"))),
+    }
+}
+
 // ---- Promotions exactly once --------------------------------------------------------------
 
 #[test]
 fn a_replica_promoted_with_replicaof_no_one_takes_acks_and_promotes_once() {
-    let primary = Server::start();
+    let primary = Server::with_args(&["--repl-diskless-sync-delay", "0"]);
     let replica = Server::start();
     replica.replicate(&primary);
     let mut p = primary.conn();
@@ -381,7 +388,7 @@ fn a_replica_promoted_with_replicaof_no_one_takes_acks_and_promotes_once() {
     confirming(&mut p, K, &[]);
     ack(&mut p, K, 1, "on-primary");
     wait_for("replica has the set", || {
-        cmd("JWKS.INFO", &[K]).query::<Value>(&mut r).is_ok_and(|v| as_int(&field(&v, "generation")) == 2)
+        replica_generation(&mut r) == Some(2)
     });
     let e = try_ack(&mut r, K, 2, b"v", 60_000).unwrap_err();
     assert!(e.kind() == redis::ErrorKind::ReadOnly, "{e}");
@@ -398,14 +405,21 @@ fn a_replica_promoted_with_replicaof_no_one_takes_acks_and_promotes_once() {
 
 #[test]
 fn a_confirming_ack_during_client_pause_write_promotes_once_after_the_pause() {
-    let primary = Server::with_args(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let primary = Server::with_args(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
     let replica = Server::start();
     replica.replicate(&primary);
     let mut p = primary.conn();
     confirming(&mut p, K, &[]);
     wait_for("replica in sync", || {
         let mut r = replica.conn();
-        cmd("JWKS.INFO", &[K]).query::<Value>(&mut r).is_ok_and(|v| as_int(&field(&v, "generation")) == 2)
+        replica_generation(&mut r) == Some(2)
     });
     let offset = |c: &mut Connection| -> i64 {
         let s: String = cmd("INFO", &["replication"]).query(c).unwrap();
@@ -442,6 +456,46 @@ fn a_confirming_ack_during_client_pause_write_promotes_once_after_the_pause() {
     assert_eq!(promotions_of(&mut p, K, "b"), 1);
     let mut r = replica.conn();
     wait_for("replica promoted too", || current(&mut r, K) == "b");
+}
+
+#[test]
+fn a_confirmation_that_lapses_before_min_wait_ends_promotes_nothing() {
+    let server = Server::start();
+    let mut con = server.conn();
+    confirming(&mut con, K, &["MIN-WAIT", "1300"]);
+    try_ack(&mut con, K, 2, b"short-lived", 1000).unwrap();
+    assert_eq!(confirmation(&mut con, K), (1, 1, 1));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(confirmation(&mut con, K), (0, 0, 0));
+    assert_eq!(current(&mut con, K), "a", "promoted on a verifier that was gone");
+    // A live one then confirms at once (MIN-WAIT is over).
+    ack(&mut con, K, 2, "live");
+    wait_for("promotion", || current(&mut con, K) == "b");
+    assert_eq!(promotions_of(&mut con, K, "b"), 1);
+}
+
+#[test]
+fn with_the_keyspace_hook_rename_and_copy_carry_no_verifiers_either() {
+    let server = Server::with_module_args(&["keyspace-hook", "yes"], &[]);
+    let mut con = server.conn();
+    let (src, dst, cp) = ("jwks:{atk}:src", "jwks:{atk}:dst", "jwks:{atk}:copy");
+    confirming(&mut con, src, &[]);
+    ack(&mut con, src, 1, "v-src");
+    confirming(&mut con, dst, &[]);
+    ack(&mut con, dst, 1, "v-dst");
+    let _: () = cmd("RENAME", &[src, dst]).query(&mut con).unwrap();
+    settle(&mut con);
+    assert!(ids(&mut con, dst).is_empty());
+    ack(&mut con, dst, 1, "v-new");
+    let _: i64 = cmd("COPY", &[dst, cp]).query(&mut con).unwrap();
+    settle(&mut con);
+    assert!(ids(&mut con, cp).is_empty());
+    assert_eq!(ids(&mut con, dst), ["v-new"]);
+    assert_eq!(all_verifier_gauges(&mut con), 1);
+    // Acks about the copy promote the copy alone.
+    ack(&mut con, cp, 2, "c");
+    wait_for("copy promoted", || current(&mut con, cp) == "b");
+    assert_eq!(current(&mut con, dst), "a");
 }
 
 // ---- Users -----------------------------------------------------------------------------------
@@ -694,7 +748,11 @@ fn one_hundred_thousand_distinct_verifiers_fill_the_caps_and_stay_bounded() {
     assert!(e.to_string().starts_with("FULL") || e.code() == Some("FULL"), "{e}");
     // A known ID may always ack again.
     try_ack(&mut con, &sets[0], 1, b"host-00-00000-0123456789abcdef01234", 60_000).unwrap();
+    let t = Instant::now();
     assert_eq!(all_verifier_gauges(&mut con), 100_000);
+    let scrape = t.elapsed();
+    eprintln!("JWKS.STATS over 100k verifiers: {scrape:?}");
+    assert!(scrape < Duration::from_millis(500), "a scrape took {scrape:?}");
     // DEL of one set frees its share: new IDs fit again.
     let _: i64 = cmd("DEL", &[&sets[19]]).query(&mut con).unwrap();
     settle(&mut con);
@@ -739,13 +797,16 @@ fn acks_at_a_high_rate_during_confirmed_rotations_leave_ping_fast() {
     let mut rotations = 0;
     let start = Instant::now();
     let mut k = 10;
+    let mut waiting_for = "b".to_string();
     while start.elapsed() < Duration::from_millis(1500) {
         let t = Instant::now();
         let _: String = cmd::<&str>("PING", &[]).query(&mut con).unwrap();
         worst = worst.max(t.elapsed());
-        if current(&mut con, K) == "b" || rotations == 0 {
+        if current(&mut con, K) == waiting_for {
+            assert_eq!(promotions_of(&mut con, K, &waiting_for), 1, "{waiting_for}");
             k += 1;
-            let _ = rotate(&mut con, K, &["ADD", &ec(&format!("k{k}"), k)]);
+            waiting_for = format!("k{k}");
+            rotate(&mut con, K, &["ADD", &ec(&waiting_for, k)]).unwrap();
             rotations += 1;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -754,6 +815,7 @@ fn acks_at_a_high_rate_during_confirmed_rotations_leave_ping_fast() {
     let batches = flood.join().unwrap();
     eprintln!("worst PING {worst:?}, {batches} batches of 500 acks, {rotations} rotations");
     assert!(worst < Duration::from_millis(250), "PING took {worst:?}");
+    assert!(rotations >= 2, "the flood's acks confirmed {rotations} rotations");
 }
 
 // ---- The clean-up path ------------------------------------------------------------------------
