@@ -620,6 +620,40 @@ fn an_ack_never_aborts_a_watch_of_the_key_set_or_its_derived_keys() {
 }
 
 #[test]
+fn acks_that_confirm_nothing_write_nothing_to_the_aof_or_the_replicas() {
+    let primary = Server::with_args(&["--appendonly", "yes", "--repl-diskless-sync-delay", "0"]);
+    let replica = Server::start();
+    replica.replicate(&primary);
+    let mut p = primary.conn();
+    confirming(&mut p, K, &[]);
+    let info = |c: &mut Connection, section: &str, field: &str| -> i64 {
+        let s: String = cmd("INFO", &[section]).query(c).unwrap();
+        let prefix = format!("{field}:");
+        s.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    settle(&mut p);
+    let (offset, aof, d) = (
+        info(&mut p, "replication", "master_repl_offset"),
+        info(&mut p, "persistence", "aof_current_size"),
+        digest(&mut p),
+    );
+    for i in 0..200 {
+        ack(&mut p, K, 1, &format!("v{i}"));
+    }
+    ack(&mut p, K, 2, "v0");
+    settle(&mut p);
+    assert_eq!(current(&mut p, K), "a");
+    assert_eq!(info(&mut p, "replication", "master_repl_offset"), offset);
+    assert_eq!(info(&mut p, "persistence", "aof_current_size"), aof);
+    assert_eq!(digest(&mut p), d);
+}
+
+#[test]
 fn refused_acks_change_nothing() {
     let server = Server::with_module_args(&[], &["--maxmemory", "0"]);
     let mut con = server.conn();
