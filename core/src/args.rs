@@ -409,6 +409,18 @@ mod tests {
     }
     #[test]
     fn parses_ack_arguments() {
+        let with_etag: Vec<&[u8]> = vec![b"GENERATION", b"7", b"ID", b"v", b"ETAG", b"\"Ab_-9\""];
+        assert_eq!(
+            parse_ack(&with_etag).unwrap().etag.as_deref(),
+            Some("\"Ab_-9\"")
+        );
+        for bad in [&b""[..], b"\"", b"a b", b"\"x\"\n"] {
+            let args: Vec<&[u8]> = vec![b"GENERATION", b"7", b"ID", b"v", b"ETAG", bad];
+            assert!(parse_ack(&args)
+                .unwrap_err()
+                .to_string()
+                .contains("ETAG needs"));
+        }
         let args: Vec<&[u8]> = vec![b"generation", b"7", b"ID", b"h:1:a"];
         assert_eq!(
             parse_ack(&args).unwrap(),

@@ -132,7 +132,10 @@ pub enum Error {
     /// An ack sent to a replica.
     AckOnReplica,
     /// An ack of a generation whose document (by ETag) is not this key set's.
-    StaleAck { generation: u64, etag: Shown },
+    StaleAck {
+        generation: u64,
+        etag: Shown,
+    },
     /// A module API function this server lacks.
     Api(&'static str),
     Internal,

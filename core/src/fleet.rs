@@ -266,7 +266,10 @@ mod tests {
             generation: 1,
             ..with(Some("\"x\""))
         };
-        assert!(f.check(&older).is_ok(), "before this node's memory: cannot tell");
+        assert!(
+            f.check(&older).is_ok(),
+            "before this node's memory: cannot tell"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //   negativeTtl, or until the key set changes. A kid found published is a change this cache
 //   was not told of: it reloads in full.
 // - Acks (issue #21): after every load, and every ackTtlMs/3 after the last ack, the cache
-//   tells the primary what it holds (JWKS.ACK K GENERATION g ID id TTL ms), so JWKS.VERIFIERS
+//   tells the primary what it holds (JWKS.ACK K GENERATION g ID id TTL ms ETAG etag), so JWKS.VERIFIERS
 //   and CONFIRM promotions see it. Acks run beside verification and never delay or fail it:
 //   an error (NOPERM, READONLY on a replica, an older module) is counted and logged at most
 //   once a minute. The reply is K's current generation: one higher than held means an event
@@ -532,10 +532,13 @@ class KeyCache extends EventEmitter {
     if (!snap || !snap.exists) return; // no key set: nothing to ack (the next load acks)
     a.inFlight = true;
     const g = snap.generation;
+    // With the document's ETag: generations repeat when a key set is deleted and created
+    // again, and the module refuses (STALE) an ack about a key set no longer there.
+    const etag = snap.etag ? ['ETAG', snap.etag] : [];
     const sent = (async () => {
       const conn = await this._nodeConnection();
       return conn.call('JWKS.ACK', this.key, 'GENERATION', String(g), 'ID', this._o.ackId,
-        'TTL', String(this._o.ackTtlMs));
+        'TTL', String(this._o.ackTtlMs), ...etag);
     })();
     sent.then((reply) => this._acked(g, Number(reply)), (e) => this._ackFailed(g, e))
       .catch((e) => this._log.warn(`KEYCACHE_ACK_FAILED key=${this.key} error=${e.message}`))
@@ -575,8 +578,9 @@ class KeyCache extends EventEmitter {
     if (this._closed) return;
     const message = String(e && e.message);
     // Answers that say what is held is not what the key set is: the key set is gone
-    // (NOKEYSET) or older than held (a generation newer than K's is refused).
-    if (/^NOKEYSET/.test(message) || /newer/i.test(message)) {
+    // (NOKEYSET), older than held (a generation newer than K's is refused), or another key
+    // set once at the name (STALE: same generation, another document).
+    if (/^(NOKEYSET|STALE)/.test(message) || /newer/i.test(message)) {
       this._ackReload(() => true, g);
       return;
     }

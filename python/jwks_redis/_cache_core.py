@@ -309,7 +309,7 @@ def default_ack_id(obj: Any) -> str:
 
 
 class Acker:
-    """When and what a verifier acks (`JWKS.ACK K GENERATION g ID id TTL ms`), and what the
+    """When and what a verifier acks (`JWKS.ACK K GENERATION g ID id TTL ms ETAG etag`), and what the
     reply or an error means. No I/O: the cache's thread (or task) asks `due(now)`, sends the
     command, and reports with `done` or `failed`. Errors are counted and logged at most once
     per `log_period` per kind, never raised."""
@@ -372,9 +372,15 @@ class Acker:
             return None
         return snapshot.generation
 
-    def command(self, generation: int) -> list:
-        return ["JWKS.ACK", self.key, "GENERATION", str(generation), "ID", self.id,
-                "TTL", str(self.ttl_ms)]
+    def command(self, generation: int, etag: Optional[str] = None) -> list:
+        """The ack of `generation`, with its document's `etag` when known: generations
+        repeat when a key set is deleted and created again, and the ETag lets the module
+        refuse (STALE) an ack about a key set that is no longer there."""
+        cmd = ["JWKS.ACK", self.key, "GENERATION", str(generation), "ID", self.id,
+               "TTL", str(self.ttl_ms)]
+        if etag:
+            cmd += ["ETAG", etag]
+        return cmd
 
     def done(self, generation: int, reply: Any, now: float) -> None:
         """The ack succeeded; `reply` is K's current generation: if it is newer than the one
@@ -389,10 +395,17 @@ class Acker:
         if current > generation and (self.behind is None or self.behind[0] < current):
             self.behind = (current, now + self.EVENT_GRACE)
 
-    def failed(self, error: BaseException) -> bool:
-        """The ack failed: counted and logged (rate-limited). True if the error says the
-        subscription's node no longer serves the key set (MOVED/ASK: resubscribe)."""
+    def failed(self, error: BaseException) -> Optional[str]:
+        """The ack failed: counted and logged (rate-limited). What the caller does about it:
+        "resubscribe" if the subscription's node no longer serves the key set (MOVED/ASK),
+        "reload" if the module says the document held is another key set's (STALE: one
+        deleted or replaced at the name, whose generations repeat), else None."""
         self.counters["ack_errors"] += 1
+        if str(error).startswith("STALE"):
+            self.last_error = f"{type(error).__name__}: {error}"
+            log.warning("KEYCACHE_ACK_STALE key=%s id=%s error=%s (reloading)", self.key,
+                        self.id, self.last_error)
+            return "reload"
         moved = isinstance(error, redis.exceptions.AskError) or str(error).startswith(("MOVED", "ASK"))
         if isinstance(error, redis.ResponseError) and not moved:
             error = _translate(error)
@@ -401,7 +414,7 @@ class Acker:
         if moved:  # a topology change, not a failure: the caller resubscribes (and logs)
             log.info("KEYCACHE_ACK_REDIRECTED key=%s id=%s error=%s", self.key, self.id,
                      self.last_error)
-            return True
+            return "resubscribe"
         kind = type(error).__name__ + ":" + text.split(" ", 1)[0]
         now = time.monotonic()
         if now - self._logged.get(kind, float("-inf")) >= self.log_period:
@@ -413,7 +426,7 @@ class Acker:
             self._logged[kind] = now
         else:
             self._folded[kind] = self._folded.get(kind, 0) + 1
-        return False
+        return None
 
     def stats(self) -> dict:
         return {**self.counters, "ack_id": self.id, "acked_generation": self.acked_generation,

@@ -439,13 +439,17 @@ class AsyncKeyCache(CacheState):
         generation = acker.due(s, now)
         if generation is None:
             return
+        etag = s.etag if s is not None and s.generation == generation else None
         try:
             node = await self._node_client()
-            reply = await node.execute_command(*acker.command(generation))
+            reply = await node.execute_command(*acker.command(generation, etag))
         except redis.RedisError as e:
-            if acker.failed(e):
+            action = acker.failed(e)
+            if action == "resubscribe":
                 raise _Resubscribe("JWKS.ACK was redirected: the node no longer serves the "
                                    "key set") from e
+            if action == "reload":
+                await self._load()
             return
         acker.done(generation, reply, time.monotonic())
         async with self._cond:

@@ -504,14 +504,17 @@ class KeyCache(CacheState):
             return
         if generation is None:
             return
+        etag = s.etag if s is not None and s.generation == generation else None
         try:
-            reply = self._node_client().execute_command(*acker.command(generation))
+            reply = self._node_client().execute_command(*acker.command(generation, etag))
         except redis.RedisError as e:
             with self._cond:
-                moved = acker.failed(e)
-            if moved:
+                action = acker.failed(e)
+            if action == "resubscribe":
                 raise _Resubscribe("JWKS.ACK was redirected: the node no longer serves the "
                                    "key set") from e
+            if action == "reload":
+                self._load()
             return
         with self._cond:
             acker.done(generation, reply, time.monotonic())

@@ -605,3 +605,21 @@ def test_confirm_promotes_once_the_keycaches_and_the_endpoints_clients_hold_the_
     finally:
         for cache in caches:
             cache.close()
+
+
+def test_acks_name_the_document_and_a_stale_answer_reloads():
+    """The ack carries the held document's ETag; the module's STALE answer (the document is
+    another key set's, once at this name, whose generations repeat) makes the cache reload,
+    and a redirect makes it resubscribe."""
+    from jwks_redis._cache_core import Acker
+
+    a = Acker("jwks:{t}", "host:1:a", 30.0)
+    assert a.command(4, '"abc"')[-2:] == ["ETAG", '"abc"']
+    assert "ETAG" not in a.command(4)
+    stale = redis.ResponseError("STALE ETag '\"abc\"' is not the document of this key set's "
+                                   "generation 4: the verifier holds a key set once at this name; reload")
+    assert a.failed(stale) == "reload"
+    assert a.failed(redis.ResponseError("MOVED 1234 127.0.0.1:7000")) == "resubscribe"
+    assert a.failed(redis.ResponseError("NOPERM no permissions")) is None
+    assert a.stats()["ack_errors"] == 3
+
