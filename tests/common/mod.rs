@@ -296,6 +296,14 @@ impl Drop for Server {
         // A failing test shows what the server said (a crash report, a module warning).
         if std::thread::panicking() {
             let log = self.log();
+            // A crash report's head (the signal, the stack trace, the command) comes first:
+            // the tail alone is the config dump and the memory test.
+            if let Some(at) = log.find("BUG REPORT START") {
+                eprintln!("--- server on port {} (its crash report) ---", self.port);
+                for line in log[at..].lines().take(80) {
+                    eprintln!("{line}");
+                }
+            }
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             eprintln!(
                 "--- server on port {} (last lines of its log) ---",
