@@ -58,8 +58,9 @@ pub(crate) fn guarded(what: &str, f: impl FnOnce()) {
 type Run = fn(&Context);
 
 unsafe extern "C" fn trampoline(ctx: *mut RedisModuleCtx, data: *mut c_void) {
-    // SAFETY: `data` is the `fn(&Context)` `timer` or `post_job` was given, cast to a
-    // pointer; fn pointers and data pointers have the same size on every target Redis runs.
+    // `data` is the `fn(&Context)` `timer` or `post_job` was given, cast to a pointer; fn
+    // pointers and data pointers have the same size on every target Redis runs.
+    // SAFETY: as just said.
     let run = unsafe { std::mem::transmute::<*mut c_void, Run>(data) };
     guarded("timer", || run(&Context::new(ctx)));
 }
@@ -86,8 +87,8 @@ pub(crate) fn post_job(ctx: &Context, run: Run) -> bool {
     let Ok(add) = api!(RedisModule_AddPostNotificationJob) else {
         return false;
     };
-    // SAFETY: a live context; the trampoline turns the data pointer back into `run`; no
-    // free callback, since a fn pointer owns nothing.
+    // No free callback: a fn pointer owns nothing.
+    // SAFETY: a live context; the trampoline turns the data pointer back into `run`.
     let status = unsafe { add(ctx.ctx, Some(trampoline), run as *mut c_void, None) };
     status == raw::REDISMODULE_OK as c_int
 }

@@ -267,8 +267,8 @@ impl Key {
         let status = if replacing {
             let replace = api!(RedisModule_ModuleTypeReplaceValue)?;
             let mut old: *mut c_void = ptr::null_mut();
-            // SAFETY: an open writable key holding a value of our type; Redis owns `value`
-            // from here and hands the old one back to us.
+            // Redis owns `value` from here and hands the old one back to us.
+            // SAFETY: an open writable key holding a value of our type.
             let status = unsafe { replace(self.ptr, raw_type, value, &mut old) };
             if status == raw::REDISMODULE_OK as c_int && !old.is_null() {
                 // SAFETY: the old value, a Stored of ours, no longer reachable from Redis.

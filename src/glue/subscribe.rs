@@ -101,8 +101,8 @@ unsafe extern "C" fn on_keyspace_event(
         event.is_null(),
         key.is_null(),
     ) {
-        // SAFETY: Redis passes a NUL-terminated event name and the event's key, both alive
-        // during the callback.
+        // Redis passes a NUL-terminated event name and the event's key, alive during the call.
+        // SAFETY: as just said.
         let event = unsafe { CStr::from_ptr(event) }.to_bytes();
         let key = RedisString::string_as_slice(key);
         guarded("keyspace event", || handler(&Context::new(ctx), event, key));
@@ -178,8 +178,8 @@ unsafe fn decode<'a>(id: u64, subevent: u64, data: *mut c_void) -> Option<Server
             if data.is_null() {
                 return None;
             }
-            // SAFETY: the CONFIG event's data is a RedisModuleConfigChange with
-            // `num_changes` names.
+            // The CONFIG event's data is a RedisModuleConfigChange with `num_changes` names.
+            // SAFETY: as just said.
             let change = unsafe { &*data.cast::<raw::RedisModuleConfigChange>() };
             let names = match usize::try_from(change.num_changes) {
                 Ok(n) if !change.config_names.is_null() => {
