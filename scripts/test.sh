@@ -13,9 +13,9 @@
 # suite ends with one line per leg and fails if any failed. JWKS_FULL_LEGS=all runs every leg
 # in full; JWKS_LEGS="redis-8.0 valkey-8.0" runs only those legs.
 #
-# Measured on the project's 2-core machine, lightly loaded, with the builds done: about
-# 15 min (full legs about 4.5 min each with the Node tests, subsets under 2 min); all four
-# legs in full add about 5 min. A fresh clone first builds for over 10 min more (debug,
+# Measured on the project's 2-core machine, quiet, with the builds done: about 19 min (full
+# legs about 5.3 min each with the Python and Node tests, subsets about 2 min); all four legs
+# in full add about 6 min. A fresh clone first builds for over 10 min more (debug,
 # release, clippy, fuzz), and Redis 8.0 compiles for 3-7 min once per machine: the two ends
 # in full and subsets in the middle keep that near 25 minutes.
 #
@@ -53,7 +53,7 @@ done
 # and docs tests (a virtualenv, pip, Celery: minutes each) run on the two ends only.
 SUBSET_RUST=(acl acl_selectors command_docs derived_state default_upkeep events lifecycle pause persistence
   replication reshard_order restore_payloads cluster rotation docs confirm verifiers)
-SUBSET_PY=(tests/test_client.py tests/test_keycache.py tests/test_acks.py)
+SUBSET_PY=(tests/test_client.py tests/test_keycache.py)
 full_legs="${JWKS_FULL_LEGS:-redis-7.0 valkey-9.1}"
 
 declare -A result
