@@ -954,30 +954,12 @@ fn one_hundred_thousand_distinct_verifiers_fill_the_caps_and_stay_bounded() {
     for s in &sets {
         rotate(&mut con, s, &["ADD", &ec("a", 1), "PROMOTE", "a"]).unwrap();
     }
-    let used = |c: &mut Connection| -> i64 {
-        let s: String = cmd("INFO", &["memory"]).query(c).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let base = used(&mut con);
+    let base = used_memory(&mut con);
     for (n, s) in sets.iter().enumerate() {
-        let mut pipe = redis::pipe();
-        for i in 0..5000 {
-            pipe.cmd("JWKS.ACK")
-                .arg(s)
-                .arg("GENERATION")
-                .arg(1)
-                .arg("ID")
-                .arg(format!("host-{n:02}-{i:05}-0123456789abcdef01234"))
-                .ignore();
-        }
-        let _: () = pipe.query(&mut con).unwrap();
+        let ids = (0..5000).map(|i| format!("host-{n:02}-{i:05}-0123456789abcdef01234"));
+        ack_many(&mut con, s, 1, ids);
     }
-    let grown = used(&mut con) - base;
+    let grown = used_memory(&mut con) - base;
     assert!(grown < 60 << 20, "100k verifiers took {grown} bytes");
     let e = try_ack(&mut con, &sets[0], 1, b"one-too-many", 60_000).unwrap_err();
     assert!(
@@ -1025,17 +1007,8 @@ fn acks_at_a_high_rate_during_confirmed_rotations_leave_ping_fast() {
                     .query::<Value>(&mut c)
                     .map(|v| as_int(&field(&v, "generation")))
                     .unwrap();
-                let mut pipe = redis::pipe();
-                for i in 0..500u64 {
-                    pipe.cmd("JWKS.ACK")
-                        .arg(K)
-                        .arg("GENERATION")
-                        .arg(g)
-                        .arg("ID")
-                        .arg(format!("f{}", i % 2000 + (sent % 4) * 2000))
-                        .ignore();
-                }
-                let _: () = pipe.query(&mut c).unwrap();
+                let ids = (0..500u64).map(|i| format!("f{}", i % 2000 + (sent % 4) * 2000));
+                ack_many(&mut c, K, g, ids);
                 sent += 1;
             }
             sent

@@ -19,16 +19,6 @@ fn stats(con: &mut Connection) -> HashMap<String, i64> {
         .collect()
 }
 
-fn used_memory(con: &mut Connection) -> i64 {
-    let info: String = cmd("INFO", &["memory"]).query(con).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn run(con: &mut Connection, args: &[&str]) {
     let _: redis::Value = cmd(args[0], &args[1..]).query(con).unwrap();
 }

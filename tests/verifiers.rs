@@ -239,17 +239,7 @@ fn the_caps_refuse_new_ids_only() {
     let server = Server::start();
     let mut con = server.conn();
     started(&mut con);
-    let mut pipe = redis::pipe();
-    for i in 0..10_000 {
-        pipe.cmd("JWKS.ACK")
-            .arg(K)
-            .arg("GENERATION")
-            .arg(1)
-            .arg("ID")
-            .arg(i)
-            .ignore();
-    }
-    let _: () = pipe.query(&mut con).unwrap();
+    ack_many(&mut con, K, 1, (0..10_000).map(|i| i.to_string()));
     let e = ack(&mut con, K, 1, "one-too-many", None).unwrap_err();
     assert!(e.to_string().contains("too many verifiers"), "{e}");
     assert_eq!(ack(&mut con, K, 1, "17", None).unwrap(), 1);
@@ -307,28 +297,14 @@ fn acks_are_refused_over_maxmemory_and_counted_in_used_memory() {
     let server = Server::start();
     let mut con = server.conn();
     started(&mut con);
-    let used = |con: &mut Connection| -> i64 {
-        let info: String = cmd("INFO", &["memory"]).query(con).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let before = used(&mut con);
-    let mut pipe = redis::pipe();
-    for i in 0..5_000 {
-        pipe.cmd("JWKS.ACK")
-            .arg(K)
-            .arg("GENERATION")
-            .arg(1)
-            .arg("ID")
-            .arg(format!("verifier-{i:05}"))
-            .ignore();
-    }
-    let _: () = pipe.query(&mut con).unwrap();
-    let grown = used(&mut con) - before;
+    let before = used_memory(&mut con);
+    ack_many(
+        &mut con,
+        K,
+        1,
+        (0..5_000).map(|i| format!("verifier-{i:05}")),
+    );
+    let grown = used_memory(&mut con) - before;
     assert!(
         grown > 5_000 * 100,
         "acks are in used_memory: {grown} bytes"

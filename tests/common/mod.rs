@@ -419,6 +419,37 @@ pub fn audit(con: &mut Connection, key: &str) -> Vec<std::collections::HashMap<S
         .collect()
 }
 
+/// The server's `used_memory` (INFO memory), in bytes.
+pub fn used_memory(con: &mut Connection) -> i64 {
+    let info: String = cmd("INFO", &["memory"]).query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Acks `generation` of `key` from every ID in `ids`, pipelined (TTL: the module's default).
+pub fn ack_many(
+    con: &mut Connection,
+    key: &str,
+    generation: i64,
+    ids: impl IntoIterator<Item = String>,
+) {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("JWKS.ACK")
+            .arg(key)
+            .arg("GENERATION")
+            .arg(generation)
+            .arg("ID")
+            .arg(id)
+            .ignore();
+    }
+    let _: () = pipe.query(con).unwrap();
+}
+
 pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ok() {
